@@ -1,0 +1,267 @@
+"""The BERT encoder, written out layer by layer.
+
+Dimension letters used in every shape comment: B batch, S sequence, H hidden, N heads, D head size (H / N),
+I intermediate (feed-forward) size, V vocabulary, C choices (multiple choice).
+
+Design:
+- Post-LN residual blocks exactly as in Devlin et al. 2018: x = LN(x + Dropout(Attn(x))); x = LN(x + Dropout(FFN(x))).
+- Q, K and V come from one fused projection (``qkv_proj``, output laid out [q | k | v]); checkpoints with separate
+  query/key/value matrices are fused and split in ``convert.py``, the only place that knows external names.
+- The public mask is ``attention_mask`` (B, S) with 1 = real token. It is converted once, at the top of ``BertModel``,
+  into a boolean key mask (B, 1, 1, S) that every layer shares.
+- Attention runs through ``F.scaled_dot_product_attention`` (fused kernels); an explicit "eager" path computes the
+  probabilities itself and is used when they are asked for (``output_attentions=True``). ``attention_backend`` picks.
+- Inputs are checked at the boundary, so a bad id or an over-long sequence raises a ValueError that says what and by how
+  much instead of an index error from inside ``nn.Embedding``.
+
+References: Devlin et al., "BERT" (2018); google-research/bert modeling.py for the layer structure.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.model.config import BertConfig
+from bertforge.model.pretrained import PreTrainedBert
+
+ATTENTION_BACKENDS = ("sdpa", "eager")
+
+
+def activation(name: str):
+    """The feed-forward activation function for a config's ``hidden_act``."""
+    if name == "gelu":
+        return F.gelu
+    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
+        return lambda x: F.gelu(x, approximate="tanh")
+    if name == "relu":
+        return F.relu
+    if name in ("silu", "swish"):
+        return F.silu
+    if name == "tanh":
+        return torch.tanh
+    raise ValueError(f"unknown activation {name!r}")
+
+
+@dataclass
+class BaseModelOutput:
+    """Output of ``BertModel``."""
+
+    last_hidden_state: torch.Tensor
+    """(B, S, H) hidden states of the last layer."""
+    pooler_output: torch.Tensor | None = None
+    """(B, H) tanh(dense([CLS])), or None for a model built without a pooler."""
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    """Embeddings then each layer's output, each (B, S, H), when ``output_hidden_states=True``."""
+    attentions: tuple[torch.Tensor, ...] | None = None
+    """Each layer's attention probabilities (B, N, S, S), when ``output_attentions=True``."""
+
+
+class Embeddings(nn.Module):
+    """Token + segment + learned position embeddings, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.token = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        # (B, S) ids -> (B, S, H)
+        x = self.token(input_ids) + self.segment(token_type_ids) + self.position(position_ids)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Bidirectional multi-head self-attention with a fused QKV projection and an output projection."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_size = config.head_size
+        self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa"
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, S, H); key_mask (B, 1, 1, S) bool, True = attend. Returns (B, S, H) and probabilities or None."""
+        B, S, _ = x.shape
+        # (B, S, 3H) -> (3, B, N, S, D)
+        q, k, v = self.qkv_proj(x).view(B, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        dropout_p = self.dropout_p if self.training else 0.0
+        probs = None
+        if backend == "sdpa":
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        else:
+            ctx, probs = eager_attention(q, k, v, key_mask, dropout_p)
+        ctx = ctx.transpose(1, 2).reshape(B, S, self.num_heads * self.head_size)  # (B, N, S, D) -> (B, S, H)
+        return self.out_proj(ctx), probs
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                    dropout_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(D) + mask) v, spelled out; q, k, v (B, N, S, D). Returns context and probabilities.
+
+    The softmax runs in fp32 whatever the input dtype, so bf16 runs keep exact statistics.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, N, S, S)
+    scores = scores.float()
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1).to(q.dtype)
+    ctx = torch.matmul(F.dropout(probs, dropout_p) if dropout_p else probs, v)
+    return ctx, probs
+
+
+class FeedForward(nn.Module):
+    """ffn_out(act(ffn_in(x))): H -> I -> H."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.ffn_in = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.ffn_out = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_out(self.act(self.ffn_in(x)))
+
+
+class EncoderLayer(nn.Module):
+    """One post-LN transformer block: attention and feed-forward, each followed by dropout, residual add, LayerNorm."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attn = SelfAttention(config)
+        self.norm_attn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.norm_ffn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa"
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, probs = self.attn(x, key_mask, backend)
+        x = self.norm_attn(x + self.dropout(attn_out))
+        x = self.norm_ffn(x + self.dropout(self.ffn(x)))
+        return x, probs
+
+
+class Pooler(nn.Module):
+    """tanh(dense(h[CLS])): the sentence vector that BERT's NSP and classification heads read."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, S, H) -> (B, H)
+
+
+class BertModel(PreTrainedBert):
+    """Embeddings, a stack of encoder layers and (optionally) the pooler."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.attention_backend = "sdpa"
+        self.gradient_checkpointing = False
+        self.apply(lambda m: init_weights(m, config))
+
+    def set_attention_backend(self, backend: str) -> None:
+        """Choose "sdpa" (fused kernels, default) or "eager" (explicit softmax) attention."""
+        if backend not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention backend {backend!r} is not one of {ATTENTION_BACKENDS}")
+        self.attention_backend = backend
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutput:
+        """input_ids, attention_mask (1 = real token), token_type_ids, position_ids: each (B, S).
+
+        ``output_attentions`` switches to the eager attention path so that probabilities can be returned.
+        """
+        input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
+            self.config, input_ids, attention_mask, token_type_ids, position_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
+        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        backend = "eager" if output_attentions else self.attention_backend
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, probs = torch.utils.checkpoint.checkpoint(layer, x, key_mask, backend, use_reentrant=False)
+            else:
+                x, probs = layer(x, key_mask, backend)
+            if hidden_states is not None:
+                hidden_states.append(x)
+            if attentions is not None:
+                attentions.append(probs)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BaseModelOutput(x, pooled, tuple(hidden_states) if hidden_states is not None else None,
+                               tuple(attentions) if attentions is not None else None)
+
+
+def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids):
+    """Validate and complete the public inputs; raise ValueError naming the bad input and by how much."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ValueError(f"input_ids must be a (batch, sequence) tensor of token ids, got {got}")
+    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
+    B, S = input_ids.shape
+    if S > config.max_position_embeddings and position_ids is None:
+        raise ValueError(f"input has {S} tokens, {S - config.max_position_embeddings} more than the model's "
+                         f"max_position_embeddings ({config.max_position_embeddings}); truncate or window the input")
+    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
+                    ("position_ids", position_ids)):
+        if t is not None and tuple(t.shape) != (B, S):
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {(B, S)}; they must match")
+    # Range checks read values on the host: free on CPU; on an accelerator they would sync every step, so they run
+    # there only outside training (the id-range failure on device is a clear device-side assert anyway).
+    if input_ids.device.type == "cpu" or not torch.is_grad_enabled():
+        _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
+        if token_type_ids is not None:
+            _check_range("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
+        if position_ids is not None:
+            _check_range("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings")
+    if token_type_ids is None:
+        token_type_ids = torch.zeros_like(input_ids)
+    if position_ids is None:
+        position_ids = torch.arange(S, device=input_ids.device).expand(B, S)
+    return input_ids, attention_mask, token_type_ids, position_ids
+
+
+def _check_range(name: str, t: torch.Tensor, limit: int, limit_name: str) -> None:
+    if t.numel() == 0:
+        return
+    lo, hi = int(t.min()), int(t.max())
+    if hi >= limit:
+        raise ValueError(f"{name} holds {hi}, which is {hi - limit + 1} past the last valid id ({limit - 1}; "
+                         f"{limit_name} = {limit})")
+    if lo < 0:
+        raise ValueError(f"{name} holds {lo}; ids must be >= 0")
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, config: BertConfig) -> None:
+    """BERT's init: weights N(0, initializer_range), biases 0, LayerNorm 1/0, padding embedding row 0."""
+    if isinstance(module, nn.Linear):
+        module.weight.normal_(0.0, config.initializer_range)
+        if module.bias is not None:
+            module.bias.zero_()
+    elif isinstance(module, nn.Embedding):
+        module.weight.normal_(0.0, config.initializer_range)
+        if module.padding_idx is not None:
+            module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        module.weight.fill_(1.0)
+        module.bias.zero_()

@@ -1,0 +1,190 @@
+"""BertConfig: the model's hyper-parameters, with the field names of Hugging Face's ``config.json``.
+
+Keeping the Hugging Face names means a checkpoint directory written by either library is read by the other without a
+translation step. Fields that transformers writes but BERT does not use (``use_cache``, ``is_decoder``, ...) are kept in
+``extra`` so that a config survives a load/save round trip unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+@dataclass(kw_only=True)
+class BertConfig:
+    """Sizes and options of a BERT encoder and its heads (Hugging Face ``config.json`` names)."""
+
+    vocab_size: int = 30522
+    """Number of token ids (V)."""
+    hidden_size: int = 768
+    """Width of the residual stream (H)."""
+    num_hidden_layers: int = 12
+    """Number of encoder layers."""
+    num_attention_heads: int = 12
+    """Attention heads per layer (N); hidden_size / heads is the head size (D)."""
+    intermediate_size: int = 3072
+    """Width of the feed-forward block's inner layer."""
+    hidden_act: str = "gelu"
+    """Feed-forward activation: gelu (exact erf), gelu_new / gelu_pytorch_tanh (tanh approximation), relu, silu."""
+    hidden_dropout_prob: float = 0.1
+    """Dropout on embeddings and after each residual branch."""
+    attention_probs_dropout_prob: float = 0.1
+    """Dropout on attention probabilities."""
+    max_position_embeddings: int = 512
+    """Longest sequence, in tokens, the learned position table covers."""
+    type_vocab_size: int = 2
+    """Number of segment (token type) ids."""
+    initializer_range: float = 0.02
+    """Standard deviation of the normal init of weights."""
+    layer_norm_eps: float = 1e-12
+    """Epsilon of every LayerNorm."""
+    pad_token_id: int = 0
+    """Id of [PAD]; its embedding row gets no gradient."""
+    position_embedding_type: str = "absolute"
+    """Only "absolute" (learned positions) is supported."""
+    classifier_dropout: float | None = None
+    """Dropout before classification heads; None means hidden_dropout_prob."""
+    tie_word_embeddings: bool = True
+    """The MLM decoder shares the word-embedding matrix."""
+    num_labels: int | None = None
+    """Classes of a classification head; derived from id2label when that is given, else 2."""
+    id2label: dict[int, str] | None = None
+    """Class id -> name, for classification heads."""
+    label2id: dict[str, int] | None = None
+    """Class name -> id (the inverse of id2label)."""
+    problem_type: str | None = None
+    """Sequence classification loss: regression, single_label_classification, multi_label_classification, or None to
+    choose as transformers does (num_labels == 1 -> regression; integer labels -> single label; else multi label)."""
+    architectures: list[str] | None = None
+    """Class names this checkpoint was saved from (written by save_pretrained)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Keys of config.json that bertforge does not use, kept so that a round trip loses nothing."""
+
+    model_type = "bert"
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                     "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads}); the remainder is {self.hidden_size % self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
+            raise ValueError(f"BertConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
+        if self.position_embedding_type != "absolute":
+            raise ValueError(f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported; "
+                             "bertforge implements BERT's learned 'absolute' positions only")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(f"BertConfig.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"BertConfig.problem_type {self.problem_type!r} must be one of {PROBLEM_TYPES} or None")
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            if self.num_labels is None:
+                self.num_labels = len(self.id2label)
+            elif self.num_labels != len(self.id2label):
+                raise ValueError(f"BertConfig.num_labels ({self.num_labels}) disagrees with id2label, which has "
+                                 f"{len(self.id2label)} entries")
+        if self.num_labels is None:
+            self.num_labels = 2
+        if self.num_labels <= 0:
+            raise ValueError(f"BertConfig.num_labels must be positive, got {self.num_labels}")
+        if self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.label2id is None:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head (D)."""
+        return self.hidden_size // self.num_attention_heads
+
+    # ---- serialisation -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json dictionary: Hugging Face names, unknown keys from ``extra`` kept, ``model_type`` set."""
+        out: dict[str, Any] = dict(self.extra)
+        for f in dataclasses.fields(self):
+            if f.name != "extra":
+                out[f.name] = getattr(self, f.name)
+        if out["architectures"] is None:
+            del out["architectures"]
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["model_type"] = self.model_type
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BertConfig:
+        """Build from a config.json dictionary; unknown keys go to ``extra``."""
+        data = dict(data)
+        model_type = data.pop("model_type", "bert")
+        if model_type != "bert":
+            raise ValueError(f"config model_type is {model_type!r}; bertforge loads BERT checkpoints (model_type 'bert')")
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names}
+        extra.update(data.get("extra", {}) if isinstance(data.get("extra"), dict) else {})
+        extra.pop("extra", None)
+        return cls(**known, extra=extra)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` into ``directory`` atomically."""
+        from bertforge.utils import atomic_write_text
+
+        os.makedirs(directory, exist_ok=True)
+        atomic_write_text(os.path.join(directory, "config.json"), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> BertConfig:
+        """Read ``config.json`` from a directory (or the file itself); keyword arguments override fields."""
+        path = os.fspath(path)
+        file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+        if not os.path.exists(file):
+            raise FileNotFoundError(f"no config.json at {file}: a BERT checkpoint directory holds config.json and "
+                                    "model.safetensors (or pytorch_model.bin)")
+        try:
+            with open(file, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+        data.update(overrides)
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> BertConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+# Named sizes. tiny..medium are the compact models of Turc et al. 2019 (Google's "Well-Read Students"); base and large
+# are the sizes of Devlin et al. 2018.
+PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+}
+
+
+def preset(name: str, **overrides: Any) -> BertConfig:
+    """A named model size (tiny, mini, small, medium, base, large), with optional field overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return BertConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,269 @@
+"""Task heads on top of ``BertModel``, each computing its loss when labels are given (label -100 is ignored).
+
+Shapes use the letters of ``bert.py``: B batch, S sequence, H hidden, V vocab, C choices, L labels.
+Class and output field names follow transformers so that its users find what they expect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.model.bert import BertModel, activation, init_weights
+from bertforge.model.config import BertConfig
+from bertforge.model.pretrained import PreTrainedBert
+
+
+@dataclass
+class PreTrainingOutput:
+    loss: torch.Tensor | None
+    """mean MLM cross-entropy + binary-head cross-entropy (each term present when its labels are given)."""
+    prediction_logits: torch.Tensor
+    """(B, S, V) MLM logits."""
+    seq_relationship_logits: torch.Tensor
+    """(B, 2) NSP / SOP logits."""
+    mlm_loss: torch.Tensor | None = None
+    binary_loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class MaskedLMOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    """(B, S, V)."""
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+    """(B, L) for classification and sequence heads; (B, S, L) for token classification; (B, C) for multiple choice."""
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+TokenClassifierOutput = SequenceClassifierOutput
+MultipleChoiceOutput = SequenceClassifierOutput
+
+
+@dataclass
+class QuestionAnsweringOutput:
+    loss: torch.Tensor | None
+    start_logits: torch.Tensor
+    """(B, S)."""
+    end_logits: torch.Tensor
+    """(B, S)."""
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MLMHead(nn.Module):
+    """transform (dense + act + LayerNorm), then the decoder H -> V whose weight is the word-embedding matrix."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.transform = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = activation(config.hidden_act)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.apply(lambda m: init_weights(m, config))
+        if config.tie_word_embeddings:
+            self.decoder.weight = word_embeddings.weight
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (..., H) -> logits (..., V)."""
+        return F.linear(self.norm(self.act(self.transform(hidden))), self.decoder.weight, self.bias)
+
+
+def _hidden_extras(out) -> dict:
+    return dict(hidden_states=out.hidden_states, attentions=out.attentions)
+
+
+class BertForPreTraining(PreTrainedBert):
+    """MLM head + binary sentence head (NSP or SOP), as in BERT's pretraining."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.mlm = MLMHead(config, self.bert.embeddings.token)
+        self.binary_head = nn.Linear(config.hidden_size, 2)
+        init_weights(self.binary_head, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                next_sentence_label=None, output_attentions: bool = False, output_hidden_states: bool = False
+                ) -> PreTrainingOutput:
+        """``labels`` (B, S) MLM targets, -100 where not predicted; ``next_sentence_label`` (B,) 0/1."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states)
+        prediction_logits = self.mlm(out.last_hidden_state)
+        seq_logits = self.binary_head(out.pooler_output)
+        mlm_loss = binary_loss = loss = None
+        if labels is not None:
+            mlm_loss = F.cross_entropy(prediction_logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            loss = mlm_loss
+        if next_sentence_label is not None:
+            binary_loss = F.cross_entropy(seq_logits.float(), next_sentence_label.flatten(), ignore_index=-100)
+            loss = binary_loss if loss is None else loss + binary_loss
+        return PreTrainingOutput(loss, prediction_logits, seq_logits, mlm_loss, binary_loss, **_hidden_extras(out))
+
+
+class BertForMaskedLM(PreTrainedBert):
+    """MLM head only (no pooler): for MLM-only pretraining and fill-mask."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.mlm = MLMHead(config, self.bert.embeddings.token)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> MaskedLMOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states)
+        logits = self.mlm(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return MaskedLMOutput(loss, logits, **_hidden_extras(out))
+
+
+def _classifier_dropout(config: BertConfig) -> nn.Dropout:
+    p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+    return nn.Dropout(p)
+
+
+def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Regression (MSE), single-label (CE) or multi-label (BCE) loss, chosen as transformers chooses.
+
+    ``config.problem_type`` wins when set; otherwise one label means regression, integer labels single-label
+    classification, and float labels of shape (B, L) multi-label classification.
+    """
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    logits = logits.float()
+    if problem == "regression":
+        if config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).float())
+        return F.mse_loss(logits, labels.float())
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1).long(), ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+class BertForSequenceClassification(PreTrainedBert):
+    """Pooler -> dropout -> linear (H -> L): single-label, multi-label or regression."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self.classifier, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> SequenceClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, L)
+        loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
+        return SequenceClassifierOutput(loss, logits, **_hidden_extras(out))
+
+
+class BertForTokenClassification(PreTrainedBert):
+    """Dropout -> linear on every token (H -> L): NER and other taggers."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        init_weights(self.classifier, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> TokenClassifierOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, S, L)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+        return TokenClassifierOutput(loss, logits, **_hidden_extras(out))
+
+
+class BertForQuestionAnswering(PreTrainedBert):
+    """Linear (H -> 2) on every token: start and end logits of the answer span."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        if config.num_labels != 2:
+            raise ValueError(f"BertForQuestionAnswering needs num_labels = 2 (start and end logits), the config has "
+                             f"{config.num_labels}; pass num_labels=2")
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        init_weights(self.qa_outputs, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, start_positions=None,
+                end_positions=None, output_attentions: bool = False, output_hidden_states: bool = False
+                ) -> QuestionAnsweringOutput:
+        """``start_positions``/``end_positions`` (B,) token indices; positions outside the sequence are ignored."""
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
+                        output_hidden_states)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            S = start_logits.shape[1]
+            # An answer index past the sequence (truncated away) is mapped to S and ignored, as in BERT's run_squad.
+            start = start_positions.flatten().clamp(0, S)
+            end = end_positions.flatten().clamp(0, S)
+            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=S)
+                    + F.cross_entropy(end_logits.float(), end, ignore_index=S)) / 2
+        return QuestionAnsweringOutput(loss, start_logits, end_logits, **_hidden_extras(out))
+
+
+class BertForMultipleChoice(PreTrainedBert):
+    """Each (context, choice) pair encoded, pooled and scored (H -> 1); softmax over the C choices."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=True)
+        self.dropout = _classifier_dropout(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self.classifier, config)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
+                output_attentions: bool = False, output_hidden_states: bool = False) -> MultipleChoiceOutput:
+        """Inputs (B, C, S); ``labels`` (B,) the index of the right choice."""
+        if input_ids.dim() != 3:
+            raise ValueError(f"multiple choice takes input_ids of shape (batch, choices, sequence), got "
+                             f"{tuple(input_ids.shape)}")
+        B, C, S = input_ids.shape
+
+        def flat(t):
+            return None if t is None else t.reshape(B * C, S)
+
+        out = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
+                        output_attentions, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.flatten(), ignore_index=-100)
+        return MultipleChoiceOutput(loss, logits, **_hidden_extras(out))
+
+
+HEAD_CLASSES: dict[str, type[PreTrainedBert]] = {
+    cls.__name__: cls for cls in (BertForPreTraining, BertForMaskedLM, BertForSequenceClassification,
+                                  BertForTokenClassification, BertForQuestionAnswering, BertForMultipleChoice)
+}

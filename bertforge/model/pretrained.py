@@ -1,0 +1,206 @@
+"""Loading and saving Hugging Face style checkpoint directories: ``from_pretrained`` / ``save_pretrained``.
+
+A directory holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.bin``, or sharded files with an
+``*.index.json``). Names are translated by ``convert.py``; this module only moves tensors and reports what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from bertforge.model import convert
+from bertforge.model.config import BertConfig
+from bertforge.utils import atomic_path, logger
+
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+@dataclass
+class LoadReport:
+    """What ``from_pretrained`` did with a checkpoint's tensors."""
+
+    missing: list[str] = field(default_factory=list)
+    """bertforge parameters the checkpoint did not have: newly initialized."""
+    unexpected: list[str] = field(default_factory=list)
+    """Checkpoint tensors that the class does not use (e.g. an MLM head when loading a classifier)."""
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    """(name, checkpoint shape, model shape) re-initialized because of ``ignore_mismatched_sizes``."""
+
+
+class PreTrainedBert(nn.Module):
+    """Base of BertModel and every head: config holder, ``from_pretrained`` and ``save_pretrained``."""
+
+    config: BertConfig
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        if not isinstance(config, BertConfig):
+            raise TypeError(f"{type(self).__name__} takes a BertConfig, got {type(config).__name__}")
+        self.config = config
+        self.load_report: LoadReport | None = None
+
+    @property
+    def backbone_prefix(self) -> str:
+        """'' for BertModel itself, 'bert.' for head classes."""
+        return "" if hasattr(self, "embeddings") else "bert."
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        """Number of distinct parameters (tied weights counted once)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    # ---- loading -------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, *, config: BertConfig | None = None,
+                        dtype: torch.dtype | None = None, device: str | torch.device | None = None,
+                        ignore_mismatched_sizes: bool = False, **config_overrides):
+        """Load a Hugging Face BERT directory (ours or transformers') into this class.
+
+        Checkpoints with or without the ``bert.`` prefix and with or without heads are accepted; weights the class
+        has but the checkpoint lacks are newly initialized, and both those and unused checkpoint tensors are logged
+        as a warning (and kept in ``model.load_report``). ``config_overrides`` change config fields (for instance
+        ``num_labels=3`` or ``id2label=...`` for a fresh classifier).
+        """
+        path = os.fspath(path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"{path} is not a directory; from_pretrained takes a checkpoint directory with "
+                                    "config.json and model.safetensors")
+        if config is None:
+            config = BertConfig.from_pretrained(path, **config_overrides)
+        elif config_overrides:
+            config = config.replace(**config_overrides)
+        model = cls(config)
+        state = load_state_dict(path)
+        model.load_report = model.load_hf_state_dict(state, ignore_mismatched_sizes=ignore_mismatched_sizes,
+                                                     source=path)
+        if dtype is not None or device is not None:
+            model.to(device=device, dtype=dtype)
+        return model.eval()
+
+    def load_hf_state_dict(self, state: dict[str, torch.Tensor], ignore_mismatched_sizes: bool = False,
+                           source: str = "checkpoint") -> LoadReport:
+        """Copy a Hugging Face-named state dict into this model; returns (and logs) what was missing or unused."""
+        converted, unused = convert.hf_to_ours(state)
+        prefix = self.backbone_prefix
+        adapted: dict[str, torch.Tensor] = {}
+        for name, tensor in converted.items():
+            has_prefix = name.startswith("bert.")
+            backbone = has_prefix or not name.startswith(("mlm.", "binary_head.", "classifier.", "qa_outputs."))
+            if backbone:
+                short = name[5:] if has_prefix else name
+                adapted[prefix + short] = tensor
+            elif prefix:
+                adapted[name] = tensor
+            else:
+                unused.append(name)  # a head tensor offered to a bare BertModel
+        own = self.state_dict()
+        tied = self._tied_names()
+        report = LoadReport()
+        with torch.no_grad():
+            for name, tensor in adapted.items():
+                if name not in own:
+                    report.unexpected.append(_hf_name(name))
+                    continue
+                if tuple(own[name].shape) != tuple(tensor.shape):
+                    if ignore_mismatched_sizes:
+                        report.mismatched.append((_hf_name(name), tuple(tensor.shape), tuple(own[name].shape)))
+                        continue
+                    raise ValueError(
+                        f"{source}: tensor {_hf_name(name)} (bertforge {name}) has shape {tuple(tensor.shape)} in the "
+                        f"checkpoint but {tuple(own[name].shape)} in {type(self).__name__}; check the config, or pass "
+                        "ignore_mismatched_sizes=True to re-initialize it")
+                own[name].copy_(tensor.to(own[name].dtype))
+        report.unexpected = sorted(set(report.unexpected) | set(unused))
+        report.missing = sorted(n for n in own if n not in adapted and n not in tied
+                                and not any(n == m[0] for m in report.mismatched))
+        if report.missing:
+            logger.warning("Some weights of %s were not in %s and are newly initialized: %s",
+                           type(self).__name__, source, report.missing)
+        if report.unexpected:
+            logger.warning("Some weights of %s were not used by %s: %s", source, type(self).__name__,
+                           report.unexpected)
+        if report.mismatched:
+            logger.warning("Some weights of %s had other shapes in %s and are newly initialized: %s",
+                           type(self).__name__, source, report.mismatched)
+        return report
+
+    def _tied_names(self) -> set[str]:
+        """State-dict names that alias another parameter (the tied MLM decoder)."""
+        return {"mlm.decoder.weight"} if self.config.tie_word_embeddings and hasattr(self, "mlm") else set()
+
+    # ---- saving --------------------------------------------------------------------------------------------------
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """This model's weights under Hugging Face names (what transformers' class of the same name expects)."""
+        own = {k: v.detach() for k, v in self.state_dict().items()}
+        return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings)
+
+    def save_pretrained(self, directory: str | os.PathLike, safe_serialization: bool = True) -> None:
+        """Write config.json (with ``architectures``) and model.safetensors that transformers loads as is.
+
+        Each file is written to a temporary name and renamed, so a crash leaves the previous files intact.
+        """
+        from safetensors.torch import save_file
+
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        tensors = {k: v.contiguous().cpu() for k, v in self.hf_state_dict().items()}
+        if safe_serialization:
+            with atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
+                save_file(tensors, tmp, metadata={"format": "pt"})
+            stale = os.path.join(directory, "pytorch_model.bin")
+        else:
+            with atomic_path(os.path.join(directory, "pytorch_model.bin")) as tmp:
+                torch.save(tensors, tmp)
+            stale = os.path.join(directory, "model.safetensors")
+        if os.path.exists(stale):
+            os.remove(stale)  # never leave weights of an older save beside the new ones
+        config = self.config.replace(architectures=[type(self).__name__])
+        config.save_pretrained(directory)
+
+
+def _hf_name(name: str) -> str:
+    """The Hugging Face name of one bertforge parameter, for messages."""
+    try:
+        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False))
+    except KeyError:
+        return name
+
+
+def load_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory: safetensors preferred, then pytorch_model.bin, then sharded files."""
+    for name in WEIGHTS_FILES:
+        file = os.path.join(path, name)
+        if os.path.exists(file):
+            return _load_file(file)
+    for name in INDEX_FILES:
+        index = os.path.join(path, name)
+        if os.path.exists(index):
+            with open(index, encoding="utf-8") as fh:
+                shards = sorted(set(json.load(fh)["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(_load_file(os.path.join(path, shard)))
+            return state
+    raise FileNotFoundError(f"{path} holds no weights: expected one of {', '.join(WEIGHTS_FILES + INDEX_FILES)}")
+
+
+def _load_file(file: str) -> dict[str, torch.Tensor]:
+    if file.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(file, device="cpu")
+        except Exception as e:  # safetensors raises its own error types for truncated or corrupt headers
+            raise ValueError(f"{file}: not a readable safetensors file ({e})") from None
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{file}: not a readable PyTorch weights file ({e})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: expected a dict of tensors, found {type(state).__name__}")
+    return state

