@@ -59,3 +59,68 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class _LogProgress:
+    """Progress as periodic log lines (rate and ETA), for runs whose output is not a terminal."""
+
+    def __init__(self, total: float | None, desc: str, unit: str, unit_scale: bool, interval: float):
+        import time
+
+        self.total, self.desc, self.unit, self.unit_scale, self.interval = total, desc, unit, unit_scale, interval
+        self.n = 0.0
+        self._time = time.monotonic
+        self.start = self.last = self._time()
+        self.postfix = ""
+
+    def update(self, n: float = 1) -> None:
+        self.n += n
+        now = self._time()
+        if now - self.last >= self.interval:
+            self.last = now
+            self._log(now)
+
+    def set_postfix_str(self, text: str) -> None:
+        self.postfix = text
+
+    def _log(self, now: float) -> None:
+        elapsed = max(now - self.start, 1e-9)
+        rate = self.n / elapsed
+        scale = 1e6 if self.unit_scale and self.unit == "B" else 1
+        unit = "MB" if scale == 1e6 else self.unit
+        done = f"{self.n / scale:,.1f}" + (f"/{self.total / scale:,.1f}" if self.total else "")
+        eta = f", ETA {(self.total - self.n) / rate:,.0f}s" if self.total and rate > 0 else ""
+        logger.info("%s: %s %s (%.1f %s/s%s) %s", self.desc, done, unit, rate / scale, unit, eta, self.postfix)
+
+    def close(self) -> None:
+        self._log(self._time())
+
+
+@contextmanager
+def progress(total: float | None = None, desc: str = "", unit: str = "it", unit_scale: bool = False,
+             enabled: bool = True, interval: float = 10.0):
+    """The one progress display: a tqdm bar on a terminal, log lines every ``interval`` seconds otherwise.
+
+    Yields an object with ``update(n)`` and ``set_postfix_str(text)``.
+    """
+    import sys
+
+    if not enabled:
+        bar = _LogProgress(total, desc, unit, unit_scale, float("inf"))
+        bar.close = lambda: None  # type: ignore[method-assign]
+        yield bar
+        return
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=unit_scale, dynamic_ncols=True)
+        try:
+            yield bar
+        finally:
+            bar.close()
+    else:
+        bar = _LogProgress(total, desc, unit, unit_scale, interval)
+        try:
+            yield bar
+        finally:
+            bar.close()

@@ -98,18 +98,22 @@ class BertConfig:
             if self.num_labels is None:
                 self.num_labels = len(self.id2label)
             elif self.num_labels != len(self.id2label):
-                raise ValueError(f"BertConfig.num_labels ({self.num_labels}) disagrees with id2label, which has "
-                                 f"{len(self.id2label)} entries")
+                if not _default_labels(self.id2label):
+                    raise ValueError(f"BertConfig.num_labels ({self.num_labels}) disagrees with id2label, which has "
+                                     f"{len(self.id2label)} entries")
+                self.id2label = None  # generated names for another label count: generate again
         if self.num_labels is None:
             self.num_labels = 2
         if self.num_labels <= 0:
             raise ValueError(f"BertConfig.num_labels must be positive, got {self.num_labels}")
         if self.id2label is None:
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
-        if self.label2id is None:
-            self.label2id = {v: k for k, v in self.id2label.items()}
-        else:
+        derived = {v: k for k, v in self.id2label.items()}
+        if self.label2id is not None:
             self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            if self.label2id != derived and not _default_labels({v: k for k, v in self.label2id.items()}):
+                raise ValueError(f"BertConfig.label2id {self.label2id} is not the inverse of id2label {self.id2label}")
+        self.label2id = derived
 
     @property
     def head_size(self) -> int:
@@ -169,6 +173,10 @@ class BertConfig:
     def replace(self, **changes: Any) -> BertConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _default_labels(id2label: dict[int, str]) -> bool:
+    return all(name == f"LABEL_{i}" for i, name in id2label.items())
 
 
 # Named sizes. tiny..medium are the compact models of Turc et al. 2019 (Google's "Well-Read Students"); base and large

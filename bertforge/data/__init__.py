@@ -1,0 +1,1 @@
+"""Pretraining data: corpus reading, indexed datasets, sentence-pair samples, masking, collation."""

@@ -1,0 +1,14 @@
+"""BERT WordPiece tokenization on the ``tokenizers`` library: encode API, label/answer alignment, vocab training."""
+
+from bertforge.tokenization.alignment import IGNORE_INDEX, align_word_labels, char_span_to_token_span
+from bertforge.tokenization.tokenizer import (
+    SPECIAL_TOKENS,
+    TOKENIZER_TYPES,
+    BatchEncoding,
+    BertTokenizer,
+    read_vocab,
+)
+from bertforge.tokenization.training import train_vocab
+
+__all__ = ["BatchEncoding", "BertTokenizer", "IGNORE_INDEX", "SPECIAL_TOKENS", "TOKENIZER_TYPES", "align_word_labels",
+           "char_span_to_token_span", "read_vocab", "train_vocab"]

@@ -1,0 +1,93 @@
+"""Training a BERT WordPiece vocabulary from text files, streaming, with BERT's special tokens first.
+
+The ``tokenizers`` WordPiece trainer counts words as the text streams through, so memory grows with the number of
+distinct words, not with the corpus size. Bytes that are not UTF-8 are an error that names the file and byte offset
+(``errors="strict"``, the default) or are replaced by U+FFFD (``errors="replace"``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Iterator, Sequence
+
+from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
+from tokenizers.models import WordPiece
+
+from bertforge.tokenization.tokenizer import SPECIAL_TOKENS, BertTokenizer
+from bertforge.utils import progress
+
+BATCH_LINES = 1000
+
+
+def iter_text_files(files: Sequence[str | os.PathLike], errors: str = "strict", bar: bool = True) -> Iterator[list[str]]:
+    """Yield batches of lines from text files, checking UTF-8 and showing a progress bar in MB."""
+    if errors not in ("strict", "replace"):
+        raise ValueError(f"errors={errors!r} must be 'strict' or 'replace'")
+    paths = [os.fspath(f) for f in files]
+    for path in paths:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"input file {path} does not exist")
+    total = sum(os.path.getsize(p) for p in paths)
+    with progress(total=total, unit="B", unit_scale=True, desc="reading text", enabled=bar) as pbar:
+        for path in paths:
+            offset = 0
+            batch: list[str] = []
+            with open(path, "rb") as fh:
+                for raw in fh:
+                    try:
+                        line = raw.decode("utf-8", errors=errors)
+                    except UnicodeDecodeError as e:
+                        raise ValueError(f"{path}: byte offset {offset + e.start} is not valid UTF-8; convert the file "
+                                         "to UTF-8 or pass errors='replace' (--errors replace)") from None
+                    offset += len(raw)
+                    batch.append(line)
+                    pbar.update(len(raw))
+                    if len(batch) >= BATCH_LINES:
+                        yield batch
+                        batch = []
+            if batch:
+                yield batch
+
+
+def train_vocab(files: Sequence[str | os.PathLike] | None = None, *, texts: Iterable[str] | None = None,
+                vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2, limit_alphabet: int = 1000,
+                output: str | os.PathLike | None = None, errors: str = "strict", show_progress: bool = True
+                ) -> BertTokenizer:
+    """Train a WordPiece vocabulary from ``files`` (or an iterable of ``texts``) and return its tokenizer.
+
+    The special tokens come first: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then the alphabet and pieces.
+    With ``output`` the tokenizer files (vocab.txt, tokenizer_config.json, ...) are written there.
+    """
+    if (files is None) == (texts is None):
+        raise ValueError("give exactly one of files or texts")
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise ValueError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
+    tok = Tokenizer(WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS.values()), limit_alphabet=limit_alphabet,
+                                        continuing_subword_prefix="##", show_progress=False)
+    if files is not None:
+        batches: Iterable = iter_text_files(files, errors=errors, bar=show_progress)
+    else:
+        batches = ([t] for t in texts)
+    seen = {"chars": 0}
+
+    def counted():
+        for batch in batches:
+            seen["chars"] += sum(len(t.strip()) for t in batch)
+            yield batch
+
+    tok.train_from_iterator(counted(), trainer=trainer)
+    if seen["chars"] == 0:
+        raise ValueError("the training text is empty; a vocabulary needs some text")
+    vocab = tok.get_vocab()
+    for i, token in enumerate(SPECIAL_TOKENS.values()):
+        if vocab.get(token) != i:
+            raise RuntimeError(f"trainer placed {token} at {vocab.get(token)}, expected {i}")
+    result = BertTokenizer(vocab=vocab, lowercase=lowercase)
+    if output is not None:
+        result.save_pretrained(output)
+    return result

@@ -1,0 +1,51 @@
+"""The console script: --help, --version, and the sub-commands that exist so far."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import bertforge
+from bertforge.cli.main import main
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and bertforge.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("demo", "info", "tokenizer"):
+        assert command in out
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "bertforge", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"bertforge {bertforge.__version__}"
+
+
+def test_tokenizer_train_and_encode(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(f"line {i} of a tiny corpus about cats and dogs." for i in range(200)))
+    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "120", "--output",
+                 str(tmp_path / "tok")]) == 0
+    assert (tmp_path / "tok" / "vocab.txt").exists()
+    assert main(["tokenizer", "encode", "--model", str(tmp_path / "tok"), "cats and dogs"]) == 0
+    assert '"[CLS]"' in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bertforge info: error:") and "config.json" in err
+
+
+def test_info_and_demo_on_a_saved_model(tmp_path, capsys, minilm):
+    assert main(["info", str(minilm)]) == 0
+    assert "6 layers, hidden 384" in capsys.readouterr().out
+    assert main(["demo", "--model", str(minilm)]) == 0
+    out = capsys.readouterr().out
+    assert "last_hidden_state (3," in out and "109,482,240" in out
