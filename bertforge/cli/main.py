@@ -13,7 +13,7 @@ import sys
 import bertforge
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS = ["demo", "info", "tokenizer"]
+COMMANDS = ["demo", "info", "tokenizer", "preprocess"]
 
 
 def build_parser() -> argparse.ArgumentParser:
