@@ -30,7 +30,8 @@ from bertforge.data.indexed import IndexedDatasetBuilder, token_dtype
 from bertforge.data.sentences import split_sentences
 from bertforge.utils import logger, progress
 
-CHUNK_DOCS = 64
+CHUNK_DOCS = 2048  # documents per work item, at most
+CHUNK_BYTES = 1 << 20  # bytes per work item, at most: large enough for the tokenizer's own parallel batches
 
 
 @dataclass
@@ -228,7 +229,7 @@ def _chunks(docs: Iterator[tuple[list[str], int]]) -> Iterator[tuple[list[list[s
     for texts, n in docs:
         chunk.append(texts)
         size += n
-        if len(chunk) >= CHUNK_DOCS:
+        if len(chunk) >= CHUNK_DOCS or size >= CHUNK_BYTES:
             yield chunk, size
             chunk, size = [], 0
     if chunk or size:

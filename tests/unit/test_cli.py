@@ -49,3 +49,16 @@ def test_info_and_demo_on_a_saved_model(tmp_path, capsys, minilm):
     assert main(["demo", "--model", str(minilm)]) == 0
     out = capsys.readouterr().out
     assert "last_hidden_state (3," in out and "109,482,240" in out
+
+
+def test_preprocess_command(tmp_path, minilm, capsys):
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"text": "One sentence. Two sentences."}\n{"text": "Another document here."}\n')
+    assert main(["preprocess", "--input", str(src), "--output-prefix", str(tmp_path / "c"), "--vocab-file",
+                 str(minilm / "vocab.txt"), "--tokenizer-type", "BertWordPieceLowerCase", "--split-sentences",
+                 "--workers", "1"]) == 0
+    assert "2 documents" in capsys.readouterr().out
+    assert (tmp_path / "c_text_sentence.bin").exists() and (tmp_path / "c_text_sentence.idx").exists()
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--input", str(src), "--output-prefix", "x", "--vocab-file", "v", "--partitions", "2"])
+    assert "unrecognized arguments: --partitions" in capsys.readouterr().err
