@@ -1,7 +1,8 @@
 """Batches for the model: padded (B, S) tensors, or packed tokens with cumulative sequence lengths.
 
 Padded batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` (1 = real token), ``labels`` (-100 = not
-predicted), ``next_sentence_label`` (B,), padded on the right to the longest sample (or to ``pad_to``, rounded up to
+predicted), ``mlm_positions`` (flat indices of the predicted positions, computed here on the CPU so that the model can
+run its MLM head on them alone without a device sync), ``next_sentence_label`` (B,), padded on the right to the longest sample (or to ``pad_to``, rounded up to
 ``pad_to_multiple_of``).
 
 Packed batch (for padding-free execution): the samples' tokens back to back as one row, ``cu_seqlens`` (B + 1,) int32
@@ -40,7 +41,8 @@ def collate_padded(samples: Sequence[dict], pad_id: int, pad_to: int | None = No
         if "labels" in s:
             labels[i, :n] = s["labels"]
     batch = {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
-             "attention_mask": torch.from_numpy(attention_mask), "labels": torch.from_numpy(labels)}
+             "attention_mask": torch.from_numpy(attention_mask), "labels": torch.from_numpy(labels),
+             "mlm_positions": torch.from_numpy(np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX))}
     if "binary_label" in samples[0]:
         batch["next_sentence_label"] = torch.tensor([int(s["binary_label"]) for s in samples], dtype=torch.long)
     return batch
@@ -59,7 +61,9 @@ def collate_packed(samples: Sequence[dict]) -> dict[str, torch.Tensor | int]:
         "max_seqlen": int(lengths.max()),
     }
     if "labels" in samples[0]:
-        batch["labels"] = torch.from_numpy(np.concatenate([s["labels"] for s in samples]).astype(np.int64))
+        labels = np.concatenate([s["labels"] for s in samples]).astype(np.int64)
+        batch["labels"] = torch.from_numpy(labels)
+        batch["mlm_positions"] = torch.from_numpy(np.flatnonzero(labels != IGNORE_INDEX))
     if "binary_label" in samples[0]:
         batch["next_sentence_label"] = torch.tensor([int(s["binary_label"]) for s in samples], dtype=torch.long)
     return batch

@@ -281,8 +281,8 @@ def test_collate_padded_and_packed():
     batch = collate_padded(samples, pad_id=0, pad_to_multiple_of=8)
     assert batch["input_ids"].tolist() == [[101, 5, 6, 102, 0, 0, 0, 0], [101, 7, 102, 0, 0, 0, 0, 0]]
     assert batch["attention_mask"].sum().item() == 7 and batch["next_sentence_label"].tolist() == [1, 0]
-    assert batch["labels"][1].tolist() == [-100] * 8
+    assert batch["labels"][1].tolist() == [-100] * 8 and batch["mlm_positions"].tolist() == [1]
     packed = collate_packed(samples)
     assert packed["cu_seqlens"].tolist() == [0, 4, 7] and packed["max_seqlen"] == 4
     assert packed["position_ids"].tolist() == [0, 1, 2, 3, 0, 1, 2]
-    assert packed["input_ids"].tolist() == [101, 5, 6, 102, 101, 7, 102]
+    assert packed["input_ids"].tolist() == [101, 5, 6, 102, 101, 7, 102] and packed["mlm_positions"].tolist() == [1]

@@ -210,3 +210,19 @@ def test_gradient_checkpointing_gives_same_gradients(config):
     model(**batch, labels=batch["input_ids"]).loss.backward()
     for a, p in zip(grads, model.parameters()):
         torch.testing.assert_close(p.grad, a)
+
+
+def test_mlm_at_masked_positions_only_matches_full_head(config):
+    torch.manual_seed(0)
+    model = bertforge.BertForPreTraining(config).eval()
+    batch = random_batch(config)
+    labels = torch.full((3, 7), -100)
+    labels[0, 2], labels[1, 4], labels[2, 1] = 5, 6, 7
+    positions = (labels.flatten() != -100).nonzero().flatten()
+    full = model(**batch, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]))
+    part = model(**batch, labels=labels, next_sentence_label=torch.tensor([0, 1, 0]), mlm_positions=positions)
+    assert part.prediction_logits.shape == (3, config.vocab_size)
+    torch.testing.assert_close(part.prediction_logits, full.prediction_logits.flatten(0, 1)[positions])
+    torch.testing.assert_close(part.loss, full.loss)
+    mlm = bertforge.BertForMaskedLM(config).eval()
+    torch.testing.assert_close(mlm(**batch, labels=labels, mlm_positions=positions).loss, mlm(**batch, labels=labels).loss)

@@ -1,0 +1,1 @@
+"""Training: the step and loop, optimizers and schedules, checkpoints, distributed helpers, curves."""

@@ -1,0 +1,38 @@
+"""The embedded default corpus, ready to pretrain on: the Python documentation as JSON lines, a WordPiece vocabulary
+trained on it, and its Megatron indexed dataset. Built once per work directory and reused."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from bertforge.data.corpus import python_docs
+from bertforge.data.preprocess import output_prefix, preprocess
+from bertforge.tokenization import train_vocab
+from bertforge.utils import atomic_path, logger
+
+
+def prepare_default_corpus(work_dir: str, vocab_size: int = 8192, vocab_file: str | None = None,
+                           lowercase: bool = True) -> tuple[str, str]:
+    """Return (data prefix, vocab file) for the default corpus under ``work_dir``, building what is missing."""
+    data_dir = os.path.join(work_dir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+    jsonl = os.path.join(data_dir, "python_docs.jsonl")
+    if not os.path.exists(jsonl):
+        logger.info("default corpus: collecting the Python documentation (pydoc topics and stdlib docstrings)")
+        with atomic_path(jsonl) as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                for doc in python_docs():
+                    fh.write(json.dumps({"text": doc}) + "\n")
+    if vocab_file is None:
+        vocab_file = os.path.join(work_dir, "tokenizer", "vocab.txt")
+        if not os.path.exists(vocab_file):
+            logger.info("default corpus: training a %d-token WordPiece vocabulary", vocab_size)
+            texts = (json.loads(line)["text"] for line in open(jsonl, encoding="utf-8"))
+            train_vocab(texts=texts, vocab_size=vocab_size, lowercase=lowercase, output=os.path.dirname(vocab_file),
+                        show_progress=False)
+    prefix = os.path.join(data_dir, "python_docs")
+    out = output_prefix(prefix, "text", True)
+    if not os.path.exists(out + ".idx"):
+        preprocess([jsonl], prefix, vocab_file, lowercase=lowercase, workers=1, show_progress=False)
+    return out, vocab_file

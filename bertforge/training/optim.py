@@ -1,0 +1,100 @@
+"""Optimizers (AdamW, LAMB) with BERT's parameter groups, and Megatron-style learning-rate schedules.
+
+Weight decay applies to weight matrices and embeddings, not to biases and LayerNorm parameters (BERT's recipe).
+AdamW is torch's own, with the fused kernel where the device supports it and the multi-tensor (foreach) path
+elsewhere. LAMB (You et al. 2019) is written here in a few lines since torch ships none: Adam's update scaled per
+tensor by the trust ratio ||w|| / ||update||.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from bertforge.config import OptimConfig
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: decayed (matrices, embeddings) and not decayed (biases, LayerNorm, 1-D tensors)."""
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    for p in model.parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (no_decay if p.ndim < 2 else decay).append(p)  # biases and LayerNorm parameters are the 1-D tensors
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB: Adam moments, decoupled weight decay, and a per-tensor trust ratio ||w|| / ||r|| (clamped to [0, 10])."""
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6, weight_decay: float = 0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                step = state["step"].item()
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+                update = (m / (1 - beta1 ** step)) / ((v / (1 - beta2 ** step)).sqrt_().add_(group["eps"]))
+                if group["weight_decay"]:
+                    update.add_(p, alpha=group["weight_decay"])
+                w_norm, u_norm = p.norm(), update.norm()
+                trust = torch.where((w_norm > 0) & (u_norm > 0), (w_norm / u_norm).clamp(max=10.0),
+                                    torch.ones_like(w_norm))
+                p.add_(update * trust, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, cfg.weight_decay)
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    if cfg.optimizer == "lamb":
+        return Lamb(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
+    device = next(model.parameters()).device
+    fused = device.type in ("cuda", "cpu") and all(p.is_floating_point() for p in model.parameters())
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=fused)
+    except (RuntimeError, TypeError):  # an older torch without the fused kernel for this device
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, foreach=True)
+
+
+def lr_lambda(cfg: OptimConfig, train_iters: int):
+    """Multiplier of the peak rate at step s: linear warm-up, then linear / cosine decay to min_lr, or constant."""
+    warmup = cfg.warmup_steps(train_iters)
+    decay = cfg.lr_decay_iters or train_iters
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if cfg.lr_decay_style == "constant":
+            return 1.0
+        if step >= decay:
+            return floor
+        progress = (step - warmup) / max(1, decay - warmup)
+        if cfg.lr_decay_style == "linear":
+            return floor + (1.0 - floor) * (1.0 - progress)
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, train_iters: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, train_iters))

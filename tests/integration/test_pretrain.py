@@ -1,0 +1,203 @@
+"""Pretraining end to end on a small synthetic corpus: overfitting, exact resume, two processes = one process,
+Hugging Face export, Megatron flags, and the embedded default-corpus run (shortened)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from bertforge.cli.main import build_parser, main
+from bertforge.cli.pretrain import build_config
+from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from bertforge.data.preprocess import preprocess
+from bertforge.model.config import BertConfig
+from bertforge.tokenization import train_vocab
+from bertforge.training.trainer import pretrain
+
+WORDS = ("river stone light window garden morning silver quiet music paper forest winter bridge village letter "
+         "summer ocean mountain candle shadow harbor meadow thunder lantern orchard valley whisper journey").split()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """~300 documents of 4-8 sentences of random words; a 300-token vocabulary trained on them."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    docs = []
+    for _ in range(300):
+        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+                     for _ in range(rng.randint(4, 8))]
+        docs.append({"text": " ".join(sentences)})
+    src = root / "docs.jsonl"
+    src.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    train_vocab(texts=(d["text"] for d in docs), vocab_size=300, output=root / "tok", show_progress=False)
+    preprocess([str(src)], str(root / "c"), str(root / "tok" / "vocab.txt"), show_progress=False)
+    return {"prefix": str(root / "c_text_sentence"), "vocab": str(root / "tok" / "vocab.txt")}
+
+
+def tiny_run(corpus, save=None, **train) -> RunConfig:
+    model = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0)
+    return RunConfig(
+        model=model,
+        data=DataConfig(data_path=[corpus["prefix"]], vocab_file=corpus["vocab"], seq_length=48, split="90,10,0",
+                        num_workers=0),
+        optim=OptimConfig(lr=3e-3, lr_warmup_iters=2),
+        train=TrainConfig(**{"micro_batch_size": 4, "global_batch_size": 8, "train_iters": 20, "log_interval": 5,
+                             "eval_interval": 1000, "eval_iters": 2, "save": save, **train}))
+
+
+def test_resume_gives_identical_losses(corpus, tmp_path):
+    full = pretrain(tiny_run(corpus, str(tmp_path / "full")), show_progress=False)
+    cfg = tiny_run(corpus, str(tmp_path / "part"))
+    cfg = dataclasses.replace(cfg, model=cfg.model.replace(hidden_dropout_prob=0.1))  # dropout RNG must resume too
+    full_dropout = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=str(tmp_path / "fd"))),
+                            show_progress=False)
+    first = pretrain(cfg, exit_interval=10, show_progress=False)
+    assert first.step == 10
+    resumed = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, load=str(tmp_path / "part"))),
+                       show_progress=False)
+    assert resumed.step == 20 and len(resumed.losses) == 10
+    assert first.losses + resumed.losses == full_dropout.losses  # bit-identical on CPU
+    assert len(full.losses) == 20
+    records = [json.loads(x) for x in open(tmp_path / "part" / "metrics.jsonl")]
+    assert [r["step"] for r in records if "loss" in r] == [5, 10, 15, 20]
+    assert (tmp_path / "part" / "curves.png").stat().st_size > 1000
+
+
+def test_overfit_one_batch(corpus):
+    cfg = tiny_run(corpus, train_iters=150, global_batch_size=4, log_interval=50)
+    cfg = cfg.merged({"optim": {"lr": 1e-2, "lr_decay_style": "constant", "weight_decay": 0.0}})
+    # One repeated batch: a stream whose every position is sample 0 with a fixed mask.
+    from bertforge.training.trainer import build_data
+
+    data = build_data(cfg)
+    stream = data.train
+    fixed = [stream[p] for p in range(4)]
+    data.train = _Repeat(fixed, len(stream))
+    result = pretrain(cfg, data=data, show_progress=False)
+    assert result.losses[0] > 3.0 and result.losses[-1] < 0.1, (result.losses[0], result.losses[-1])
+
+
+class _Repeat:
+    def __init__(self, samples, n):
+        self.samples, self.n = samples, n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, p):
+        s = self.samples[p % len(self.samples)]
+        return {k: (v.copy() if hasattr(v, "copy") else v) for k, v in s.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, cfg_dict, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = pretrain(RunConfig.from_dict(cfg_dict), show_progress=False)
+    if rank == 0:
+        with open(out, "w") as fh:
+            json.dump(result.losses, fh)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(corpus, tmp_path):
+    cfg = tiny_run(corpus, train_iters=8)
+    single = pretrain(cfg, show_progress=False).losses
+    out = tmp_path / "losses.json"
+    mp.start_processes(_worker, args=(2, _free_port(), cfg.to_dict(), str(out)), nprocs=2, start_method="spawn")
+    double = json.loads(out.read_text())
+    assert len(double) == 8
+    for a, b in zip(single, double):
+        assert abs(a - b) < 1e-5, (single, double)
+
+
+def test_exported_hf_directory_matches_transformers(corpus, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = tiny_run(corpus, str(tmp_path / "run"), train_iters=4)
+    pretrain(cfg, show_progress=False)
+    hf_dir = tmp_path / "run" / "hf"
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in hf_dir.iterdir()}
+    ref, info = transformers.BertForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    from bertforge import BertForPreTraining
+    from bertforge.tokenization import BertTokenizer
+
+    tok = BertTokenizer.from_pretrained(hf_dir)
+    ours = BertForPreTraining.from_pretrained(hf_dir)
+    batch = tok(["winter river music", "a quiet village"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = ref.eval()(**batch), ours(**batch)
+    torch.testing.assert_close(b.prediction_logits, a.prediction_logits, atol=1e-5, rtol=1e-5)
+    # Any training checkpoint opens with from_pretrained as well.
+    ckpt = sorted((tmp_path / "run" / "checkpoints").glob("iter_*"))[-1]
+    BertForPreTraining.from_pretrained(ckpt)
+
+
+MEGATRON_LINE = ("--num-layers 2 --hidden-size 32 --num-attention-heads 2 --ffn-hidden-size 64 --seq-length 48 "
+                 "--max-position-embeddings 64 --micro-batch-size 4 --global-batch-size 8 --train-iters 3 --lr 1e-4 "
+                 "--min-lr 1e-5 --lr-decay-style cosine --lr-warmup-fraction 0.01 --weight-decay 1e-2 --clip-grad 1.0 "
+                 "--adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --seed 7 --data-path 1.0 {prefix} "
+                 "--vocab-file {vocab} --tokenizer-type BertWordPieceLowerCase --split 949,50,1 --mask-prob 0.15 "
+                 "--short-seq-prob 0.1 --save {save} --load {save} --save-interval 3 --eval-interval 3 --eval-iters 1 "
+                 "--log-interval 1 --bf16 --lr-decay-iters 3 --init-method-std 0.02 --hidden-dropout 0.1 "
+                 "--attention-dropout 0.1 --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1")
+
+
+def test_megatron_launch_line_parses_and_runs(corpus, tmp_path):
+    line = MEGATRON_LINE.format(prefix=corpus["prefix"], vocab=corpus["vocab"], save=tmp_path / "m")
+    args = build_parser().parse_args(["pretrain", *line.split()])
+    cfg, extras = build_config(args)
+    assert cfg.model.num_hidden_layers == 2 and cfg.model.intermediate_size == 64 and cfg.data.seq_length == 48
+    assert cfg.optim.lr_decay_style == "cosine" and cfg.optim.lr_warmup_fraction == 0.01 and cfg.train.bf16
+    assert cfg.train.global_batch_size == 8 and cfg.data.split == "949,50,1" and not extras["default_corpus"]
+    no_head = build_config(build_parser().parse_args(["pretrain", *line.split(), "--bert-no-binary-head"]))[0]
+    assert no_head.data.binary_head == "none"
+    # --save X --load X: the first run finds no checkpoint and starts fresh (as Megatron does); the second resumes.
+    assert main(["pretrain", *line.split(), "--no-demo"]) == 0
+    assert (tmp_path / "m" / "checkpoints" / "latest").read_text().strip() == "iter_0000003"
+    assert main(["pretrain", *line.split(), "--no-demo", "--train-iters", "4", "--lr-decay-iters", "4"]) == 0
+    assert (tmp_path / "m" / "checkpoints" / "latest").read_text().strip() == "iter_0000004"
+
+
+def test_unknown_and_unsupported_flags_are_rejected(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--num-layers", "2", "--use-flash-attn"])
+    assert "unrecognized arguments: --use-flash-attn" in capsys.readouterr().err
+    assert main(["pretrain", "--tensor-model-parallel-size", "2"]) == 1
+    assert "--tensor-model-parallel-size 2 is not supported" in capsys.readouterr().err
+
+
+def test_yaml_recipe_and_flag_precedence(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model:\n  num_hidden_layers: 3\ntrain:\n  micro_batch_size: 5\n  train_iters: 9\n"
+                      "data:\n  data_path: [x]\n")
+    args = build_parser().parse_args(["pretrain", "--preset", "tiny", "--config", str(recipe), "--train-iters", "11"])
+    cfg, _ = build_config(args)
+    assert cfg.model.hidden_size == 128 and cfg.model.num_hidden_layers == 3  # preset < YAML
+    assert cfg.train.micro_batch_size == 5 and cfg.train.train_iters == 11  # YAML < flag
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  micro_batchsize: 5\n")
+    with pytest.raises(ValueError, match="micro_batchsize"):
+        build_config(build_parser().parse_args(["pretrain", "--config", str(bad)]))
+
+
+def test_global_batch_must_divide():
+    cfg = RunConfig().merged({"train": {"micro_batch_size": 3, "global_batch_size": 8}})
+    with pytest.raises(ValueError, match="multiple of --micro-batch-size"):
+        cfg.gradient_accumulation(1)
