@@ -1,5 +1,5 @@
 # bertforge: two commands for a fresh machine with only Python on it.
-#   make demo   set up .venv and run the main job
+#   make demo   set up .venv and run the main job: pretraining on the embedded corpus (bertforge pretrain)
 #   make test   set up .venv (with the test extras) and run the test suite
 # Torch: if the Python that creates the venv already has torch, the venv sees it (yours is kept); otherwise the CPU build
 # TORCH_SPEC is installed. Off this machine, add TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU wheel.
@@ -36,7 +36,7 @@ setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test
 
 demo: setup
-	$(BIN)/bertforge demo $(DEMO_ARGS)
+	$(BIN)/bertforge pretrain $(DEMO_ARGS)
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

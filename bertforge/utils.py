@@ -12,6 +12,20 @@ from typing import Iterator
 logger = logging.getLogger("bertforge")
 
 
+def fast_bf16(device_type: str = "cpu") -> bool:
+    """Whether bf16 matrix products run natively here: a CUDA GPU that supports bf16, or a CPU with AMX or
+    AVX512-BF16. Elsewhere (an AVX2-only CPU, say) bf16 is emulated and many times slower than fp32."""
+    import torch
+
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    cpu = getattr(torch._C, "_cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        if cpu is not None and hasattr(cpu, probe) and getattr(cpu, probe)():
+            return True
+    return False
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error it is removed.

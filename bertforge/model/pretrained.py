@@ -138,13 +138,16 @@ class PreTrainedBert(nn.Module):
         return {"mlm.decoder.weight"} if self.config.tie_word_embeddings and hasattr(self, "mlm") else set()
 
     # ---- saving --------------------------------------------------------------------------------------------------
-    def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """This model's weights under Hugging Face names (what transformers' class of the same name expects)."""
-        own = {k: v.detach() for k, v in self.state_dict().items()}
+    def hf_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """This model's weights (or ``state_dict``, e.g. gathered from shards) under Hugging Face names."""
+        own = {k: v.detach() for k, v in (state_dict if state_dict is not None else self.state_dict()).items()}
         return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings)
 
-    def save_pretrained(self, directory: str | os.PathLike, safe_serialization: bool = True) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, safe_serialization: bool = True,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Write config.json (with ``architectures``) and model.safetensors that transformers loads as is.
+
+        ``state_dict`` replaces the module's own tensors (for a model whose parameters are sharded).
 
         Each file is written to a temporary name and renamed, so a crash leaves the previous files intact.
         """
@@ -152,7 +155,7 @@ class PreTrainedBert(nn.Module):
 
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        tensors = {k: v.contiguous().cpu() for k, v in self.hf_state_dict().items()}
+        tensors = {k: v.contiguous().cpu() for k, v in self.hf_state_dict(state_dict).items()}
         if safe_serialization:
             with atomic_path(os.path.join(directory, "model.safetensors")) as tmp:
                 save_file(tensors, tmp, metadata={"format": "pt"})

@@ -46,11 +46,11 @@ def checkpoint_dir(run_dir: str, step: int) -> str:
 
 
 def save_checkpoint(run_dir: str, step: int, model, tokenizer, trainer_state: dict[str, Any], config_yaml: str,
-                    keep_last: int = 3) -> str:
+                    keep_last: int = 3, model_state: dict | None = None) -> str:
     """Write checkpoint ``step`` atomically and prune old ones; returns its directory. Call on rank 0 only."""
     final = checkpoint_dir(run_dir, step)
     with atomic_directory(final) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=model_state)
         tokenizer.save_pretrained(tmp)
         torch.save(trainer_state, os.path.join(tmp, STATE_FILE))
         atomic_write_text(os.path.join(tmp, "run_config.yaml"), config_yaml)

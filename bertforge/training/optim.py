@@ -62,17 +62,20 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool = True) -> torch.optim.Optimizer:
+    """AdamW (fused kernel when ``fused`` and the device has one, else foreach) or LAMB, with BERT's groups."""
     groups = parameter_groups(model, cfg.weight_decay)
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     if cfg.optimizer == "lamb":
         return Lamb(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
     device = next(model.parameters()).device
-    fused = device.type in ("cuda", "cpu") and all(p.is_floating_point() for p in model.parameters())
-    try:
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=fused)
-    except (RuntimeError, TypeError):  # an older torch without the fused kernel for this device
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, foreach=True)
+    fused = fused and device.type in ("cuda", "cpu") and all(p.is_floating_point() for p in model.parameters())
+    if fused:
+        try:
+            return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=True)
+        except (RuntimeError, TypeError):  # an older torch without the fused kernel for this device
+            pass
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, foreach=True)
 
 
 def lr_lambda(cfg: OptimConfig, train_iters: int):

@@ -39,7 +39,7 @@ from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
 from bertforge.training.optim import build_optimizer, build_scheduler
 from bertforge.training.plot import plot_metrics
-from bertforge.utils import logger, progress
+from bertforge.utils import fast_bf16, logger, progress
 
 
 class NonFiniteLossError(RuntimeError):
@@ -264,6 +264,9 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
     device = info.device
     if t.fp16 and device.type != "cuda":
         raise ValueError("--fp16 needs a CUDA device (on CPU use --bf16)")
+    if t.bf16 and not fast_bf16(device.type) and info.is_main:
+        logger.warning("--bf16: this %s has no native bf16 matrix units (AMX / AVX512-BF16); bf16 is emulated and "
+                       "can be far slower than fp32 here", device.type.upper())
     accumulation = cfg.gradient_accumulation(info.world_size)
     global_batch = t.micro_batch_size * info.world_size * accumulation
     data = data or build_data(cfg)
@@ -271,20 +274,30 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     model = build_model(cfg, tok.vocab_size).to(device)
     cfg = RunConfig(model=model.config, data=cfg.data, optim=cfg.optim, train=cfg.train)
-    optimizer = build_optimizer(model, cfg.optim)
+    state = None
+    if t.load and ckpt.has_checkpoint(t.load):
+        state = _load_weights(t.load, model)
+    elif t.load:  # Megatron's behaviour for the common --save X --load X launch line: a first run starts fresh
+        logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
+    # Wrap from outside: FSDP shards each layer and the whole model in place; DDP wraps a finished model.
+    train_model = model
+    if t.fsdp:
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.bert.layers:
+            fully_shard(layer)
+        fully_shard(model)
+    elif info.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = build_optimizer(model, cfg.optim, fused=not t.fsdp)
     scheduler = build_scheduler(optimizer, cfg.optim, t.train_iters)
     scaler = torch.amp.GradScaler("cuda") if t.fp16 else None
     start_step = 0
-    if t.load and ckpt.has_checkpoint(t.load):
-        start_step = _resume(t.load, model, optimizer, scheduler, scaler, info)
+    if state is not None:
+        start_step = _restore(state, model, optimizer, scheduler, scaler, info)
     else:
-        if t.load:  # Megatron's behaviour for the common --save X --load X launch line: a first run starts fresh
-            logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
         torch.manual_seed(t.seed + 7919 * info.rank)  # dropout differs per rank, as each rank sees other data
-    train_model = model
-    if info.enabled:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
     run_dir = t.save
     if run_dir and info.is_main:
         os.makedirs(run_dir, exist_ok=True)
@@ -369,22 +382,35 @@ def _append(path: str, record: dict[str, Any]) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def _full_state(model, optimizer) -> tuple[dict, dict]:
+    """Unsharded model and optimizer state dicts (gathered on rank 0 under FSDP; every rank must call this).
+
+    The optimizer state is keyed by parameter names, so a checkpoint resumes with or without FSDP and on any number
+    of ranks."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
 def _save(run_dir, step, model, tok, optimizer, scheduler, scaler, global_batch, cfg, info) -> None:
+    model_state, optim_state = _full_state(model, optimizer)
     states = [None] * info.world_size
     if info.enabled:
         torch.distributed.all_gather_object(states, ckpt.rng_state())
     else:
         states = [ckpt.rng_state()]
     if info.is_main:
-        state = {"step": step, "consumed_samples": step * global_batch, "optimizer": optimizer.state_dict(),
+        state = {"step": step, "consumed_samples": step * global_batch, "optimizer": optim_state,
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                  "rng": states, "world_size": info.world_size}
-        path = ckpt.save_checkpoint(run_dir, step, model, tok, state, cfg.to_yaml(), cfg.train.keep_last)
+        path = ckpt.save_checkpoint(run_dir, step, model, tok, state, cfg.to_yaml(), cfg.train.keep_last,
+                                    model_state=model_state)
         if cfg.train.export_hf:
             from bertforge.utils import atomic_directory
 
             with atomic_directory(os.path.join(run_dir, "hf")) as tmp:
-                model.save_pretrained(tmp)
+                model.save_pretrained(tmp, state_dict=model_state)
                 tok.save_pretrained(tmp)
         metrics = os.path.join(run_dir, "metrics.jsonl")
         if os.path.exists(metrics):
@@ -393,7 +419,8 @@ def _save(run_dir, step, model, tok, optimizer, scheduler, scaler, global_batch,
     dist_.barrier(info)
 
 
-def _resume(path: str, model, optimizer, scheduler, scaler, info) -> int:
+def _load_weights(path: str, model) -> dict[str, Any]:
+    """Load a checkpoint's weights into the (unwrapped) model; return its trainer state for ``_restore``."""
     from bertforge.model.pretrained import load_state_dict
 
     checkpoint = ckpt.resolve_checkpoint(path)
@@ -401,7 +428,16 @@ def _resume(path: str, model, optimizer, scheduler, scaler, info) -> int:
     if report.missing:
         raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
     state = ckpt.load_trainer_state(checkpoint)
-    optimizer.load_state_dict(state["optimizer"])
+    state["path"] = checkpoint
+    return state
+
+
+def _restore(state: dict[str, Any], model, optimizer, scheduler, scaler, info) -> int:
+    """Optimizer, schedule, scaler and RNG from a trainer state (after any FSDP sharding)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state["optimizer"],
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
@@ -410,6 +446,6 @@ def _resume(path: str, model, optimizer, scheduler, scaler, info) -> int:
         ckpt.set_rng_state(rngs[info.rank])
     else:  # resumed on more ranks than saved: new ranks get fresh, distinct streams
         torch.manual_seed(int(state["step"]) * 1000003 + info.rank)
-    logger.info("resumed from %s at step %d (%d samples consumed)", checkpoint, state["step"],
+    logger.info("resumed from %s at step %d (%d samples consumed)", state["path"], state["step"],
                 state["consumed_samples"])
     return int(state["step"])

@@ -116,15 +116,25 @@ def _worker(rank, world, port, cfg_dict, out):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(corpus, tmp_path):
+@pytest.mark.parametrize("fsdp", [False, True], ids=["ddp", "fsdp"])
+def test_two_processes_match_one(corpus, tmp_path, fsdp):
     cfg = tiny_run(corpus, train_iters=8)
     single = pretrain(cfg, show_progress=False).losses
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fsdp=fsdp, save=str(tmp_path / "run"),
+                                                             save_interval=4))
     out = tmp_path / "losses.json"
     mp.start_processes(_worker, args=(2, _free_port(), cfg.to_dict(), str(out)), nprocs=2, start_method="spawn")
     double = json.loads(out.read_text())
     assert len(double) == 8
     for a, b in zip(single, double):
         assert abs(a - b) < 1e-5, (single, double)
+    # The checkpoint written by two ranks resumes in one process (another world size) with the same losses.
+    resumed = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, fsdp=False, load=str(tmp_path / "run" / "checkpoints" / "iter_0000004"), save=None)),
+        show_progress=False).losses
+    assert len(resumed) == 4
+    for a, b in zip(single[4:], resumed):
+        assert abs(a - b) < 1e-5, (single, resumed)
 
 
 def test_exported_hf_directory_matches_transformers(corpus, tmp_path):
@@ -201,3 +211,16 @@ def test_global_batch_must_divide():
     cfg = RunConfig().merged({"train": {"micro_batch_size": 3, "global_batch_size": 8}})
     with pytest.raises(ValueError, match="multiple of --micro-batch-size"):
         cfg.gradient_accumulation(1)
+
+
+def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
+    """The README's main job, shortened: no data arguments -> Python docs corpus, vocabulary, preprocessing,
+    pretraining, held-out evaluation and the fill-mask demo."""
+    argv = ["pretrain", "--work-dir", str(tmp_path / "work"), "--save", str(tmp_path / "run"), "--preset", "tiny",
+            "--train-iters", "4", "--micro-batch-size", "4", "--eval-iters", "1", "--log-interval", "2", "--fp32"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "held-out evaluation: eval_mlm_loss" in out and "fill-mask demo" in out and "->" in out
+    assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
+    assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()
+    assert (tmp_path / "run" / "hf" / "model.safetensors").exists() and (tmp_path / "run" / "curves.png").exists()
