@@ -4,8 +4,8 @@ Usage: python benchmarks/pretrain_speed.py [--preset mini] [--batch 32] [--seq 1
 Same config, same initial weights (transformers' weights loaded into ours), same batch (15% masking), torch AdamW
 for both; steps interleave the two systems so machine noise hits both. bertforge computes the MLM decoder at the
 masked positions only (mlm_positions from the collator); transformers computes it everywhere. Reports tokens/s, the
-ratio, and MFU against this machine's measured matrix-product peak (6 x params x tokens FLOPs per step, plus
-attention). Results go to benchmarks/results/pretrain_results.json.
+ratio, and MFU against this machine's measured matrix-product peak (model FLOPs: 6 x non-embedding params x
+tokens, the decoder on the predicted tokens only, and attention; the same count for both systems). Results go to benchmarks/results/pretrain_results.json.
 """
 
 from __future__ import annotations
@@ -70,8 +70,11 @@ def main() -> int:
         "transformers": (hf, lambda m: m(**batch).loss),
     }
     params = ours.num_parameters()
-    L, H = cfg.num_hidden_layers, cfg.hidden_size
-    flops_per_step = 6 * params * B * S + 12 * L * B * S * S * H  # weights (fwd+bwd) + attention scores/context
+    L, H, V = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
+    emb = sum(p.numel() for p in ours.bert.embeddings.parameters())
+    # Model FLOPs of the work the step needs (fwd + bwd = 3 x fwd): encoder and heads' matrices on every token, the
+    # decoder (H x V) on the predicted tokens, attention scores and context; embedding lookups are not FLOPs.
+    flops_per_step = (6 * (params - emb) * B * S + 6 * H * V * len(positions) + 12 * L * B * S * S * H)
     results: dict = {"machine": f"{os.cpu_count()} cores, bf16 native: {fast_bf16()}", "preset": args.preset,
                      "batch": B, "seq": S, "params": params}
     for dtype_name in args.dtypes.split(","):
