@@ -224,3 +224,15 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
     assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
     assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()
     assert (tmp_path / "run" / "hf" / "model.safetensors").exists() and (tmp_path / "run" / "curves.png").exists()
+
+
+def test_nonfinite_loss_stops_or_skips(corpus):
+    from bertforge.training.trainer import NonFiniteLossError
+
+    cfg = tiny_run(corpus, train_iters=4, log_interval=2)
+    cfg = cfg.merged({"optim": {"lr": 1e38, "lr_warmup_iters": 0, "clip_grad": 0.0}})  # weights blow up at step 1
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        pretrain(cfg, show_progress=False)
+    skip = cfg.merged({"train": {"on_nonfinite": "skip"}})
+    result = pretrain(skip, show_progress=False)
+    assert result.step == 4 and any(x != x for x in result.losses)  # NaN steps were skipped, the run went on
