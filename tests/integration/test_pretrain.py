@@ -154,9 +154,16 @@ def test_exported_hf_directory_matches_transformers(corpus, tmp_path):
     with torch.no_grad():
         a, b = ref.eval()(**batch), ours(**batch)
     torch.testing.assert_close(b.prediction_logits, a.prediction_logits, atol=1e-5, rtol=1e-5)
-    # Any training checkpoint opens with from_pretrained as well.
+    # Any training checkpoint opens with from_pretrained as well, and `bertforge convert` cleans one up.
     ckpt = sorted((tmp_path / "run" / "checkpoints").glob("iter_*"))[-1]
     BertForPreTraining.from_pretrained(ckpt)
+    assert main(["convert", str(tmp_path / "run"), "--output", str(tmp_path / "clean")]) == 0
+    assert {p.name for p in (tmp_path / "clean").iterdir()} == {
+        "config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json"}
+    converted = transformers.BertForPreTraining.from_pretrained(tmp_path / "clean").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(converted(**batch).prediction_logits, a.prediction_logits)
 
 
 MEGATRON_LINE = ("--num-layers 2 --hidden-size 32 --num-attention-heads 2 --ffn-hidden-size 64 --seq-length 48 "
