@@ -1,0 +1,29 @@
+"""Fine-tuning on a slice of real data from all-MiniLM-L6-v2 (skips without the data or the package)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bertforge.model import BertForSequenceClassification
+from bertforge.tasks.finetune import FinetuneConfig, finetune_classification
+
+
+@pytest.mark.parametrize("mode", ["full", "freeze", "lora"])
+def test_sst2_slice(minilm, data_dir, tmp_path, mode):
+    sst = data_dir / "glue" / "SST-2"
+    cfg = FinetuneConfig(epochs=1, batch_size=16, max_length=48, lr=1e-4 if mode != "full" else 5e-5,
+                         max_train_examples=96, freeze_encoder=mode == "freeze",
+                         lora_r=4 if mode == "lora" else None)
+    result = finetune_classification(str(minilm), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(tmp_path),
+                                     cfg=cfg, show_progress=False)
+    assert 0.0 <= result["accuracy"] <= 1.0 and "matthews" in result and "f1" in result
+    if mode == "freeze":
+        assert result["trainable_parameters"] == 384 * 2 + 2  # the head alone
+    if mode == "lora":
+        assert result["trainable_parameters"] == 6 * 2 * (4 * 384 + 384 * 4) + 384 * 2 + 2
+    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert record["epoch"] == 1 and "eval_accuracy" in record
+    best = BertForSequenceClassification.from_pretrained(tmp_path / "best")
+    assert best.config.id2label == {0: "0", 1: "1"} and not best.load_report.missing
