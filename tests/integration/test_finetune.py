@@ -27,3 +27,13 @@ def test_sst2_slice(minilm, data_dir, tmp_path, mode):
     assert record["epoch"] == 1 and "eval_accuracy" in record
     best = BertForSequenceClassification.from_pretrained(tmp_path / "best")
     assert best.config.id2label == {0: "0", 1: "1"} and not best.load_report.missing
+
+
+def test_finetune_command(minilm, data_dir, tmp_path, capsys):
+    from bertforge.cli.main import main
+
+    sst = data_dir / "glue" / "SST-2"
+    assert main(["finetune", "classification", "--model", str(minilm), "--train", str(sst / "train.tsv"),
+                 "--validation", str(sst / "dev.tsv"), "--output", str(tmp_path), "--epochs", "1",
+                 "--max-train-examples", "32", "--batch-size", "16", "--freeze-encoder"]) == 0
+    assert '"trainable_parameters": 770' in capsys.readouterr().out
