@@ -78,8 +78,9 @@ def build_data(cfg: RunConfig) -> Data:
     train, valid, weights, valid_weights = [], [], [], []
     for weight, prefix in parse_data_path(d.data_path):
         ds = IndexedDataset(prefix)
-        if int(ds.sequence_lengths.max(initial=0)) and ds.dtype.itemsize == 2 and tok.vocab_size > 65535:
-            raise ValueError(f"{prefix}: uint16 tokens cannot hold a {tok.vocab_size}-token vocabulary")
+        if ds.dtype.kind in "iu" and tok.vocab_size > np.iinfo(ds.dtype).max + 1:
+            raise ValueError(f"{prefix}: {ds.dtype} tokens cannot hold the {tok.vocab_size}-token vocabulary of "
+                             f"{d.vocab_file}; was it preprocessed with another vocabulary?")
         (t0, t1), (v0, v1), _ = split_ranges(ds.num_documents, d.split)
         common = dict(max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head,
                       seed=cfg.train.seed)
