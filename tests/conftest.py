@@ -59,3 +59,16 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"shared data not found at {DATA_DIR}")
     return DATA_DIR
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path_factory, minilm) -> Path:
+    """A random tiny BERT with the bert-base-uncased vocabulary (from all-MiniLM-L6-v2) as a Hugging Face directory."""
+    from bertforge.model import BertModel
+    from bertforge.tokenization import BertTokenizer
+
+    path = tmp_path_factory.mktemp("tiny_checkpoint")
+    torch.manual_seed(0)
+    BertModel(tiny_config(vocab_size=30522, max_position_embeddings=512)).save_pretrained(path)
+    BertTokenizer.from_pretrained(minilm).save_pretrained(path)
+    return path

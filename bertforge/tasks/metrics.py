@@ -83,6 +83,21 @@ def _ranks(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def multilabel_scores(pred: Sequence[Sequence[float]], gold: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Multi-label 0/1 matrices (examples x labels): micro and macro F1 over labels, and subset accuracy (every label
+    of an example right)."""
+    _same_length(pred, gold)
+    p = np.asarray(pred, dtype=bool)
+    g = np.asarray(gold, dtype=bool)
+    if p.shape != g.shape:
+        raise ValueError(f"predictions have shape {p.shape} but gold labels {g.shape}")
+    tp, n_pred, n_gold = (p & g).sum(0), p.sum(0), g.sum(0)
+    micro = 2 * tp.sum() / (n_pred.sum() + n_gold.sum()) if n_pred.sum() + n_gold.sum() else 0.0
+    per_label = np.where(n_pred + n_gold > 0, 2 * tp / np.maximum(n_pred + n_gold, 1), 0.0)
+    return {"f1_micro": float(micro), "f1_macro": float(per_label.mean()) if per_label.size else 0.0,
+            "subset_accuracy": float((p == g).all(1).mean()) if len(p) else 0.0}
+
+
 def _same_length(a, b) -> None:
     if len(a) != len(b):
         raise ValueError(f"predictions ({len(a)}) and references ({len(b)}) differ in length")
@@ -156,11 +171,13 @@ def normalize_answer(text: str) -> str:
 
 
 def squad_exact(prediction: str, answers: Sequence[str]) -> float:
-    return max((float(normalize_answer(prediction) == normalize_answer(a)) for a in answers), default=0.0)
+    """1.0 when the normalised prediction equals a normalised answer; no answers (SQuAD v2.0) means the answer ""."""
+    return max(float(normalize_answer(prediction) == normalize_answer(a)) for a in (list(answers) or [""]))
 
 
 def squad_f1(prediction: str, answers: Sequence[str]) -> float:
-    return max((_token_f1(prediction, a) for a in answers), default=0.0)
+    """Best token-overlap F1 over the answers; no answers (SQuAD v2.0) means the answer ""."""
+    return max(_token_f1(prediction, a) for a in (list(answers) or [""]))
 
 
 def _token_f1(prediction: str, answer: str) -> float:

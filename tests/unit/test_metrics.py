@@ -61,6 +61,18 @@ def test_entity_scores_by_hand():
     assert s["f1_PER"] == 0.0 and s["f1_LOC"] == 1.0 and s["f1_MISC"] == 0.0
 
 
+def test_multilabel_and_squad_v2_scores():
+    from bertforge.tasks.metrics import multilabel_scores
+
+    s = multilabel_scores([[1, 0, 1], [0, 0, 0]], [[1, 1, 0], [0, 0, 0]])
+    assert s["f1_micro"] == pytest.approx(2 * 1 / (2 + 2))  # tp 1, 2 predicted, 2 gold
+    assert s["f1_macro"] == pytest.approx((1.0 + 0.0 + 0.0) / 3)
+    assert s["subset_accuracy"] == 0.5
+    # v2.0: no reference answers means the answer "": an empty prediction scores 1, any text 0
+    v2 = squad_scores({"a": "", "b": "Paris"}, {"a": [], "b": []})
+    assert v2 == {"exact_match": 50.0, "f1": 50.0}
+
+
 def test_squad_normalisation_and_scores():
     assert normalize_answer("The  Eiffel Tower!") == "eiffel tower"
     refs = {"q1": ["the Eiffel Tower", "Eiffel Tower in Paris"], "q2": ["1889"], "q3": ["Gustave Eiffel"]}
