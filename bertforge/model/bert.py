@@ -11,6 +11,11 @@ Design:
   into a boolean key mask (B, 1, 1, S) that every layer shares.
 - Attention runs through ``F.scaled_dot_product_attention`` (fused kernels); an explicit "eager" path computes the
   probabilities itself and is used when they are asked for (``output_attentions=True``). ``attention_backend`` picks.
+- Padding-free by default: when a batch holds padding, the real tokens are packed into one (T, H) tensor right after
+  the input checks (``padding.py``), every layer runs on it, and the outputs are padded back (zeros at padding
+  positions, which no head or loss reads). Attention is computed per sequence: FlashAttention's varlen kernel on
+  CUDA in half precision without attention dropout, otherwise the packed Q/K/V are scattered into a padded block for
+  SDPA with the key mask and gathered back. ``padding_free = False`` runs everything padded.
 - Inputs are checked at the boundary, so a bad id or an over-long sequence raises a ValueError that says what and by how
   much instead of an index error from inside ``nn.Embedding``.
 
@@ -27,7 +32,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.model.config import BertConfig
+from bertforge.model.padding import Packing, pad, packing, unpad, worth_unpadding
 from bertforge.model.pretrained import PreTrainedBert
+
+try:  # PyTorch's FlashAttention varlen kernel (CUDA, fp16/bf16)
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # older PyTorch
+    _varlen_attn = None
 
 ATTENTION_BACKENDS = ("sdpa", "eager")
 
@@ -89,9 +100,12 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa"
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, S, H); key_mask (B, 1, 1, S) bool, True = attend. Returns (B, S, H) and probabilities or None."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa",
+                packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend.
+        Returns the output in the layout of x, and the probabilities (eager backend) or None."""
+        if packed is not None:
+            return self._packed(x, key_mask, packed), None
         B, S, _ = x.shape
         # (B, S, 3H) -> (3, B, N, S, D)
         q, k, v = self.qkv_proj(x).view(B, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
@@ -103,6 +117,24 @@ class SelfAttention(nn.Module):
             ctx, probs = eager_attention(q, k, v, key_mask, dropout_p)
         ctx = ctx.transpose(1, 2).reshape(B, S, self.num_heads * self.head_size)  # (B, N, S, D) -> (B, S, H)
         return self.out_proj(ctx), probs
+
+    def _packed(self, x: torch.Tensor, key_mask: torch.Tensor | None, p: Packing) -> torch.Tensor:
+        T, H = x.shape
+        qkv = self.qkv_proj(x)  # (T, 3H)
+        dropout_p = self.dropout_p if self.training else 0.0
+        if (_varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+                and dropout_p == 0.0):
+            q, k, v = qkv.view(T, 3, self.num_heads, self.head_size).unbind(1)  # each (T, N, D)
+            ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)
+            return self.out_proj(ctx.reshape(T, H))
+        S = p.max_seqlen if p.seq == p.max_seqlen else p.seq
+        blocks = pad(qkv, p)[:, :S]  # (B, S, 3H): the sequences apart, for SDPA with the key mask
+        q, k, v = blocks.view(p.batch, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[..., :S], dropout_p=dropout_p)
+        ctx = ctx.transpose(1, 2).reshape(p.batch, S, H)
+        if S != p.seq:
+            ctx = F.pad(ctx, (0, 0, 0, p.seq - S))
+        return self.out_proj(unpad(ctx, p))
 
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
@@ -144,9 +176,9 @@ class EncoderLayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa"
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, probs = self.attn(x, key_mask, backend)
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa",
+                packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, probs = self.attn(x, key_mask, backend, packed)
         x = self.norm_attn(x + self.dropout(attn_out))
         x = self.norm_ffn(x + self.dropout(self.ffn(x)))
         return x, probs
@@ -173,6 +205,8 @@ class BertModel(PreTrainedBert):
         self.pooler = Pooler(config) if add_pooling_layer else None
         self.attention_backend = "sdpa"
         self.gradient_checkpointing = False
+        self.padding_free = True
+        """Pack the real tokens of padded batches (see ``padding.py``); False runs every position."""
         self.apply(lambda m: init_weights(m, config))
 
     def set_attention_backend(self, backend: str) -> None:
@@ -190,21 +224,28 @@ class BertModel(PreTrainedBert):
         """
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids)
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
         key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
         backend = "eager" if output_attentions else self.attention_backend
-        hidden_states = [x] if output_hidden_states else None
+        packed = None
+        if self.padding_free and backend == "sdpa" and worth_unpadding(attention_mask):
+            packed = packing(attention_mask)
+            input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
+                                                       (input_ids, token_type_ids, position_ids))
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        padded = (lambda t: pad(t, packed)) if packed is not None else (lambda t: t)
+        hidden_states = [padded(x)] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = torch.utils.checkpoint.checkpoint(layer, x, key_mask, backend, use_reentrant=False)
+                x, probs = torch.utils.checkpoint.checkpoint(layer, x, key_mask, backend, packed, use_reentrant=False)
             else:
-                x, probs = layer(x, key_mask, backend)
+                x, probs = layer(x, key_mask, backend, packed)
             if hidden_states is not None:
-                hidden_states.append(x)
+                hidden_states.append(padded(x))
             if attentions is not None:
                 attentions.append(probs)
+        x = padded(x)
         pooled = self.pooler(x) if self.pooler is not None else None
         return BaseModelOutput(x, pooled, tuple(hidden_states) if hidden_states is not None else None,
                                tuple(attentions) if attentions is not None else None)

@@ -235,7 +235,10 @@ class BertForQuestionAnswering(PreTrainedBert):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, start_positions=None,
                 end_positions=None, output_attentions: bool = False, output_hidden_states: bool = False
                 ) -> QuestionAnsweringOutput:
-        """``start_positions``/``end_positions`` (B,) token indices; positions outside the sequence are ignored."""
+        """``start_positions``/``end_positions`` (B,) token indices; positions outside the sequence are ignored.
+
+        The loss's softmax runs over the real tokens only (padding masked out), so a window's loss does not depend on
+        how much padding its batch has; transformers includes the padded positions (equal on unpadded batches)."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
                         output_hidden_states)
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
@@ -245,8 +248,13 @@ class BertForQuestionAnswering(PreTrainedBert):
             # An answer index past the sequence (truncated away) is mapped to S and ignored, as in BERT's run_squad.
             start = start_positions.flatten().clamp(0, S)
             end = end_positions.flatten().clamp(0, S)
-            loss = (F.cross_entropy(start_logits.float(), start, ignore_index=S)
-                    + F.cross_entropy(end_logits.float(), end, ignore_index=S)) / 2
+            s_logits, e_logits = start_logits.float(), end_logits.float()
+            if attention_mask is not None:
+                pad = attention_mask == 0
+                s_logits = s_logits.masked_fill(pad, torch.finfo(s_logits.dtype).min)
+                e_logits = e_logits.masked_fill(pad, torch.finfo(e_logits.dtype).min)
+            loss = (F.cross_entropy(s_logits, start, ignore_index=S)
+                    + F.cross_entropy(e_logits, end, ignore_index=S)) / 2
         return QuestionAnsweringOutput(loss, start_logits, end_logits, **_hidden_extras(out))
 
 

@@ -7,6 +7,7 @@ A directory holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.
 from __future__ import annotations
 
 import json
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -65,17 +66,21 @@ class PreTrainedBert(nn.Module):
         Checkpoints with or without the ``bert.`` prefix and with or without heads are accepted; weights the class
         has but the checkpoint lacks are newly initialized, and both those and unused checkpoint tensors are logged
         as a warning (and kept in ``model.load_report``). ``config_overrides`` change config fields (for instance
-        ``num_labels=3`` or ``id2label=...`` for a fresh classifier).
+        ``num_labels=3`` or ``id2label=...`` for a fresh classifier); keywords the class's constructor takes (such
+        as ``add_pooling_layer``) go to the constructor. ``dtype`` (e.g. ``torch.bfloat16`` for inference) and
+        ``device`` move the loaded model.
         """
         path = os.fspath(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"{path} is not a directory; from_pretrained takes a checkpoint directory with "
                                     "config.json and model.safetensors")
+        init_params = inspect.signature(cls.__init__).parameters
+        init_kwargs = {k: config_overrides.pop(k) for k in list(config_overrides) if k in init_params and k != "config"}
         if config is None:
             config = BertConfig.from_pretrained(path, **config_overrides)
         elif config_overrides:
             config = config.replace(**config_overrides)
-        model = cls(config)
+        model = cls(config, **init_kwargs)
         state = load_state_dict(path)
         model.load_report = model.load_hf_state_dict(state, ignore_mismatched_sizes=ignore_mismatched_sizes,
                                                      source=path)

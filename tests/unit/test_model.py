@@ -226,3 +226,45 @@ def test_mlm_at_masked_positions_only_matches_full_head(config):
     torch.testing.assert_close(part.loss, full.loss)
     mlm = bertforge.BertForMaskedLM(config).eval()
     torch.testing.assert_close(mlm(**batch, labels=labels, mlm_positions=positions).loss, mlm(**batch, labels=labels).loss)
+
+
+def test_packing_round_trip_and_left_padding():
+    from bertforge.model.padding import pad, packing, unpad, worth_unpadding
+
+    mask = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 0]])
+    p = packing(mask)
+    assert p.cu_seqlens.tolist() == [0, 3, 5, 6] and p.max_seqlen == 3 and p.total == 6
+    x = torch.arange(12.0).view(3, 4, 1)
+    packed = unpad(x, p)
+    assert packed.squeeze(-1).tolist() == [0, 1, 2, 6, 7, 8]
+    back = pad(packed, p)
+    assert torch.equal(back * mask[..., None], x * mask[..., None]) and back[mask == 0].abs().sum() == 0
+    assert worth_unpadding(mask) and not worth_unpadding(torch.ones(2, 8)) and not worth_unpadding(None)
+
+
+@pytest.mark.parametrize("train", [False, True])
+@pytest.mark.parametrize("left", [False, True])
+def test_padding_free_matches_padded(config, train, left):
+    """Packed execution (default) and the all-positions path agree on real tokens, outputs and gradients, to 1e-5."""
+    cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
+    torch.manual_seed(0)
+    model = bertforge.BertForTokenClassification(cfg).train(train)
+    batch = random_batch(cfg, batch=4, seq=9)
+    if left:
+        batch = {k: v.flip(-1) for k, v in batch.items()}
+    mask = batch["attention_mask"].bool()
+    labels = torch.randint(0, 3, mask.shape).masked_fill(~mask, -100)
+    results = []
+    for padding_free in (True, False):
+        model.bert.padding_free = padding_free
+        model.zero_grad()
+        out = model(**batch, labels=labels, output_hidden_states=True)
+        out.loss.backward()
+        results.append((out, {k: p.grad.clone() for k, p in model.named_parameters()}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(a.logits[mask], b.logits[mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
+    for ha, hb in zip(a.hidden_states, b.hidden_states):
+        torch.testing.assert_close(ha[mask], hb[mask], atol=1e-5, rtol=1e-5)
+    for k in ga:
+        torch.testing.assert_close(ga[k], gb[k], atol=1e-5, rtol=1e-4, msg=k)

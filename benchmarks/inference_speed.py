@@ -1,0 +1,114 @@
+"""Encoder inference throughput: bertforge BertModel vs transformers BertModel (sdpa), same weights, same run.
+
+Usage: python benchmarks/inference_speed.py [--preset base] [--dtypes fp32,bf16] [--reps 5]
+       [--out benchmarks/results/inference_speed.json]
+
+Three workloads: batch 32 with lengths drawn uniformly from 16..128 (right padding to the longest: what real batches
+look like), batch 32 x 128 (no padding), and batch 1 x 32 (latency). Calls interleave the two systems rep by rep so
+machine noise hits both; the median is kept. bf16 means the model's weights cast to bf16 (``model.to(torch.bfloat16)``,
+both systems; LayerNorm and softmax accumulate in fp32 inside PyTorch's kernels). MFU is the model FLOPs of the real
+tokens (2 x non-embedding parameters per token + attention over each sequence's own length) per second, against this
+machine's measured matrix-product peak in the same dtype. The allocator settings (MALLOC_* variables) in effect are
+recorded: run once plain and once with MALLOC_MMAP_THRESHOLD_=... to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import matmul_peak  # noqa: E402
+
+
+
+def workloads(vocab: int) -> dict[str, dict]:
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, (B, lengths) in {"var_32x16-128": (32, torch.randint(16, 129, (32,), generator=g)),
+                               "full_32x128": (32, torch.full((32,), 128)),
+                               "latency_1x32": (1, torch.full((1,), 32))}.items():
+        S = int(lengths.max())
+        ids = torch.randint(1000, vocab, (B, S), generator=g)
+        mask = (torch.arange(S)[None, :] < lengths[:, None]).long()
+        out[name] = {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask,
+                     "token_type_ids": torch.zeros_like(ids), "lengths": lengths}
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="base")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))
+    args = ap.parse_args()
+    import transformers
+
+    import bertforge
+    from bertforge.utils import fast_bf16
+
+    cfg = bertforge.preset(args.preset, vocab_size=30522)
+    torch.manual_seed(0)
+    hf = transformers.BertModel(transformers.BertConfig(**cfg.to_dict()), add_pooling_layer=False)
+    with tempfile.TemporaryDirectory() as d:
+        hf.save_pretrained(d)
+        ours = bertforge.BertModel.from_pretrained(d, add_pooling_layer=False)
+    hf.eval(), ours.eval()
+    emb = sum(p.numel() for p in ours.embeddings.parameters())
+    dense = sum(p.numel() for p in ours.parameters()) - emb
+    L, H = cfg.num_hidden_layers, cfg.hidden_size
+    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                          f"native bf16: {fast_bf16()}", "torch": torch.__version__,
+               "transformers": transformers.__version__, "preset": args.preset,
+               "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+    for dtype_name in args.dtypes.split(","):
+        dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+        peak = matmul_peak(dtype)
+        models = {"bertforge": ours.to(dtype), "transformers": hf.to(dtype)}
+        row: dict = {"matmul_peak_TFLOPs": round(peak / 1e12, 3)}
+        for wname, w in workloads(cfg.vocab_size).items():
+            lengths = w["lengths"]
+            tokens = int(lengths.sum())
+            flops = 2 * dense * tokens + 4 * L * H * int((lengths ** 2).sum())
+            batch = {k: v for k, v in w.items() if k != "lengths"}
+            times: dict[str, list[float]] = {n: [] for n in models}
+            reps = args.reps if dtype_name == "fp32" or fast_bf16() else max(1, args.reps // 3)
+            with torch.inference_mode():
+                for rep in range(reps + 1):
+                    for name, model in models.items():
+                        start = time.perf_counter()
+                        model(**batch)
+                        if rep:  # the first call warms up
+                            times[name].append(time.perf_counter() - start)
+            entry = {"tokens": tokens}
+            for name, ts in times.items():
+                t = sorted(ts)[len(ts) // 2]
+                entry[name] = {"tokens_per_s": round(tokens / t, 1), "seconds": round(t, 4),
+                               "MFU": round(flops / t / peak, 3)}
+            entry["ratio"] = round(entry["bertforge"]["tokens_per_s"] / entry["transformers"]["tokens_per_s"], 2)
+            row[wname] = entry
+            print(f"{dtype_name} {wname}: bertforge {entry['bertforge']['tokens_per_s']:,.0f} tok/s "
+                  f"(MFU {entry['bertforge']['MFU']:.0%}) | transformers {entry['transformers']['tokens_per_s']:,.0f} "
+                  f"tok/s | {entry['ratio']:.2f}x", flush=True)
+        results[dtype_name] = row
+    if "fp32" in results and "bf16" in results:
+        results["bf16_bertforge_vs_fp32_transformers"] = {
+            w: round(results["bf16"][w]["bertforge"]["tokens_per_s"] / results["fp32"][w]["transformers"]["tokens_per_s"],
+                     2) for w in results["fp32"] if isinstance(results["fp32"][w], dict)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The one boundary between padded (B, S, ...) and padding-free (T, ...) tensors, T = number of real tokens.
+
+In the padding-free layout the real tokens of a batch are packed row after row into one (T, H) tensor, so the linear
+layers, GELU, LayerNorm and residual adds -- nearly all of BERT's FLOPs -- spend nothing on padding. Sequences are
+delimited by ``cu_seqlens`` (B + 1,) int32, cumulative lengths as FlashAttention's varlen kernels take them.
+Attention is the one place that needs the sequences apart: see ``SelfAttention``.
+
+The public API stays padded: ``BertModel`` unpads after checking the inputs and pads its outputs back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Packing:
+    """Where the real tokens of a (B, S) batch sit."""
+
+    indices: torch.Tensor
+    """(T,) flat positions (row * S + column) of the real tokens, in row order."""
+    cu_seqlens: torch.Tensor
+    """(B + 1,) int32: sequence b is tokens [cu_seqlens[b], cu_seqlens[b + 1]) of the packed tensor."""
+    max_seqlen: int
+    batch: int
+    seq: int
+
+    @property
+    def total(self) -> int:
+        return self.indices.numel()
+
+
+def packing(attention_mask: torch.Tensor) -> Packing:
+    """Packing of a (B, S) mask (1 = real token). The tokens of a row need not be contiguous (left padding works)."""
+    B, S = attention_mask.shape
+    real = attention_mask.reshape(-1).bool()
+    indices = real.nonzero().squeeze(-1)
+    lengths = attention_mask.bool().sum(-1, dtype=torch.int32)
+    cu = torch.zeros(B + 1, dtype=torch.int32, device=attention_mask.device)
+    cu[1:] = lengths.cumsum(0)
+    return Packing(indices, cu, int(lengths.max()) if B else 0, B, S)
+
+
+def unpad(x: torch.Tensor, p: Packing) -> torch.Tensor:
+    """(B, S, ...) -> (T, ...): the real tokens."""
+    return x.reshape(p.batch * p.seq, *x.shape[2:]).index_select(0, p.indices)
+
+
+def pad(x: torch.Tensor, p: Packing) -> torch.Tensor:
+    """(T, ...) -> (B, S, ...), zeros at padding positions."""
+    out = x.new_zeros(p.batch * p.seq, *x.shape[1:])
+    out.index_copy_(0, p.indices, x)
+    return out.view(p.batch, p.seq, *x.shape[1:])
+
+
+def worth_unpadding(attention_mask: torch.Tensor | None, min_fraction: float = 0.05) -> bool:
+    """True when at least ``min_fraction`` of the batch is padding (below that the gathers cost more than they save).
+
+    Reads the mask on the host: only call it where a device sync is acceptable (it is free on CPU)."""
+    if attention_mask is None:
+        return False
+    return float((attention_mask == 0).sum()) >= min_fraction * attention_mask.numel()
