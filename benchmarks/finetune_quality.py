@@ -169,16 +169,20 @@ def squad(args, cfg, out_dir):
     data = json.loads((DATA / "squad" / "dev-v1.1.json").read_text())
     k = args.squad_train_articles
     tmp = Path(tempfile.mkdtemp())
-    for name, arts in (("train.json", data["data"][:k]), ("valid.json", data["data"][k:])):
+    held_out = data["data"][k:][: args.squad_eval_articles or None]
+    for name, arts in (("train.json", data["data"][:k]), ("valid.json", held_out)):
         (tmp / name).write_text(json.dumps({"version": "1.1", "data": arts}))
     cfg.max_train_examples = None
     cfg.max_length = args.squad_max_length
+    cfg.stride = min(128, cfg.max_length // 2 - 40)
     ours = F.finetune_qa(minilm(), str(tmp / "train.json"), str(tmp / "valid.json"), str(out_dir / "squad"), cfg=cfg,
                          show_progress=False)
     tok = BertTokenizer.from_pretrained(minilm())
     train, valid = read_squad(str(tmp / "train.json")), read_squad(str(tmp / "valid.json"))
-    feats = qa_features(tok, train, cfg.max_length, 128, 64, train=True)
-    vfeats = qa_features(tok, valid, cfg.max_length, 128, 64)
+    stride = min(128, cfg.max_length // 2 - 40)
+    cfg.stride = stride
+    feats = qa_features(tok, train, cfg.max_length, stride, 64, train=True)
+    vfeats = qa_features(tok, valid, cfg.max_length, stride, 64)
 
     def evaluate(m):
         logits = predict(m, vfeats, 64, lambda o: [o.start_logits, o.end_logits], per_token=True)
@@ -189,7 +193,7 @@ def squad(args, cfg, out_dir):
     theirs = hf_train(HF.from_pretrained(minilm()), feats, cfg, evaluate)
     keys = ("exact_match", "f1")
     return {"train_questions": len(train), "eval_questions": len(valid), "train_articles": k,
-            "eval_articles": len(data["data"]) - k, "max_length": cfg.max_length, "doc_stride": 128,
+            "eval_articles": len(held_out), "max_length": cfg.max_length, "doc_stride": cfg.stride,
             "bertforge": {k_: ours[k_] for k_ in keys} | {"train_seconds": ours["train_seconds"]},
             "transformers": {k_: theirs[k_] for k_ in keys} | {"train_seconds": theirs["train_seconds"]}}
 
@@ -201,6 +205,7 @@ def main() -> int:
     ap.add_argument("--conll-train", type=int, default=3000)
     ap.add_argument("--squad-train-articles", type=int, default=30)
     ap.add_argument("--squad-max-length", type=int, default=384)
+    ap.add_argument("--squad-eval-articles", type=int, default=None, help="held-out articles evaluated (all)")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch-size", type=int, default=32)

@@ -15,7 +15,8 @@ _LAZY = {
     "BertForMaskedLM": "bertforge.model", "BertForSequenceClassification": "bertforge.model",
     "BertForTokenClassification": "bertforge.model", "BertForQuestionAnswering": "bertforge.model",
     "BertForMultipleChoice": "bertforge.model", "MODEL_CLASSES": "bertforge.model", "PRESETS": "bertforge.model",
-    "preset": "bertforge.model", "BertTokenizer": "bertforge.tokenization",
+    "preset": "bertforge.model", "BertTokenizer": "bertforge.tokenization", "pipeline": "bertforge.pipelines",
+    "finetune": "bertforge.tasks.finetune", "FinetuneConfig": "bertforge.tasks.finetune",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

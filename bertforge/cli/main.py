@@ -13,7 +13,7 @@ import sys
 import bertforge
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "convert", "demo", "info"]
+COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "run", "convert", "demo", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "command", None) == "run" and not any(x.startswith("-") for x in extra):
+        args.texts = list(args.texts) + extra  # texts after the options: bertforge run TASK --model M TEXT...
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

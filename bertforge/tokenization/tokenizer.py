@@ -224,7 +224,7 @@ class BertTokenizer:
         came from. ``return_tensors``: None (lists), "pt" or "np".
         """
         padding_strategy, truncation_strategy, max_length = self._strategies(padding, truncation, max_length,
-                                                                             pad_to_multiple_of)
+                                                                             pad_to_multiple_of, stride)
         is_batched = _is_batched(text, is_split_into_words)
         if is_batched:
             if isinstance(text_pair, str):
@@ -282,7 +282,7 @@ class BertTokenizer:
             data = {k: v[0] for k, v in data.items()}
         return BatchEncoding(data, flat)
 
-    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of):
+    def _strategies(self, padding, truncation, max_length, pad_to_multiple_of, stride: int = 0):
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # as transformers: max_length alone means truncate to it
         if padding is True:
@@ -297,6 +297,8 @@ class BertTokenizer:
             raise ValueError(f"truncation={truncation!r} is not one of True, False, {', '.join(TRUNCATION_STRATEGIES)}")
         if max_length is None and (padding == "max_length" or truncation != "do_not_truncate"):
             max_length = self.model_max_length
+        if stride < 0:
+            raise ValueError(f"stride must be >= 0, got {stride}")
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
         if (truncation != "do_not_truncate" and padding != "do_not_pad" and pad_to_multiple_of

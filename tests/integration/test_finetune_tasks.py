@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from bertforge import pipeline
 from bertforge.model import BertForQuestionAnswering, BertForTokenClassification
 from bertforge.tasks.finetune import FinetuneConfig, finetune_classification, finetune_ner, finetune_qa
 
@@ -44,6 +45,9 @@ def test_ner_on_conll_slice(tiny_checkpoint, data_dir, tmp_path):
     best = BertForTokenClassification.from_pretrained(tmp_path / "best")
     assert best.config.id2label[0] == "O" and "B-PER" in best.config.label2id
     assert json.loads((tmp_path / "finetune_result.json").read_text())["task"] == "ner"
+    ner = pipeline("ner", model=str(tmp_path / "best"))  # the output directory loads into the pipeline
+    entities = ner("Peter Blackburn met EU officials in Brussels.", aggregation_strategy="first", ignore_labels=())
+    assert entities and all(e["entity_group"] in {"O", "PER", "LOC", "ORG", "MISC"} for e in entities)
 
 
 def test_ner_lora_trains_only_adapters_and_head(tiny_checkpoint, data_dir, tmp_path):
@@ -78,6 +82,10 @@ def test_qa_on_squad_slice(tiny_checkpoint, data_dir, tmp_path, version_2):
     assert preds and all(p["prediction"] in text for p in preds)  # answers are cut from the context
     assert all(len(p["n_best"]) >= 1 for p in preds)
     BertForQuestionAnswering.from_pretrained(tmp_path / "out" / "best")
+    qa = pipeline("question-answering", model=str(tmp_path / "out" / "best"))
+    context = contexts[0]["context"]
+    answer = qa(question="What is this about?", context=context, handle_impossible_answer=version_2)
+    assert answer["answer"] == context[answer["start"]:answer["end"]]
 
 
 def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
@@ -93,6 +101,8 @@ def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
     config = json.loads((tmp_path / "out" / "best" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert sorted(config["label2id"]) == ["long", "positive"]
+    scores = pipeline("text-classification", model=str(tmp_path / "out" / "best"))("good movie and long", top_k=None)[0]
+    assert {s["label"] for s in scores if s["score"] > 0.5} == {"long", "positive"}  # sigmoid per label
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "x", "labels": ["unseen"]}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl: line 1: label 'unseen'"):

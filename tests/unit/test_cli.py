@@ -62,3 +62,33 @@ def test_preprocess_command(tmp_path, minilm, capsys):
     with pytest.raises(SystemExit):
         main(["preprocess", "--input", str(src), "--output-prefix", "x", "--vocab-file", "v", "--partitions", "2"])
     assert "unrecognized arguments: --partitions" in capsys.readouterr().err
+
+
+def test_run_command_texts_and_jsonl(tmp_path, minilm, capsys):
+    import json
+
+    import torch
+
+    import bertforge
+    from bertforge.cli.main import main
+    from bertforge.tokenization import BertTokenizer
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    path = tmp_path / "cls"
+    bertforge.BertForSequenceClassification(tiny_config(vocab_size=30522, num_labels=2)).save_pretrained(path)
+    BertTokenizer.from_pretrained(minilm).save_pretrained(path)
+    assert main(["run", "sentiment-analysis", "--model", str(path), "great film", "awful film"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["input"] for x in lines] == ["great film", "awful film"]
+    assert lines[0]["result"]["label"] in ("LABEL_0", "LABEL_1")
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"text": "a"}\n"b"\n{"text": "c", "text_pair": "d"}\n')
+    assert main(["run", "text-classification", "--model", str(path), "--input", str(inputs), "--output",
+                 str(tmp_path / "out.jsonl")]) == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    inputs.write_text('{"text": "a"}\n{"txt": "b"}\n')
+    assert main(["run", "text-classification", "--model", str(path), "--input", str(inputs)]) == 1
+    assert "in.jsonl: line 2: needs a 'text' field" in capsys.readouterr().err
+    assert main(["run", "fill-mask", "--model", str(path), "a [MASK] b"]) == 1
+    assert "no fill-mask head" in capsys.readouterr().err

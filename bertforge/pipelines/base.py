@@ -1,0 +1,133 @@
+"""What every pipeline shares: loading the checkpoint for the task's head, device and dtype, batched prediction in
+length-sorted batches with results in input order, and the windows that keep long inputs whole."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from bertforge.model.pretrained import PreTrainedBert
+from bertforge.tasks.features import predict
+from bertforge.tokenization import BertTokenizer
+from bertforge.utils import progress
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class Pipeline:
+    """Base class. Subclasses set ``model_class`` and ``head`` (the weight prefix the task needs) and implement
+    ``__call__``.
+
+    Args:
+        model: a Hugging Face BERT directory (bertforge's or transformers'), or a loaded bertforge model (then
+            ``tokenizer`` is needed).
+        tokenizer: a ``BertTokenizer`` or a directory; defaults to the model directory.
+        device: "cpu", "cuda", "cuda:1"...; None picks CUDA when available.
+        dtype: torch.float32 (default), torch.bfloat16 / "bf16" (weights and activations in bf16; LayerNorm and
+            softmax accumulate in fp32 inside PyTorch's kernels) or "fp16".
+        batch_size: inputs per forward pass (sorted by length, so each batch has little padding).
+        max_length: tokens per window (default: the smaller of the tokenizer's and the model's limits); longer
+            inputs are split into overlapping windows, never truncated.
+    """
+
+    task = ""
+    model_class: type[PreTrainedBert]
+    head: str | None = None
+    """A weight name (Hugging Face naming) whose absence means the checkpoint lacks the task's head."""
+    head_hint = "use a checkpoint fine-tuned for the task (bertforge finetune writes one)"
+
+    def __init__(self, model: str | os.PathLike | PreTrainedBert, tokenizer: BertTokenizer | str | None = None, *,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+                 batch_size: int = 32, max_length: int | None = None, show_progress: bool = False):
+        dtype = resolve_dtype(dtype)
+        device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        if isinstance(model, (str, os.PathLike)):
+            path = os.fspath(model)
+            self.model = self.model_class.from_pretrained(path)
+            self._check_head(path)
+            tokenizer = tokenizer if tokenizer is not None else path
+        else:
+            self.model = model
+            if tokenizer is None:
+                raise ValueError("a loaded model needs tokenizer= (a BertTokenizer or a directory)")
+        self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
+        self.model.to(device=device, dtype=dtype).eval()
+        self.device, self.dtype = device, dtype or torch.float32
+        self.config = self.model.config
+        self.batch_size = batch_size
+        limit = min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
+        self.max_length = min(max_length, limit) if max_length else limit
+        self.show_progress = show_progress
+
+    def _check_head(self, path: str) -> None:
+        report = self.model.load_report
+        if self.head and report is not None and any(name.startswith(self.head) for name in report.missing):
+            raise ValueError(f"{path} has no {self.task} head ({self.head}* weights are missing), so its "
+                             f"predictions would be random; {self.head_hint}")
+
+    def _predict(self, features: Sequence[dict], outputs: Callable[[Any], Sequence[torch.Tensor]],
+                 per_token: bool = False) -> list[list[np.ndarray]]:
+        with progress(total=len(features), desc=self.task, unit="seq", enabled=self.show_progress) as bar:
+            return predict(self.model, features, self.batch_size, outputs, pad_token_id=self.tokenizer.pad_token_id,
+                           per_token=per_token, bar=bar)
+
+    def _windows(self, texts: Sequence[str], pairs: Sequence[str] | None = None, stride: int | None = None,
+                 truncation: str = "longest_first", offsets: bool = False, specials: bool = False) -> tuple:
+        """Encode texts (and pairs) in windows of ``max_length`` overlapping by ``stride`` tokens. Returns the
+        encoding and, for each window, the input it came from."""
+        stride = self.max_length // 4 if stride is None else stride
+        if stride >= self.max_length - 3:
+            raise ValueError(f"stride={stride} must be smaller than the window ({self.max_length} tokens) minus 3")
+        if truncation == "longest_first":  # windows need one side to cut: the first text (or the only one)
+            truncation = "only_first"
+        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=truncation,
+                             max_length=self.max_length, stride=stride, return_overflowing_tokens=True,
+                             return_offsets_mapping=offsets, return_special_tokens_mask=specials,
+                             return_attention_mask=False)
+        return enc, enc["overflow_to_sample_mapping"]
+
+    @staticmethod
+    def _features(enc) -> list[dict]:
+        return [{"input_ids": i, "token_type_ids": t} for i, t in zip(enc["input_ids"], enc["token_type_ids"])]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(task={self.task!r}, device={self.device}, dtype={self.dtype}, "
+                f"max_length={self.max_length})")
+
+
+def as_list(inputs) -> tuple[list, bool]:
+    """(list of inputs, whether a single input was given)."""
+    if isinstance(inputs, (str, dict)):
+        return [inputs], True
+    inputs = list(inputs)
+    return inputs, False
+
+
+def check_texts(texts: Sequence, what: str = "text") -> None:
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"input {i} is a {type(t).__name__}; expected a {what} string")
+        if not t.strip():
+            raise ValueError(f"input {i} is an empty {what}")

@@ -1,0 +1,55 @@
+"""zero-shot-classification with an NLI checkpoint: each candidate label becomes a hypothesis ("This example is
+{}.") and the entailment logits rank the labels; every (text, label) pair of a call runs in one batched pass."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bertforge.model import BertForSequenceClassification
+from bertforge.pipelines.base import Pipeline, as_list, check_texts, softmax
+
+
+class ZeroShotClassificationPipeline(Pipeline):
+    task = "zero-shot-classification"
+    model_class = BertForSequenceClassification
+    head = "classifier."
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entailment_id = next((i for label, i in self.config.label2id.items()
+                                   if label.lower().startswith("entail")), None)
+        if self.entailment_id is None:
+            raise ValueError(f"zero-shot classification needs an NLI checkpoint whose label2id names an entailment "
+                             f"label; this one has {self.config.label2id}")
+        contradiction = [i for label, i in self.config.label2id.items() if label.lower().startswith("contradict")]
+        self.contradiction_id = contradiction[0] if contradiction else (-1 if self.entailment_id == 0 else 0)
+
+    def __call__(self, inputs, candidate_labels: str | list[str] | None = None, *,
+                 hypothesis_template: str = "This example is {}.", multi_label: bool = False):
+        """Returns ``{"sequence", "labels", "scores"}`` (labels best first) per text. ``multi_label``: each label
+        scored on its own (entailment vs contradiction), else the entailment scores are a softmax over labels."""
+        texts, single = as_list(inputs)
+        check_texts(texts)
+        if isinstance(candidate_labels, str):
+            candidate_labels = [x.strip() for x in candidate_labels.split(",") if x.strip()]
+        if not candidate_labels:
+            raise ValueError("zero-shot classification needs candidate_labels (a list, or a comma-separated string)")
+        if hypothesis_template.format(candidate_labels[0]) == hypothesis_template:
+            raise ValueError(f"hypothesis_template {hypothesis_template!r} has no '{{}}' for the label")
+        hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
+        firsts = [t for t in texts for _ in hypotheses]
+        seconds = hypotheses * len(texts)
+        enc = self.tokenizer(firsts, seconds, truncation="only_first", max_length=self.max_length,
+                             return_attention_mask=False)
+        logits = np.stack([o[0] for o in self._predict(self._features(enc), lambda out: [out.logits])])
+        logits = logits.reshape(len(texts), len(hypotheses), -1)
+        if multi_label or len(hypotheses) == 1:
+            scores = softmax(logits[..., [self.contradiction_id, self.entailment_id]])[..., 1]
+        else:
+            scores = softmax(logits[..., self.entailment_id])
+        results = []
+        for text, row in zip(texts, scores):
+            order = np.argsort(-row, kind="stable")
+            results.append({"sequence": text, "labels": [candidate_labels[k] for k in order],
+                            "scores": [float(row[k]) for k in order]})
+        return results[0] if single else results

@@ -1,0 +1,100 @@
+"""Pipelines on tiny random checkpoints: input order, long inputs windowed, dtype, and the errors bad input gets."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bertforge
+from bertforge.tokenization import BertTokenizer
+from tests.conftest import tiny_config
+
+LONG = " ".join(f"word{i % 50} is here." for i in range(400))  # about 2,400 tokens
+
+
+def make(path, cls, minilm, **config):
+    torch.manual_seed(0)
+    getattr(bertforge, cls)(tiny_config(vocab_size=30522, max_position_embeddings=64, **config)).save_pretrained(path)
+    BertTokenizer.from_pretrained(minilm).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture
+def cls_dir(tmp_path, minilm):
+    return make(tmp_path / "cls", "BertForSequenceClassification", minilm, num_labels=2)
+
+
+def test_results_in_input_order(cls_dir):
+    pipe = bertforge.pipeline("text-classification", model=cls_dir, batch_size=2)
+    texts = ["short", "a much longer text with many more words than the first", "mid length text", "x y"]
+    together = pipe(texts, top_k=None)
+    one_by_one = [pipe(t, top_k=None)[0] for t in texts]
+    for a, b in zip(together, one_by_one):
+        assert [x["score"] for x in a] == pytest.approx([x["score"] for x in b], abs=1e-5)
+
+
+def test_long_inputs_are_windowed_not_truncated(tmp_path, minilm, cls_dir):
+    pipe = bertforge.pipeline("text-classification", model=cls_dir)
+    assert pipe.max_length == 64
+    result = pipe(LONG)[0]
+    assert result["label"] in ("LABEL_0", "LABEL_1") and 0 <= result["score"] <= 1
+    ner_dir = make(tmp_path / "ner", "BertForTokenClassification", minilm, num_labels=3,
+                   id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={"O": 0, "B-X": 1, "I-X": 2})
+    entities = bertforge.pipeline("ner", model=ner_dir)(LONG, ignore_labels=())
+    assert max(e["end"] for e in entities) == len(LONG) - 1 or max(e["end"] for e in entities) == len(LONG)
+    qa_dir = make(tmp_path / "qa", "BertForQuestionAnswering", minilm, num_labels=2)
+    answer = bertforge.pipeline("question-answering", model=qa_dir)(question="Which word?", context=LONG,
+                                                                      max_answer_len=4)
+    assert LONG[answer["start"]:answer["end"]] == answer["answer"] and answer["answer"]
+    enc_dir = make(tmp_path / "enc", "BertModel", minilm)
+    emb = bertforge.pipeline("feature-extraction", model=enc_dir)
+    assert emb(LONG, pooling="mean").shape == (32,)
+    tokens = emb(LONG)
+    assert tokens.shape[0] == len(emb.tokenizer(LONG)["input_ids"])  # every token once, windows joined
+    mlm_dir = make(tmp_path / "mlm", "BertForMaskedLM", minilm)
+    fill = bertforge.pipeline("fill-mask", model=mlm_dir)
+    masked = LONG[:5000] + " [MASK] " + LONG[5000:]
+    out = fill(masked, top_k=2)
+    assert len(out) == 2 and "[MASK]" not in out[0]["sequence"]
+
+
+def test_bf16_dtype_close_to_fp32(tmp_path, minilm):
+    path = make(tmp_path / "enc", "BertModel", minilm)
+    text = ["The cat sat on the mat.", "Another sentence."]
+    fp32 = np.stack(bertforge.pipeline("feature-extraction", model=path, pooling="mean")(text))
+    pipe = bertforge.pipeline("feature-extraction", model=path, pooling="mean", dtype="bf16")
+    assert next(pipe.model.parameters()).dtype == torch.bfloat16
+    bf16 = np.stack(pipe(text))
+    cos = (fp32 * bf16).sum(1) / np.linalg.norm(fp32, axis=1) / np.linalg.norm(bf16, axis=1)
+    assert cos.min() > 0.99
+
+
+def test_clear_errors(tmp_path, minilm, cls_dir):
+    enc_dir = make(tmp_path / "enc", "BertModel", minilm)
+    with pytest.raises(ValueError, match="no token-classification head"):
+        bertforge.pipeline("ner", model=enc_dir)
+    with pytest.raises(ValueError, match="no fill-mask head"):
+        bertforge.pipeline("fill-mask", model=enc_dir)
+    mlm = make(tmp_path / "mlm", "BertForMaskedLM", minilm)
+    with pytest.raises(ValueError, match=r"input 0 has no \[MASK\]"):
+        bertforge.pipeline("fill-mask", model=mlm)("no mask here")
+    qa = make(tmp_path / "qa", "BertForQuestionAnswering", minilm, num_labels=2)
+    with pytest.raises(ValueError, match="question 0 is empty"):
+        bertforge.pipeline("question-answering", model=qa)(question="  ", context="some context")
+    with pytest.raises(ValueError, match="context of question 0 is empty"):
+        bertforge.pipeline("question-answering", model=qa)(question="why?", context="")
+    with pytest.raises(ValueError, match="entailment"):
+        bertforge.pipeline("zero-shot-classification", model=cls_dir)
+    nli = make(tmp_path / "nli", "BertForSequenceClassification", minilm, num_labels=3,
+               id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+               label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    with pytest.raises(ValueError, match="candidate_labels"):
+        bertforge.pipeline("zero-shot-classification", model=nli)("text", [])
+    with pytest.raises(ValueError, match="unknown task"):
+        bertforge.pipeline("translation", model=cls_dir)
+    with pytest.raises(ValueError, match="aggregation_strategy"):
+        ner = make(tmp_path / "ner", "BertForTokenClassification", minilm, num_labels=2)
+        bertforge.pipeline("ner", model=ner)("text", aggregation_strategy="longest")
+    with pytest.raises(ValueError, match="empty text"):
+        bertforge.pipeline("text-classification", model=cls_dir)(["fine", " "])
