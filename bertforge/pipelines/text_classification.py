@@ -53,11 +53,16 @@ class TextClassificationPipeline(Pipeline):
             raise ValueError(f"function_to_apply={function!r} is not one of {FUNCTIONS}")
         if window_aggregation not in ("mean", "max"):
             raise ValueError(f"window_aggregation={window_aggregation!r} must be 'mean' or 'max'")
-        has_pairs = any(p is not None for p in pairs)
-        if has_pairs and any(p is None for p in pairs):
-            raise ValueError("give a text_pair for every input or for none")
-        enc, owner = self._windows(texts, pairs if has_pairs else None, stride)
-        logits = self._predict(self._features(enc), lambda out: [out.logits])
+        feats, owner = [], []
+        for with_pair in (False, True):  # single texts and pairs are encoded apart (a batch may mix them)
+            chosen = [i for i, p in enumerate(pairs) if (p is not None) == with_pair]
+            if not chosen:
+                continue
+            enc, window_owner = self._windows([texts[i] for i in chosen],
+                                              [pairs[i] for i in chosen] if with_pair else None, stride)
+            feats.extend(self._features(enc))
+            owner.extend(chosen[k] for k in window_owner)
+        logits = self._predict(feats, lambda out: [out.logits])
         per_input: list[list[np.ndarray]] = [[] for _ in texts]
         for j, i in enumerate(owner):
             x = logits[j][0]
