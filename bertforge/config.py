@@ -115,6 +115,8 @@ class TrainConfig:
     """Activation (gradient) checkpointing of every layer."""
     fsdp: bool = False
     """Shard parameters with torch's fully_shard instead of DDP."""
+    compile: bool = False
+    """torch.compile the training model (the first steps pay the compile time, logged)."""
     device: str | None = None
     """cpu, cuda, cuda:N; None picks cuda when available."""
     distributed_backend: str | None = None

@@ -26,7 +26,7 @@ OPTIM_FLAGS = ["optimizer", "lr", "min_lr", "lr_decay_style", "lr_warmup_fractio
                "lr_decay_iters", "weight_decay", "clip_grad", "adam_beta1", "adam_beta2", "adam_eps"]
 TRAIN_FLAGS = ["micro_batch_size", "global_batch_size", "train_iters", "seed", "bf16", "fp16", "save", "load",
                "save_interval", "keep_last", "eval_interval", "eval_iters", "log_interval", "export_hf",
-               "on_nonfinite", "recompute_activations", "fsdp", "device", "distributed_backend"]
+               "on_nonfinite", "recompute_activations", "fsdp", "compile", "device", "distributed_backend"]
 
 # The embedded-corpus recipe: what learns most in a few CPU minutes (measured on 2 cores: the tiny preset with
 # dropout off and MLM only left the unigram plateau within 250 steps at lr 2e-3; mini with NSP, dropout and lr 1e-3
@@ -106,6 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--log-interval", type=int, default=S)
     t.add_argument("--exit-interval", type=int, default=S, help="stop after a step divisible by N (resumable)")
     t.add_argument("--recompute-activations", action="store_true", default=S, help="activation checkpointing")
+    t.add_argument("--compile", action="store_true", default=S,
+                   help="torch.compile the model (compile time is paid in the first steps)")
     t.add_argument("--on-nonfinite", choices=["stop", "skip"], default=S)
     t.add_argument("--device", default=S, help="cpu, cuda, cuda:N (default: cuda when available)")
     t.add_argument("--distributed-backend", choices=["gloo", "nccl"], default=S)

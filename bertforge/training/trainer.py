@@ -291,6 +291,9 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
     elif info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        train_model = torch.compile(train_model)
+        logger.info("torch.compile: the first step includes compilation")
     optimizer = build_optimizer(model, cfg.optim, fused=not t.fsdp)
     scheduler = build_scheduler(optimizer, cfg.optim, t.train_iters)
     scaler = torch.amp.GradScaler("cuda") if t.fp16 else None
