@@ -47,6 +47,8 @@ class DataConfig:
     """Mask spans of up to n words (probability 1/n each)."""
     num_workers: int = 1
     """DataLoader worker processes per rank."""
+    pack_sequences: bool = False
+    """Batches as packed token rows with cu_seqlens (no padding stored, no device sync to unpack) instead of padded."""
 
 
 @dataclass(kw_only=True)

@@ -21,7 +21,7 @@ MODEL_FLAGS = {"num_layers": "num_hidden_layers", "hidden_size": "hidden_size",
                "max_position_embeddings": "max_position_embeddings", "init_method_std": "initializer_range",
                "hidden_dropout": "hidden_dropout_prob", "attention_dropout": "attention_probs_dropout_prob"}
 DATA_FLAGS = ["data_path", "vocab_file", "tokenizer_type", "split", "seq_length", "mask_prob", "short_seq_prob",
-              "binary_head", "whole_word_mask", "max_ngram", "num_workers"]
+              "binary_head", "whole_word_mask", "max_ngram", "num_workers", "pack_sequences"]
 OPTIM_FLAGS = ["optimizer", "lr", "min_lr", "lr_decay_style", "lr_warmup_fraction", "lr_warmup_iters",
                "lr_decay_iters", "weight_decay", "clip_grad", "adam_beta1", "adam_beta2", "adam_eps"]
 TRAIN_FLAGS = ["micro_batch_size", "global_batch_size", "train_iters", "seed", "bf16", "fp16", "save", "load",
@@ -72,6 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--whole-word-mask", action="store_true", default=S)
     d.add_argument("--max-ngram", type=int, default=S, help="n-gram masking up to n words (1/n weights)")
     d.add_argument("--num-workers", type=int, default=S, help="data loader processes per rank")
+    d.add_argument("--pack-sequences", action="store_true", default=S,
+                   help="packed batches (tokens back to back with cu_seqlens) instead of padded ones")
     o = p.add_argument_group("optimizer and schedule")
     o.add_argument("--optimizer", choices=["adamw", "lamb"], default=S)
     o.add_argument("--lr", type=float, default=S)

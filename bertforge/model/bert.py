@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.model.config import BertConfig
-from bertforge.model.padding import Packing, pad, packing, unpad, worth_unpadding
+from bertforge.model.padding import (Packing, key_mask_from_cu_seqlens, pad, packing, packing_from_cu_seqlens,
+                                     unpad, worth_unpadding)
 from bertforge.model.pretrained import PreTrainedBert
 
 try:  # PyTorch's FlashAttention varlen kernel (CUDA, fp16/bf16)
@@ -191,8 +192,10 @@ class Pooler(nn.Module):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))  # (B, S, H) -> (B, H)
+    def forward(self, hidden: torch.Tensor, cls_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S, H) -> (B, H) from position 0; or a packed (T, H) with the [CLS] rows ``cls_index`` (B,)."""
+        cls = hidden[:, 0] if cls_index is None else hidden.index_select(0, cls_index)
+        return torch.tanh(self.dense(cls))
 
 
 class BertModel(PreTrainedBert):
@@ -217,11 +220,19 @@ class BertModel(PreTrainedBert):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> BaseModelOutput:
+                output_attentions: bool = False, output_hidden_states: bool = False,
+                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> BaseModelOutput:
         """input_ids, attention_mask (1 = real token), token_type_ids, position_ids: each (B, S).
 
         ``output_attentions`` switches to the eager attention path so that probabilities can be returned.
+
+        A batch that is already packed (``bertforge.data.collate.collate_packed``) is given as input_ids (T,) (or
+        (1, T)) with ``cu_seqlens`` (B + 1,) and the host int ``max_seqlen``, no attention_mask; position ids default
+        to restarting at 0 in each sequence. The outputs then stay packed: last_hidden_state (T, H) (or (1, T, H)).
         """
+        if cu_seqlens is not None:
+            return self._forward_packed(input_ids, token_type_ids, position_ids, cu_seqlens, max_seqlen,
+                                        attention_mask, output_attentions, output_hidden_states)
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids)
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
@@ -249,6 +260,43 @@ class BertModel(PreTrainedBert):
         pooled = self.pooler(x) if self.pooler is not None else None
         return BaseModelOutput(x, pooled, tuple(hidden_states) if hidden_states is not None else None,
                                tuple(attentions) if attentions is not None else None)
+
+
+    def _forward_packed(self, input_ids, token_type_ids, position_ids, cu_seqlens, max_seqlen, attention_mask,
+                        output_attentions, output_hidden_states) -> BaseModelOutput:
+        if attention_mask is not None:
+            raise ValueError("a packed batch (cu_seqlens given) takes no attention_mask: sequences are delimited by "
+                             "cu_seqlens")
+        if output_attentions:
+            raise ValueError("output_attentions=True needs a padded batch (attention probabilities are (B, N, S, S))")
+        if max_seqlen is None:
+            raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
+        if max_seqlen > self.config.max_position_embeddings:
+            raise ValueError(f"a packed sequence has {max_seqlen} tokens, {max_seqlen - self.config.max_position_embeddings}"
+                             f" more than max_position_embeddings ({self.config.max_position_embeddings})")
+        shape = input_ids.shape
+        flat = input_ids.reshape(-1)
+        T = flat.numel()
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be (batch + 1,), got shape {tuple(cu_seqlens.shape)}")
+        packed, positions = packing_from_cu_seqlens(cu_seqlens, max_seqlen, T)
+        position_ids = positions if position_ids is None else position_ids.reshape(-1)
+        token_type_ids = torch.zeros_like(flat) if token_type_ids is None else token_type_ids.reshape(-1)
+        check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None])
+        key_mask = key_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
+        x = self.embeddings(flat, token_type_ids, position_ids)
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x, _ = torch.utils.checkpoint.checkpoint(layer, x, key_mask, "sdpa", packed, use_reentrant=False)
+            else:
+                x, _ = layer(x, key_mask, "sdpa", packed)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        pooled = self.pooler(x, cu_seqlens[:-1].to(torch.long)) if self.pooler is not None else None
+        out_shape = (*shape, x.shape[-1])
+        return BaseModelOutput(x.reshape(out_shape), pooled,
+                               tuple(h.reshape(out_shape) for h in hidden_states) if hidden_states else None, None)
 
 
 def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids):

@@ -99,15 +99,17 @@ class BertForPreTraining(PreTrainedBert):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 next_sentence_label=None, mlm_positions=None, output_attentions: bool = False,
-                output_hidden_states: bool = False) -> PreTrainingOutput:
+                output_hidden_states: bool = False, cu_seqlens=None, max_seqlen=None) -> PreTrainingOutput:
         """``labels`` (B, S) MLM targets, -100 where not predicted; ``next_sentence_label`` (B,) 0/1.
 
         ``mlm_positions`` (P,): flat indices into B x S of the positions to predict (the collator lists the masked
         ones). Given it, the MLM head runs at those positions only and ``prediction_logits`` is (P, V): in training
         this skips about 85% of the decoder's work, with no host sync since the indices come from the data loader.
+        ``cu_seqlens`` / ``max_seqlen``: a packed batch (see ``BertModel.forward``); labels and positions then index
+        the packed tokens.
         """
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states)
+                        output_hidden_states, cu_seqlens, max_seqlen)
         prediction_logits, mlm_loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         seq_logits = self.binary_head(out.pooler_output)
         loss, binary_loss = mlm_loss, None
@@ -121,10 +123,10 @@ def _mlm(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor | None, posit
     """MLM logits (at every position, or at ``positions`` only) and the mean cross-entropy when labels are given."""
     if positions is None:
         logits = head(hidden)  # (B, S, V)
-        loss = None if labels is None else F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                                                           ignore_index=-100)
+        loss = None if labels is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                           labels.flatten(), ignore_index=-100)
         return logits, loss
-    logits = head(hidden.flatten(0, 1).index_select(0, positions))  # (P, H) -> (P, V)
+    logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions))  # (P, H) -> (P, V)
     loss = None
     if labels is not None:
         loss = F.cross_entropy(logits.float(), labels.flatten().index_select(0, positions), ignore_index=-100)
@@ -140,11 +142,11 @@ class BertForMaskedLM(PreTrainedBert):
         self.mlm = MLMHead(config, self.bert.embeddings.token)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                mlm_positions=None, output_attentions: bool = False, output_hidden_states: bool = False
-                ) -> MaskedLMOutput:
+                mlm_positions=None, output_attentions: bool = False, output_hidden_states: bool = False,
+                cu_seqlens=None, max_seqlen=None) -> MaskedLMOutput:
         """As ``BertForPreTraining.forward`` without the binary head; ``logits`` is (P, V) with ``mlm_positions``."""
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states)
+                        output_hidden_states, cu_seqlens, max_seqlen)
         logits, loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         return MaskedLMOutput(loss, logits, **_hidden_extras(out))
 

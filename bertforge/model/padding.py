@@ -62,3 +62,23 @@ def worth_unpadding(attention_mask: torch.Tensor | None, min_fraction: float = 0
     if attention_mask is None:
         return False
     return float((attention_mask == 0).sum()) >= min_fraction * attention_mask.numel()
+
+
+def packing_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> tuple[Packing, torch.Tensor]:
+    """Packing of an already packed batch (``collate_packed``): sequence b is tokens [cu[b], cu[b+1]) of ``total``.
+
+    Computed on the tensors' device without reading them on the host (``total`` and ``max_seqlen`` are host ints
+    from the collator), so a packed training step has no device sync here. Returns the packing (whose padded layout
+    is (B, max_seqlen)) and each token's position within its sequence."""
+    cu = cu_seqlens.to(torch.long)
+    B = cu.numel() - 1
+    lengths = cu[1:] - cu[:-1]
+    seq = torch.repeat_interleave(torch.arange(B, device=cu.device), lengths, output_size=total)
+    position = torch.arange(total, device=cu.device) - cu[:-1][seq]
+    return Packing(seq * max_seqlen + position, cu_seqlens.to(torch.int32), max_seqlen, B, max_seqlen), position
+
+
+def key_mask_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int) -> torch.Tensor:
+    """(B, 1, 1, max_seqlen) bool key mask (True = attend) of a packed batch, for attention on its padded layout."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.long)
+    return (torch.arange(max_seqlen, device=cu_seqlens.device)[None, :] < lengths[:, None])[:, None, None, :]

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from bertforge.config import RunConfig
 from bertforge.data.blend import parse_data_path, split_ranges
-from bertforge.data.collate import collate_padded
+from bertforge.data.collate import collate_packed, collate_padded
 from bertforge.data.dataset import PretrainingStream
 from bertforge.data.indexed import IndexedDataset
 from bertforge.data.masking import Masker
@@ -122,11 +122,11 @@ class _Positions:
         return (self.steps - self.start_step) * self.accumulation
 
 
-def _loader(stream, sampler, pad_id: int, workers: int) -> DataLoader:
+def _loader(stream, sampler, pad_id: int, workers: int, packed: bool = False) -> DataLoader:
     # Samples are pure functions of their position; the loader gets a generator of its own so that creating it does
     # not draw from the global torch RNG (whose state is checkpointed for dropout and must resume exactly).
     return DataLoader(stream, batch_sampler=sampler, num_workers=workers,
-                      collate_fn=functools.partial(collate_padded, pad_id=pad_id),
+                      collate_fn=collate_packed if packed else functools.partial(collate_padded, pad_id=pad_id),
                       generator=torch.Generator().manual_seed(0), prefetch_factor=4 if workers else None)
 
 
@@ -140,6 +140,20 @@ def _autocast(cfg: RunConfig, device: torch.device):
 
 def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _inputs(batch: dict) -> dict:
+    """The model's keyword arguments for a padded or a packed (cu_seqlens) batch."""
+    if "cu_seqlens" in batch:
+        return {"input_ids": batch["input_ids"], "token_type_ids": batch["token_type_ids"],
+                "position_ids": batch["position_ids"], "cu_seqlens": batch["cu_seqlens"],
+                "max_seqlen": batch["max_seqlen"], "mlm_positions": batch["mlm_positions"]}
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+            "token_type_ids": batch["token_type_ids"], "mlm_positions": batch["mlm_positions"]}
+
+
+def _tokens(batch: dict) -> torch.Tensor | int:
+    return batch["input_ids"].numel() if "cu_seqlens" in batch else batch["attention_mask"].sum()
 
 
 def _mlm_logits_labels(out, batch):
@@ -162,9 +176,7 @@ def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, c
         sync = j == n - 1 or not hasattr(model, "no_sync")
         with contextlib.nullcontext() if sync else model.no_sync():
             with _autocast(cfg, device):
-                out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            token_type_ids=batch["token_type_ids"], labels=batch["labels"],
-                            mlm_positions=batch["mlm_positions"],
+                out = model(**_inputs(batch), labels=batch["labels"],
                             **({"next_sentence_label": batch["next_sentence_label"]}
                                if "next_sentence_label" in batch and cfg.data.binary_head != "none" else {}))
             loss = out.loss / n
@@ -211,7 +223,7 @@ def _accumulate(stats: torch.Tensor, out, batch: dict) -> None:
             stats[2] += out.binary_loss.detach().float()
             stats[6] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
             stats[7] += batch["next_sentence_label"].numel()
-        stats[8] += batch["attention_mask"].sum()
+        stats[8] += _tokens(batch)
 
 
 @torch.no_grad()
@@ -225,11 +237,10 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     sampler = _Positions(0, 1, micro * iters * info.world_size, micro, iters, info.rank)
     sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
-    for batch in _loader(stream, sampler, pad_id, 0):
+    for batch in _loader(stream, sampler, pad_id, 0, cfg.data.pack_sequences):
         batch = _to(batch, info.device)
         with _autocast(cfg, info.device):
-            out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                        token_type_ids=batch["token_type_ids"], mlm_positions=batch["mlm_positions"])
+            out = model(**_inputs(batch))
         logits, labels = _mlm_logits_labels(out, batch)
         sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
         sums[1] += (logits.argmax(-1) == labels).sum()
@@ -311,7 +322,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
     if metrics_path and info.is_main and start_step == 0 and os.path.exists(metrics_path):
         os.remove(metrics_path)  # a fresh run in an old directory starts a fresh record
     sampler = _Positions(start_step, t.train_iters, global_batch, t.micro_batch_size, accumulation, info.rank)
-    loader = iter(_loader(data.train, sampler, tok.pad_token_id, cfg.data.num_workers))
+    loader = iter(_loader(data.train, sampler, tok.pad_token_id, cfg.data.num_workers, cfg.data.pack_sequences))
     stats = torch.zeros(N_STATS, device=device, dtype=torch.float64)
     result = TrainResult(start_step, run_dir)
     model.train()

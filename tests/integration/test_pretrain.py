@@ -73,6 +73,15 @@ def test_resume_gives_identical_losses(corpus, tmp_path):
     assert (tmp_path / "part" / "curves.png").stat().st_size > 1000
 
 
+def test_packed_batches_train_like_padded_ones(corpus):
+    """--pack-sequences (collate_packed, cu_seqlens) computes the same steps as padded batches."""
+    padded = pretrain(tiny_run(corpus), show_progress=False)
+    cfg = tiny_run(corpus)
+    packed = pretrain(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pack_sequences=True)),
+                      show_progress=False)
+    assert packed.losses == pytest.approx(padded.losses, rel=1e-4, abs=1e-4)
+
+
 def test_overfit_one_batch(corpus):
     cfg = tiny_run(corpus, train_iters=150, global_batch_size=4, log_interval=50)
     cfg = cfg.merged({"optim": {"lr": 1e-2, "lr_decay_style": "constant", "weight_decay": 0.0}})

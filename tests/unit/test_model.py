@@ -268,3 +268,34 @@ def test_padding_free_matches_padded(config, train, left):
         torch.testing.assert_close(ha[mask], hb[mask], atol=1e-5, rtol=1e-5)
     for k in ga:
         torch.testing.assert_close(ga[k], gb[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_packed_batch_matches_padded_batch(config):
+    """A collate_packed batch (cu_seqlens, no padding stored) gives the padded batch's losses, logits and gradients."""
+    from bertforge.data.collate import collate_packed, collate_padded
+
+    cfg = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = bertforge.BertForPreTraining(cfg).train()
+    g = torch.Generator().manual_seed(3)
+    samples = []
+    for n in (9, 4, 12):
+        ids = torch.randint(5, cfg.vocab_size, (n,), generator=g)
+        labels = torch.full((n,), -100)
+        labels[1:n:3] = ids[1:n:3]
+        samples.append({"input_ids": ids.numpy(), "token_type_ids": (torch.arange(n) >= n // 2).long().numpy(),
+                        "labels": labels.numpy(), "binary_label": n % 2})
+    results = []
+    for batch in (collate_padded(samples, pad_id=0), collate_packed(samples)):
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        results.append((out, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}))
+    (a, ga), (b, gb) = results
+    torch.testing.assert_close(b.prediction_logits, a.prediction_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.seq_relationship_logits, a.seq_relationship_logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.loss, a.loss, atol=1e-5, rtol=1e-5)
+    for k in ga:
+        torch.testing.assert_close(gb[k], ga[k], atol=1e-5, rtol=1e-4, msg=k)
+    with pytest.raises(ValueError, match="max_seqlen"):
+        model.bert(batch["input_ids"], cu_seqlens=batch["cu_seqlens"])
