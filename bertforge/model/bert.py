@@ -128,6 +128,8 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.view(T, 3, self.num_heads, self.head_size).unbind(1)  # each (T, N, D)
             ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)
             return self.out_proj(ctx.reshape(T, H))
+        if dropout_p > 0.0 and not x.is_cuda:
+            return self.out_proj(self._per_sequence(qkv, p, dropout_p))
         S = p.max_seqlen if p.seq == p.max_seqlen else p.seq
         blocks = pad(qkv, p)[:, :S]  # (B, S, 3H): the sequences apart, for SDPA with the key mask
         q, k, v = blocks.view(p.batch, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
@@ -136,6 +138,22 @@ class SelfAttention(nn.Module):
         if S != p.seq:
             ctx = F.pad(ctx, (0, 0, 0, p.seq - S))
         return self.out_proj(unpad(ctx, p))
+
+
+    def _per_sequence(self, qkv: torch.Tensor, p: Packing, dropout_p: float) -> torch.Tensor:
+        """Attention one sequence at a time on the packed (T, 3H) projections -> (T, H).
+
+        Used for training on CPU with attention dropout: PyTorch draws the dropout mask of the (B, N, S, S)
+        probabilities with a single-threaded generator, so its cost follows the number of score entries, and
+        sum(len^2) over the sequences is far below B x max_len^2 on batches of mixed lengths."""
+        T, H3 = qkv.shape
+        bounds = p.cu_seqlens.tolist()  # on the CPU already: no device sync
+        parts = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            q, k, v = qkv[start:end].view(1, end - start, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+            ctx = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)  # (1, N, L, D)
+            parts.append(ctx[0].transpose(0, 1).reshape(end - start, H3 // 3))
+        return torch.cat(parts)
 
 
 def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,

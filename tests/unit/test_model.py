@@ -299,3 +299,21 @@ def test_packed_batch_matches_padded_batch(config):
         torch.testing.assert_close(gb[k], ga[k], atol=1e-5, rtol=1e-4, msg=k)
     with pytest.raises(ValueError, match="max_seqlen"):
         model.bert(batch["input_ids"], cu_seqlens=batch["cu_seqlens"])
+
+
+def test_per_sequence_attention_matches_padded_block(config):
+    """The CPU training path (one sequence at a time, for cheap dropout masks) equals the padded-block path."""
+    from bertforge.model.padding import packing, unpad
+
+    torch.manual_seed(0)
+    attn = bertforge.model.bert.SelfAttention(config).eval()
+    mask = torch.tensor([[1] * 7 + [0] * 2, [1] * 3 + [0] * 6, [1] * 9])
+    x = unpad(torch.randn(3, 9, config.hidden_size), p := packing(mask))
+    key_mask = mask.bool()[:, None, None, :]
+    block = attn(x, key_mask, packed=p)[0]
+    qkv = attn.qkv_proj(x)
+    torch.testing.assert_close(attn.out_proj(attn._per_sequence(qkv, p, 0.0)), block, atol=1e-6, rtol=1e-5)
+    attn.train()
+    attn.dropout_p = 0.5
+    out = attn(x, key_mask, packed=p)[0]  # the dropout path runs and keeps the shape
+    assert out.shape == block.shape and not torch.allclose(out, block)
