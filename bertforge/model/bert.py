@@ -254,10 +254,13 @@ class BertModel(PreTrainedBert):
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids)
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
-        key_mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        # One host read of the padding count (free on CPU; a sync on an accelerator, which packed batches avoid): no
+        # padding drops the mask (SDPA then takes its unmasked kernels), much padding packs the batch.
+        padding = 0 if attention_mask is None else int((attention_mask == 0).sum())
+        key_mask = attention_mask.bool()[:, None, None, :] if padding else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
-        if self.padding_free and backend == "sdpa" and worth_unpadding(attention_mask):
+        if self.padding_free and backend == "sdpa" and padding and worth_unpadding(padding, attention_mask.numel()):
             packed = packing(attention_mask)
             input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
                                                        (input_ids, token_type_ids, position_ids))

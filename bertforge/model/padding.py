@@ -55,13 +55,9 @@ def pad(x: torch.Tensor, p: Packing) -> torch.Tensor:
     return out.view(p.batch, p.seq, *x.shape[1:])
 
 
-def worth_unpadding(attention_mask: torch.Tensor | None, min_fraction: float = 0.05) -> bool:
-    """True when at least ``min_fraction`` of the batch is padding (below that the gathers cost more than they save).
-
-    Reads the mask on the host: only call it where a device sync is acceptable (it is free on CPU)."""
-    if attention_mask is None:
-        return False
-    return float((attention_mask == 0).sum()) >= min_fraction * attention_mask.numel()
+def worth_unpadding(padding_tokens: int, total_tokens: int, min_fraction: float = 0.05) -> bool:
+    """True when at least ``min_fraction`` of the batch is padding (below that the gathers cost more than they save)."""
+    return padding_tokens > 0 and padding_tokens >= min_fraction * total_tokens
 
 
 def packing_from_cu_seqlens(cu_seqlens: torch.Tensor, max_seqlen: int, total: int) -> tuple[Packing, torch.Tensor]:

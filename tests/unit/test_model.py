@@ -239,7 +239,8 @@ def test_packing_round_trip_and_left_padding():
     assert packed.squeeze(-1).tolist() == [0, 1, 2, 6, 7, 8]
     back = pad(packed, p)
     assert torch.equal(back * mask[..., None], x * mask[..., None]) and back[mask == 0].abs().sum() == 0
-    assert worth_unpadding(mask) and not worth_unpadding(torch.ones(2, 8)) and not worth_unpadding(None)
+    assert worth_unpadding(int((mask == 0).sum()), mask.numel()) and not worth_unpadding(0, 16)
+    assert not worth_unpadding(1, 100)  # 1% padding: not worth the gathers
 
 
 @pytest.mark.parametrize("train", [False, True])
