@@ -256,11 +256,16 @@ class BertModel(PreTrainedBert):
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
         # One host read of the padding count (free on CPU; a sync on an accelerator, which packed batches avoid): no
         # padding drops the mask (SDPA then takes its unmasked kernels), much padding packs the batch.
-        padding = 0 if attention_mask is None else int((attention_mask == 0).sum())
+        if attention_mask is None:
+            padding = 0
+        elif torch.compiler.is_compiling():  # a data-dependent branch would break the graph: keep the mask, padded
+            padding = -1
+        else:
+            padding = int((attention_mask == 0).sum())
         key_mask = attention_mask.bool()[:, None, None, :] if padding else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
-        if self.padding_free and backend == "sdpa" and padding and worth_unpadding(padding, attention_mask.numel()):
+        if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
             packed = packing(attention_mask)
             input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
                                                        (input_ids, token_type_ids, position_ids))
@@ -337,7 +342,7 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
             raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {(B, S)}; they must match")
     # Range checks read values on the host: free on CPU; on an accelerator they would sync every step, so they run
     # there only outside training (the id-range failure on device is a clear device-side assert anyway).
-    if input_ids.device.type == "cpu" or not torch.is_grad_enabled():
+    if (input_ids.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.compiler.is_compiling():
         _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
         if token_type_ids is not None:
             _check_range("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
