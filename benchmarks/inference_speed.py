@@ -81,12 +81,15 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights")
+    ap.add_argument("--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))
     args = ap.parse_args()
     import transformers
 
     import bertforge
-    from bertforge.utils import fast_bf16
+    from bertforge.utils import fast_bf16, tune_malloc
+
+    tuned = tune_malloc() if args.tune_malloc else False
 
     cfg = bertforge.preset(args.preset, vocab_size=30522)
     torch.manual_seed(0)
@@ -101,7 +104,8 @@ def main() -> int:
     results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
                           f"native bf16: {fast_bf16()}", "torch": torch.__version__,
                "transformers": transformers.__version__, "preset": args.preset,
-               "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")}}
+               "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+               "tune_malloc": tuned}
     for dtype_name in args.dtypes.split(","):
         dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
         # emulated bf16 (no AVX512-BF16/AMX) runs about 30x slower: a smaller product measures it in reasonable time

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from bertforge.utils import tune_malloc
+
+    tune_malloc()  # keep freed batch buffers in the heap (BERTFORGE_NO_MALLOC_TUNING=1 turns it off)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "command", None) == "run" and not any(x.startswith("-") for x in extra):

@@ -92,3 +92,15 @@ def test_run_command_texts_and_jsonl(tmp_path, minilm, capsys):
     assert "in.jsonl: line 2: needs a 'text' field" in capsys.readouterr().err
     assert main(["run", "fill-mask", "--model", str(path), "a [MASK] b"]) == 1
     assert "no fill-mask head" in capsys.readouterr().err
+
+
+def test_tune_malloc_switch(monkeypatch):
+    import sys
+
+    from bertforge.utils import tune_malloc
+
+    monkeypatch.setenv("BERTFORGE_NO_MALLOC_TUNING", "1")
+    assert tune_malloc() is False
+    monkeypatch.delenv("BERTFORGE_NO_MALLOC_TUNING")
+    if sys.platform.startswith("linux"):
+        assert tune_malloc() is True  # glibc accepted both thresholds
