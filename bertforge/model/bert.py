@@ -42,6 +42,11 @@ except ImportError:  # older PyTorch
     _varlen_attn = None
 
 ATTENTION_BACKENDS = ("sdpa", "eager")
+PER_SEQUENCE_MIN_LENGTH = 128
+"""CPU training with attention dropout computes attention one sequence at a time from this batch length on. Measured
+on this project's machine: on SQuAD's 384-token windows a profiled step spent 10% drawing dropout masks, which the
+per-sequence path shrinks with the score matrices; on SST-2 (~50-token batches) a run took 114 s with it against
+102 s without (the loop costs more than it saves on short batches)."""
 
 
 def activation(name: str):
@@ -128,7 +133,7 @@ class SelfAttention(nn.Module):
             q, k, v = qkv.view(T, 3, self.num_heads, self.head_size).unbind(1)  # each (T, N, D)
             ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)
             return self.out_proj(ctx.reshape(T, H))
-        if dropout_p > 0.0 and not x.is_cuda:
+        if dropout_p > 0.0 and not x.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
             return self.out_proj(self._per_sequence(qkv, p, dropout_p))
         S = p.max_seqlen if p.seq == p.max_seqlen else p.seq
         blocks = pad(qkv, p)[:, :S]  # (B, S, 3H): the sequences apart, for SDPA with the key mask

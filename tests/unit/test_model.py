@@ -316,5 +316,9 @@ def test_per_sequence_attention_matches_padded_block(config):
     torch.testing.assert_close(attn.out_proj(attn._per_sequence(qkv, p, 0.0)), block, atol=1e-6, rtol=1e-5)
     attn.train()
     attn.dropout_p = 0.5
-    out = attn(x, key_mask, packed=p)[0]  # the dropout path runs and keeps the shape
+    bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH, saved = 1, bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH
+    try:
+        out = attn(x, key_mask, packed=p)[0]  # the dropout path runs and keeps the shape
+    finally:
+        bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH = saved
     assert out.shape == block.shape and not torch.allclose(out, block)
