@@ -5,7 +5,8 @@ Same config, same initial weights (transformers' weights loaded into ours), same
 for both; steps interleave the two systems so machine noise hits both. bertforge computes the MLM decoder at the
 masked positions only (mlm_positions from the collator); transformers computes it everywhere. Reports tokens/s, the
 ratio, and MFU against this machine's measured matrix-product peak (model FLOPs: 6 x non-embedding params x
-tokens, the decoder on the predicted tokens only, and attention; the same count for both systems). Results go to benchmarks/results/pretrain_results.json.
+tokens, the decoder on the predicted tokens only, and attention; the same count for both systems).
+Results go to benchmarks/results/pretrain_results_PRESET.json.
 """
 
 from __future__ import annotations

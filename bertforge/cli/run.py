@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 
@@ -50,28 +49,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_inputs(path: str, task: str) -> list:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input file {path} does not exist")
+    from bertforge.tasks.readers import read_jsonl
+
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
-            if task == "question-answering":
-                if not isinstance(obj, dict) or "question" not in obj or "context" not in obj:
-                    raise ValueError(f"{path}: line {number}: needs 'question' and 'context'")
-                items.append({"question": obj["question"], "context": obj["context"]})
-            elif isinstance(obj, str):
-                items.append(obj)
-            elif isinstance(obj, dict) and "text" in obj:
-                items.append({"text": obj["text"], "text_pair": obj["text_pair"]} if obj.get("text_pair") is not None
-                             else obj["text"])
-            else:
-                raise ValueError(f"{path}: line {number}: needs a 'text' field (or a JSON string)")
+    for number, obj in read_jsonl(path):
+        if task == "question-answering":
+            if not isinstance(obj, dict) or "question" not in obj or "context" not in obj:
+                raise ValueError(f"{path}: line {number}: needs 'question' and 'context'")
+            items.append({"question": obj["question"], "context": obj["context"]})
+        elif isinstance(obj, str):
+            items.append(obj)
+        elif isinstance(obj, dict) and "text" in obj:
+            items.append({"text": obj["text"], "text_pair": obj["text_pair"]} if obj.get("text_pair") is not None
+                         else obj["text"])
+        else:
+            raise ValueError(f"{path}: line {number}: needs a 'text' field (or a JSON string)")
     if not items:
         raise ValueError(f"{path} holds no inputs")
     return items

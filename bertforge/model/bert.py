@@ -135,15 +135,11 @@ class SelfAttention(nn.Module):
             return self.out_proj(ctx.reshape(T, H))
         if dropout_p > 0.0 and not x.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
             return self.out_proj(self._per_sequence(qkv, p, dropout_p))
-        S = p.max_seqlen if p.seq == p.max_seqlen else p.seq
-        blocks = pad(qkv, p)[:, :S]  # (B, S, 3H): the sequences apart, for SDPA with the key mask
-        q, k, v = blocks.view(p.batch, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
-        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[..., :S], dropout_p=dropout_p)
-        ctx = ctx.transpose(1, 2).reshape(p.batch, S, H)
-        if S != p.seq:
-            ctx = F.pad(ctx, (0, 0, 0, p.seq - S))
-        return self.out_proj(unpad(ctx, p))
-
+        B, S = p.batch, p.seq
+        blocks = pad(qkv, p)  # (B, S, 3H): the sequences apart, for SDPA with the key mask
+        q, k, v = blocks.view(B, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        return self.out_proj(unpad(ctx.transpose(1, 2).reshape(B, S, H), p))
 
     def _per_sequence(self, qkv: torch.Tensor, p: Packing, dropout_p: float) -> torch.Tensor:
         """Attention one sequence at a time on the packed (T, 3H) projections -> (T, H).
@@ -275,8 +271,19 @@ class BertModel(PreTrainedBert):
             input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
                                                        (input_ids, token_type_ids, position_ids))
         x = self.embeddings(input_ids, token_type_ids, position_ids)
-        padded = (lambda t: pad(t, packed)) if packed is not None else (lambda t: t)
-        hidden_states = [padded(x)] if output_hidden_states else None
+        x, hidden_states, attentions = self._encode(x, key_mask, backend, packed, output_hidden_states,
+                                                    output_attentions)
+        if packed is not None:  # back to the public, padded layout
+            x = pad(x, packed)
+            hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BaseModelOutput(x, pooled, hidden_states, attentions)
+
+    def _encode(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str, packed: Packing | None,
+                output_hidden_states: bool, output_attentions: bool):
+        """The layer stack on embeddings x (padded or packed): last hidden state, and the per-layer hidden states
+        and attention probabilities when asked for (else None)."""
+        hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -284,14 +291,11 @@ class BertModel(PreTrainedBert):
             else:
                 x, probs = layer(x, key_mask, backend, packed)
             if hidden_states is not None:
-                hidden_states.append(padded(x))
+                hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
-        x = padded(x)
-        pooled = self.pooler(x) if self.pooler is not None else None
-        return BaseModelOutput(x, pooled, tuple(hidden_states) if hidden_states is not None else None,
-                               tuple(attentions) if attentions is not None else None)
-
+        return (x, tuple(hidden_states) if hidden_states is not None else None,
+                tuple(attentions) if attentions is not None else None)
 
     def _forward_packed(self, input_ids, token_type_ids, position_ids, cu_seqlens, max_seqlen, attention_mask,
                         output_attentions, output_hidden_states) -> BaseModelOutput:
@@ -303,8 +307,9 @@ class BertModel(PreTrainedBert):
         if max_seqlen is None:
             raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
         if max_seqlen > self.config.max_position_embeddings:
-            raise ValueError(f"a packed sequence has {max_seqlen} tokens, {max_seqlen - self.config.max_position_embeddings}"
-                             f" more than max_position_embeddings ({self.config.max_position_embeddings})")
+            limit = self.config.max_position_embeddings
+            raise ValueError(f"a packed sequence has {max_seqlen} tokens, {max_seqlen - limit} more than "
+                             f"max_position_embeddings ({limit})")
         shape = input_ids.shape
         flat = input_ids.reshape(-1)
         T = flat.numel()
@@ -316,14 +321,7 @@ class BertModel(PreTrainedBert):
         check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None])
         key_mask = key_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
         x = self.embeddings(flat, token_type_ids, position_ids)
-        hidden_states = [x] if output_hidden_states else None
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, _ = torch.utils.checkpoint.checkpoint(layer, x, key_mask, "sdpa", packed, use_reentrant=False)
-            else:
-                x, _ = layer(x, key_mask, "sdpa", packed)
-            if hidden_states is not None:
-                hidden_states.append(x)
+        x, hidden_states, _ = self._encode(x, key_mask, "sdpa", packed, output_hidden_states, False)
         pooled = self.pooler(x, cu_seqlens[:-1].to(torch.long)) if self.pooler is not None else None
         out_shape = (*shape, x.shape[-1])
         return BaseModelOutput(x.reshape(out_shape), pooled,

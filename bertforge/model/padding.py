@@ -29,6 +29,7 @@ class Packing:
 
     @property
     def total(self) -> int:
+        """T, the number of real tokens."""
         return self.indices.numel()
 
 

@@ -12,7 +12,7 @@ import torch
 from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tasks.features import predict
 from bertforge.tokenization import BertTokenizer
-from bertforge.utils import progress
+from bertforge.utils import default_device, progress
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -61,8 +61,7 @@ class Pipeline:
                  device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
                  batch_size: int = 32, max_length: int | None = None, show_progress: bool = False):
         dtype = resolve_dtype(dtype)
-        device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        device = default_device(device)
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             self.model = self.model_class.from_pretrained(path)
@@ -94,15 +93,14 @@ class Pipeline:
                            per_token=per_token, bar=bar)
 
     def _windows(self, texts: Sequence[str], pairs: Sequence[str] | None = None, stride: int | None = None,
-                 truncation: str = "longest_first", offsets: bool = False, specials: bool = False) -> tuple:
+                 offsets: bool = False, specials: bool = False) -> tuple:
         """Encode texts (and pairs) in windows of ``max_length`` overlapping by ``stride`` tokens. Returns the
         encoding and, for each window, the input it came from."""
         stride = self.max_length // 4 if stride is None else stride
         if stride >= self.max_length - 3:
             raise ValueError(f"stride={stride} must be smaller than the window ({self.max_length} tokens) minus 3")
-        if truncation == "longest_first":  # windows need one side to cut: the first text (or the only one)
-            truncation = "only_first"
-        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation=truncation,
+        # windows slide over the first text (or the only one); a pair's second text is kept whole in each window
+        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation="only_first",
                              max_length=self.max_length, stride=stride, return_overflowing_tokens=True,
                              return_offsets_mapping=offsets, return_special_tokens_mask=specials,
                              return_attention_mask=False)

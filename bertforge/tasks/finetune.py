@@ -37,7 +37,7 @@ from bertforge.tasks.qa import best_answers, qa_features
 from bertforge.tasks.readers import read_conll, read_squad, read_table
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.optim import build_optimizer, build_scheduler
-from bertforge.utils import atomic_directory, atomic_write_text, logger, progress
+from bertforge.utils import atomic_directory, atomic_write_text, default_device, logger, progress
 
 TASKS = ("classification", "ner", "qa")
 
@@ -86,9 +86,7 @@ def _seed(seed: int) -> None:
 
 
 def _device(cfg: FinetuneConfig) -> torch.device:
-    if cfg.device:
-        return torch.device(cfg.device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device(cfg.device or None)
 
 
 def _prepare(model: torch.nn.Module, cfg: FinetuneConfig) -> int:
@@ -189,9 +187,15 @@ def _fit(model, tok, train_features: list[dict], evaluate: Callable[[torch.nn.Mo
             "train_seconds": round(train_seconds, 2), "total_seconds": round(time.perf_counter() - started, 2)}
 
 
-def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: str, test: Callable[[], dict] | None) -> dict:
+def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: str, model_class: type,
+            test: Callable[[torch.nn.Module], tuple[dict, list]] | None) -> dict:
+    """Score the test data once with the best checkpoint (``test(model)`` -> metrics, predictions) when there is
+    one, and write finetune_result.json."""
     if test is not None:
-        result.update({f"test_{k}": v for k, v in test().items()})
+        best = model_class.from_pretrained(os.path.join(output_dir, "best")).to(_device(cfg))
+        scores, records = test(best)
+        _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
+        result.update({f"test_{k}": v for k, v in scores.items()})
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
     atomic_write_text(os.path.join(output_dir, "finetune_result.json"),
                       json.dumps({"task": task, "result": result, "config": config}, indent=2) + "\n")
@@ -309,8 +313,7 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
                                                            ignore_mismatched_sizes=True, **extra)
     train_features = _encode_rows(tok, train_rows, max_length, y_train)
 
-    def evaluate_rows(m, rows, gold):
-        feats = _encode_rows(tok, rows, max_length, None)
+    def evaluate_rows(m, rows, feats, gold):
         logits = np.stack([o[0] for o in predict(m, feats, cfg.eval_batch_size, lambda out: [out.logits],
                                                  pad_token_id=tok.pad_token_id, bf16=cfg.bf16)])
         if kind == "regression":
@@ -328,20 +331,20 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
                             "logits": [round(float(x), 5) for x in lg]})
         return classification_metrics(pred, gold, kind, num_labels), records
 
-    result = _fit(model, tok, train_features, lambda m: evaluate_rows(m, valid_rows, y_valid), cfg, output_dir,
+    valid_features = _encode_rows(tok, valid_rows, max_length, None)  # encoded once, evaluated every epoch
+    result = _fit(model, tok, train_features, lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid), cfg,
+                  output_dir,
                   metric, label_dtype=torch.long if kind == "single" else torch.float,
                   describe=f"{model_dir} for {kind} classification ({num_labels} outputs)",
                   show_progress=show_progress)
 
-    def test():
+    def test(best):
         rows = read_table(test_file, text_column, label_column, text_pair_column, has_header)
         gold, _ = classification_labels(rows, test_file, kind, label2id, label_separator)
-        best = BertForSequenceClassification.from_pretrained(os.path.join(output_dir, "best")).to(_device(cfg))
-        scores, records = evaluate_rows(best, rows, gold)
-        _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
-        return scores
+        return evaluate_rows(best, rows, _encode_rows(tok, rows, max_length, None), gold)
 
-    return _finish(result, cfg, output_dir, "classification", test if test_file else None)
+    return _finish(result, cfg, output_dir, "classification", BertForSequenceClassification,
+                   test if test_file else None)
 
 
 # ---- NER ------------------------------------------------------------------------------------------------------------
@@ -358,12 +361,11 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
     valid = read_conll(validation_file, scheme)[: cfg.max_eval_examples or None]
     labels = label_list([s["tags"] for s in train])
     label2id = {t: i for i, t in enumerate(labels)}
-    for path, sentences in ((validation_file, valid),):
-        for s in sentences:
-            unknown = [t for t in s["tags"] if t not in label2id]
-            if unknown:
-                raise ValueError(f"{path}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
-                                 f"(tags: {', '.join(labels)})")
+    for s in valid:
+        unknown = [t for t in s["tags"] if t not in label2id]
+        if unknown:
+            raise ValueError(f"{validation_file}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
+                             f"(tags: {', '.join(labels)})")
     tok = _load_tokenizer(model_dir)
     model = BertForTokenClassification.from_pretrained(
         model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
@@ -371,8 +373,10 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
     train_features = ner_features(tok, [s["tokens"] for s in train], max_length, stride,
                                   [s["tags"] for s in train], label2id)
 
-    def evaluate_sentences(m, sentences):
-        feats = ner_features(tok, [s["tokens"] for s in sentences], max_length, stride)
+    def features(sentences):
+        return ner_features(tok, [s["tokens"] for s in sentences], max_length, stride)
+
+    def evaluate_sentences(m, sentences, feats):
         scores = predict(m, feats, cfg.eval_batch_size, lambda out: [out.logits], pad_token_id=tok.pad_token_id,
                          bf16=cfg.bf16, per_token=True)
         words = word_predictions(feats, [s[0] for s in scores], [len(s["tokens"]) for s in sentences])
@@ -382,17 +386,16 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
                    for s, p in zip(sentences, pred)]
         return M.entity_scores(pred, gold), records
 
-    result = _fit(model, tok, train_features, lambda m: evaluate_sentences(m, valid), cfg, output_dir, metric,
-                  token_label_keys=("labels",), describe=f"{model_dir} for NER ({len(labels)} tags)", show_progress=show_progress)
+    valid_features = features(valid)  # encoded once, evaluated every epoch
+    result = _fit(model, tok, train_features, lambda m: evaluate_sentences(m, valid, valid_features), cfg, output_dir,
+                  metric, token_label_keys=("labels",), describe=f"{model_dir} for NER ({len(labels)} tags)",
+                  show_progress=show_progress)
 
-    def test():
+    def test(best):
         sentences = read_conll(test_file, scheme)
-        best = BertForTokenClassification.from_pretrained(os.path.join(output_dir, "best")).to(_device(cfg))
-        scores, records = evaluate_sentences(best, sentences)
-        _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
-        return scores
+        return evaluate_sentences(best, sentences, features(sentences))
 
-    return _finish(result, cfg, output_dir, "ner", test if test_file else None)
+    return _finish(result, cfg, output_dir, "ner", BertForTokenClassification, test if test_file else None)
 
 
 # ---- QA -------------------------------------------------------------------------------------------------------------
@@ -414,8 +417,10 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
     model = BertForQuestionAnswering.from_pretrained(model_dir, num_labels=2, ignore_mismatched_sizes=True)
     train_features = qa_features(tok, train, max_length, stride, cfg.max_query_length, train=True)
 
-    def evaluate_examples(m, examples):
-        feats = qa_features(tok, examples, max_length, stride, cfg.max_query_length)
+    def features(examples):
+        return qa_features(tok, examples, max_length, stride, cfg.max_query_length)
+
+    def evaluate_examples(m, examples, feats):
         logits = predict(m, feats, cfg.eval_batch_size, lambda out: [out.start_logits, out.end_logits],
                          pad_token_id=tok.pad_token_id, bf16=cfg.bf16, per_token=True)
         answers = best_answers(examples, feats, logits, cfg.n_best, cfg.max_answer_length, version_2,
@@ -434,16 +439,16 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
                    for ex, a in zip(examples, answers)]
         return scores, records
 
-    result = _fit(model, tok, train_features, lambda m: evaluate_examples(m, valid), cfg, output_dir, metric,
-                  describe=f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA", show_progress=show_progress)
+    valid_features = features(valid)  # encoded once, evaluated every epoch
+    result = _fit(model, tok, train_features, lambda m: evaluate_examples(m, valid, valid_features), cfg, output_dir,
+                  metric, describe=f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
+                  show_progress=show_progress)
 
-    def test():
-        best = BertForQuestionAnswering.from_pretrained(os.path.join(output_dir, "best")).to(_device(cfg))
-        scores, records = evaluate_examples(best, read_squad(test_file))
-        _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
-        return scores
+    def test(best):
+        examples = read_squad(test_file)
+        return evaluate_examples(best, examples, features(examples))
 
-    return _finish(result, cfg, output_dir, "qa", test if test_file else None)
+    return _finish(result, cfg, output_dir, "qa", BertForQuestionAnswering, test if test_file else None)
 
 
 def finetune(task: str, model_dir: str, train_file: str, validation_file: str, output_dir: str, **kwargs) -> dict:

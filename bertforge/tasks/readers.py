@@ -33,25 +33,30 @@ def _column(header: list[str] | None, name: str | int, path: str) -> int:
     return header.index(name)
 
 
+def read_jsonl(path: str):
+    """(line number, parsed value) for each non-blank line of a JSON-lines file; bad JSON names the file and line."""
+    with _open(path) as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
+
+
 def read_table(path: str, text_column: str | int, label_column: str | int | None = None,
                text_pair_column: str | int | None = None, has_header: bool = True) -> list[dict]:
     """Rows of a CSV / TSV / JSONL file as dicts with ``text``, ``text_pair`` (or None) and ``label`` (raw string)."""
     rows: list[dict] = []
     if path.endswith((".jsonl", ".json")):
-        with _open(path) as fh:
-            for number, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
-                for col in (text_column, text_pair_column, label_column):
-                    if col is not None and col not in obj:
-                        raise ValueError(f"{path}: line {number}: no field {col!r}")
-                rows.append({"text": str(obj[text_column]),
-                             "text_pair": None if text_pair_column is None else str(obj[text_pair_column]),
-                             "label": None if label_column is None else obj[label_column], "line": number})
+        for number, obj in read_jsonl(path):
+            for col in (text_column, text_pair_column, label_column):
+                if col is not None and col not in obj:
+                    raise ValueError(f"{path}: line {number}: no field {col!r}")
+            rows.append({"text": str(obj[text_column]),
+                         "text_pair": None if text_pair_column is None else str(obj[text_pair_column]),
+                         "label": None if label_column is None else obj[label_column], "line": number})
         return rows
     delimiter = "\t" if path.endswith(".tsv") else ","
     with _open(path) as fh:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bertforge.utils import default_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,9 +36,7 @@ def init(device: str | None = None, backend: str | None = None) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = default_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local % max(torch.cuda.device_count(), 1))
     if dev.type == "cuda":
