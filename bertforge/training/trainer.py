@@ -188,27 +188,56 @@ def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, c
     params = [p for p in model.parameters() if p.grad is not None]
     clip = cfg.optim.clip_grad if cfg.optim.clip_grad > 0 else float("inf")
     grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-    finite = bool(torch.isfinite(grad_norm).item()) and bool(torch.isfinite(step_loss).item())
-    bad = dist_.any_true(not finite, info)
-    if bad and cfg.train.on_nonfinite == "stop" and scaler is None:
-        raise NonFiniteLossError(f"non-finite loss or gradient (loss {step_loss.item()}, grad norm "
-                                 f"{grad_norm.item()}); stopping on every rank (use --on-nonfinite skip to skip such "
-                                 "steps, or lower the learning rate)")
     if scaler is not None:
         scaler.step(optimizer)  # skips the update itself when the scaled gradients overflowed
         scaler.update()
-    elif not bad:
+        applied = True
+    elif skips_on_device(optimizer):
+        # No host sync: the flag stays on the device, the fused kernel leaves weights, moments and its step count
+        # untouched where it is 1, and the trainer reads the count at log intervals (stats[9]).
+        bad = (~torch.isfinite(grad_norm) | ~torch.isfinite(step_loss)).float()
+        bad = dist_.total(bad, info).clamp(max=1.0)  # every rank skips together
+        optimizer.found_inf = bad
         optimizer.step()
+        del optimizer.found_inf
+        stats[9] += bad
+        applied = True  # unknown on the host until the next log interval
+    else:  # LAMB, or foreach AdamW (FSDP): these cannot skip on the device, so decide on the host every step
+        finite = bool(torch.isfinite(grad_norm).item()) and bool(torch.isfinite(step_loss).item())
+        applied = not dist_.any_true(not finite, info)
+        if applied:
+            optimizer.step()
+        else:
+            stats[9] += 1
+            _check_nonfinite(stats, cfg, None, None)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     stats[0] += step_loss
-    return grad_norm.detach(), step_loss, not bad
+    return grad_norm.detach(), step_loss, applied
+
+
+def skips_on_device(optimizer) -> bool:
+    """True for torch's fused Adam/AdamW, whose kernel skips an update by a device flag (``found_inf``)."""
+    return isinstance(optimizer, torch.optim.Adam) and all(g.get("fused") for g in optimizer.param_groups)
+
+
+def _check_nonfinite(stats: torch.Tensor, cfg: RunConfig, first: int | None, last: int | None) -> None:
+    """Under --on-nonfinite stop, raise when any step since the last check had a NaN/inf loss or gradient (reads one
+    number from the device). Those steps' updates were not applied, so the weights are the last finite ones."""
+    if cfg.train.on_nonfinite != "stop":
+        return
+    skipped = int(stats[9].item())
+    if skipped:
+        where = f" between steps {first} and {last}" if first is not None else ""
+        raise NonFiniteLossError(f"non-finite loss or gradient in {skipped} step(s){where} (their updates were not "
+                                 "applied); stopping on every rank (use --on-nonfinite skip to skip such steps, or "
+                                 "lower the learning rate)")
 
 
 # stats layout (device tensor, summed between log intervals):
 # 0 loss, 1 mlm loss x micro, 2 binary loss x micro, 3 micro-batches, 4 mlm correct, 5 mlm count,
-# 6 binary correct, 7 binary count, 8 tokens
-N_STATS = 9
+# 6 binary correct, 7 binary count, 8 tokens, 9 steps skipped as non-finite
+N_STATS = 10
 
 
 def _accumulate(stats: torch.Tensor, out, batch: dict) -> None:
@@ -348,6 +377,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
             step_losses.append(step_loss)
             bar.update(1)
             if step % t.log_interval == 0 or step == stop_at:
+                _check_nonfinite(stats, cfg, last_log_step + 1, step)
                 now = time.perf_counter()
                 record = _log_record(stats, info, step, scheduler.get_last_lr()[0], grad_norm, now - last_log_time,
                                      step - last_log_step)
@@ -368,6 +398,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
                     if metrics_path:
                         _append(metrics_path, {"step": step, **result.eval})
             if run_dir and ((t.save_interval and step % t.save_interval == 0) or step == stop_at):
+                _check_nonfinite(stats, cfg, last_log_step + 1, step)  # never save after an unreported NaN step
                 _save(run_dir, step, model, tok, optimizer, scheduler, scaler, global_batch, cfg, info)
     result.step = step
     if step_losses:  # read once at the end: no sync inside the loop
@@ -382,6 +413,8 @@ def _log_record(stats: torch.Tensor, info, step: int, lr: float, grad_norm: torc
     record = {"step": step, "loss": s[0] / info.world_size / max(steps, 1), "mlm_loss": s[1] / micro,
               "mlm_accuracy": s[4] / max(s[5], 1.0), "lr": lr, "grad_norm": float(grad_norm),
               "tokens_per_second": s[8] / max(seconds, 1e-9), "seconds_per_step": seconds / max(steps, 1)}
+    if s[9] > 0:
+        record["skipped_steps"] = s[9] / info.world_size
     if s[7] > 0:
         record["binary_loss"] = s[2] / micro
         record["binary_accuracy"] = s[6] / s[7]
@@ -453,6 +486,10 @@ def _restore(state: dict[str, Any], model, optimizer, scheduler, scaler, info) -
 
     set_optimizer_state_dict(model, optimizer, state["optimizer"],
                              options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+    for group in optimizer.param_groups:  # the saved groups carry the saving run's kernel choice: keep this run's
+        for key in ("fused", "foreach"):
+            if key in optimizer.defaults:
+                group[key] = optimizer.defaults[key]
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])

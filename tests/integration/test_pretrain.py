@@ -252,3 +252,42 @@ def test_nonfinite_loss_stops_or_skips(corpus):
     skip = cfg.merged({"train": {"on_nonfinite": "skip"}})
     result = pretrain(skip, show_progress=False)
     assert result.step == 4 and any(x != x for x in result.losses)  # NaN steps were skipped, the run went on
+
+
+def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatch):
+    """The fused AdamW path decides "skip this update" on the device: no .item() in the step, and a NaN step leaves
+    every weight and the optimizer's step count as they were."""
+    from bertforge.training import distributed as dist_
+    from bertforge.training.optim import build_optimizer, build_scheduler
+    from bertforge.training.trainer import N_STATS, _loader, _Positions, build_data, build_model, train_step
+
+    cfg = tiny_run(corpus)
+    data = build_data(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, data.tokenizer.vocab_size)
+    optimizer = build_optimizer(model, cfg.optim)
+    assert optimizer.defaults["fused"]
+    scheduler = build_scheduler(optimizer, cfg.optim, 10)
+    info = dist_.DistInfo(0, 1, 0, torch.device("cpu"))
+    batch = next(iter(_loader(data.train, _Positions(0, 1, 4, 4, 1, 0), data.tokenizer.pad_token_id, 0)))
+    stats = torch.zeros(N_STATS, dtype=torch.float64)
+
+    def no_sync(*_):
+        raise AssertionError("host-device sync inside the training step")
+
+    weight = model.bert.layers[0].attn.qkv_proj.weight
+    before = weight.detach().clone()
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "item", no_sync)
+        train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
+    assert not torch.equal(weight, before) and stats[9] == 0
+    assert int(optimizer.state[weight]["step"]) == 1
+
+    after_first = weight.detach().clone()
+    with torch.no_grad():
+        model.bert.embeddings.norm.weight[0] = float("nan")  # every activation, loss and gradient turn NaN
+    with monkeypatch.context() as m:
+        m.setattr(torch.Tensor, "item", no_sync)
+        _, loss, _ = train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
+    assert torch.isnan(loss) and stats[9] == 1
+    assert torch.equal(weight, after_first) and int(optimizer.state[weight]["step"]) == 1
