@@ -19,3 +19,18 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3, trials: int = 
             a @ b
         best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
     return best
+
+
+def profile_shares(fn, top: int = 12) -> dict[str, float]:
+    """Run ``fn`` once under the PyTorch profiler (CPU) and return the ``top`` operators by self CPU time, each as a
+    share of the total self time (so that a README line can say where the time goes, measured, not guessed)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:top]}
+    shares["total_ms"] = round(total / 1e3, 1)
+    return shares

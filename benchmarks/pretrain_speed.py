@@ -1,12 +1,14 @@
 """Training-step throughput: bertforge BertForPreTraining vs transformers' BertForPreTraining, same run.
 
 Usage: python benchmarks/pretrain_speed.py [--preset mini] [--batch 32] [--seq 128] [--steps 6] [--dtypes fp32,bf16]
-Same config, same initial weights (transformers' weights loaded into ours), same batch (15% masking), torch AdamW
-for both; steps interleave the two systems so machine noise hits both. bertforge computes the MLM decoder at the
-masked positions only (mlm_positions from the collator); transformers computes it everywhere. Reports tokens/s, the
-ratio, and MFU against this machine's measured matrix-product peak (model FLOPs: 6 x non-embedding params x
-tokens, the decoder on the predicted tokens only, and attention; the same count for both systems).
-Results go to benchmarks/results/pretrain_results_PRESET.json.
+Same config, same initial weights (transformers' weights loaded into ours), same batch (15% masking), torch's
+fused AdamW for both (bertforge's trainer default, and transformers' Trainer default `adamw_torch_fused` since torch
+2.8); steps interleave the two systems so machine noise hits both. bertforge computes the MLM decoder at the masked
+positions only (mlm_positions from the collator); transformers computes it everywhere. Reports tokens/s, the ratio,
+and MFU against this machine's measured matrix-product peak (model FLOPs: 6 x non-embedding params x tokens, the
+decoder on the predicted tokens only, and attention; the same count for both systems). --profile adds each system's
+top operators (share of one step's self CPU time).
+Results go to benchmarks/results/pretrain_results_PRESET.json (PRESET_tuned with --tune-malloc).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import matmul_peak  # noqa: E402
+from _common import matmul_peak, profile_shares  # noqa: E402
 
 
 
@@ -36,11 +38,16 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--dtypes", default="fp32")
     ap.add_argument("--compile", action="store_true", help="add bertforge under torch.compile (compile time recorded)")
+    ap.add_argument("--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)")
+    ap.add_argument("--profile", action="store_true",
+                    help="after timing, profile one more step of each system: top operators' share of the step")
     args = ap.parse_args()
     import transformers
 
     import bertforge
-    from bertforge.utils import fast_bf16
+    from bertforge.utils import fast_bf16, tune_malloc
+
+    tuned = tune_malloc() if args.tune_malloc else False
 
     cfg = bertforge.preset(args.preset, vocab_size=30522, hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
     torch.manual_seed(0)
@@ -77,11 +84,11 @@ def main() -> int:
     # decoder (H x V) on the predicted tokens, attention scores and context; embedding lookups are not FLOPs.
     flops_per_step = (6 * (params - emb) * B * S + 6 * H * V * len(positions) + 12 * L * B * S * S * H)
     results: dict = {"machine": f"{os.cpu_count()} cores, bf16 native: {fast_bf16()}", "preset": args.preset,
-                     "batch": B, "seq": S, "params": params}
+                     "batch": B, "seq": S, "params": params, "tune_malloc": tuned}
     for dtype_name in args.dtypes.split(","):
         dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
         peak = matmul_peak(dtype)
-        opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, (m, _) in systems.items()}
+        opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True) for name, (m, _) in systems.items()}
         times: dict[str, list[float]] = {name: [] for name in systems}
         first: dict[str, float] = {}
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype_name == "bf16" else contextlib.nullcontext
@@ -103,13 +110,23 @@ def main() -> int:
             row[name] = {"tokens_per_s": B * S / best, "step_s": best, "MFU": flops_per_step / best / peak,
                          "first_step_s": first[name]}
         row["ratio"] = row["bertforge"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
+        if args.profile:
+            def one_step(model, loss_fn, opt):
+                with ctx():
+                    loss = loss_fn(model)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            row["profile"] = {name: profile_shares(lambda: one_step(model, loss_fn, opts[name]))
+                              for name, (model, loss_fn) in systems.items()}
         results[dtype_name] = row
         print(f"{dtype_name}: peak {peak / 1e12:.2f} TFLOP/s | bertforge {row['bertforge']['tokens_per_s']:,.0f} tok/s "
               f"(MFU {row['bertforge']['MFU']:.0%}) | transformers {row['transformers']['tokens_per_s']:,.0f} tok/s "
               f"(MFU {row['transformers']['MFU']:.0%}) | ratio {row['ratio']:.2f}x")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"pretrain_results_{args.preset}.json").write_text(json.dumps(results, indent=2))
+    (out / f"pretrain_results_{args.preset}{'_tuned' if tuned else ''}.json").write_text(json.dumps(results, indent=2))
     return 0
 
 

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.model.bert import BertModel, activation, init_weights
+from bertforge.model.bert import BertModel, Embeddings, activation, init_weights
 from bertforge.model.config import BertConfig
+from bertforge.model.dropout import Dropout
 from bertforge.model.pretrained import PreTrainedBert
 
 
@@ -67,7 +68,7 @@ class QuestionAnsweringOutput:
 class MLMHead(nn.Module):
     """transform (dense + act + LayerNorm), then the decoder H -> V whose weight is the word-embedding matrix."""
 
-    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+    def __init__(self, config: BertConfig, embeddings: Embeddings):
         super().__init__()
         self.transform = nn.Linear(config.hidden_size, config.hidden_size)
         self.act = activation(config.hidden_act)
@@ -76,7 +77,8 @@ class MLMHead(nn.Module):
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
         self.apply(lambda m: init_weights(m, config))
         if config.tie_word_embeddings:
-            self.decoder.weight = word_embeddings.weight
+            self.decoder.weight = embeddings.token.weight
+            embeddings.sparse_token_grad = True  # the decoder adds a dense gradient to the shared matrix
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden (..., H) -> logits (..., V)."""
@@ -93,7 +95,7 @@ class BertForPreTraining(PreTrainedBert):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=True)
-        self.mlm = MLMHead(config, self.bert.embeddings.token)
+        self.mlm = MLMHead(config, self.bert.embeddings)
         self.binary_head = nn.Linear(config.hidden_size, 2)
         init_weights(self.binary_head, config)
 
@@ -139,7 +141,7 @@ class BertForMaskedLM(PreTrainedBert):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.bert = BertModel(config, add_pooling_layer=False)
-        self.mlm = MLMHead(config, self.bert.embeddings.token)
+        self.mlm = MLMHead(config, self.bert.embeddings)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 mlm_positions=None, output_attentions: bool = False, output_hidden_states: bool = False,
@@ -151,9 +153,9 @@ class BertForMaskedLM(PreTrainedBert):
         return MaskedLMOutput(loss, logits, **_hidden_extras(out))
 
 
-def _classifier_dropout(config: BertConfig) -> nn.Dropout:
+def _classifier_dropout(config: BertConfig) -> Dropout:
     p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
-    return nn.Dropout(p)
+    return Dropout(p)
 
 
 def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertforge.model.dropout import Dropout
+
 TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
 _QKV_SLICE = {"query": 0, "key": 1, "value": 2}
 
@@ -29,7 +31,7 @@ class LoRALinear(nn.Module):
             raise ValueError(f"LoRA rank must be positive, got {r}")
         self.base = base
         self.scale = alpha / r
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.slices = slices
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()

@@ -322,3 +322,29 @@ def test_per_sequence_attention_matches_padded_block(config):
     finally:
         bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH = saved
     assert out.shape == block.shape and not torch.allclose(out, block)
+
+
+def test_tied_word_embeddings_take_a_sparse_lookup_gradient_and_end_dense(config):
+    """CPU training with a tied MLM decoder: the lookup's sparse gradient is added into the decoder's dense one; the
+    result equals the dense path's, and the encoder trained alone still ends with a dense gradient."""
+    config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = bertforge.BertForPreTraining(config).train()
+    emb = model.bert.embeddings
+    assert emb.sparse_token_grad
+    batch = random_batch(config, B, S)
+    grads = []
+    for sparse in (True, False):
+        emb.sparse_token_grad = sparse
+        model.zero_grad(set_to_none=True)
+        for _ in range(2):  # two micro-batches: the second accumulates into the first
+            model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append(emb.token.weight.grad)
+    assert not grads[0].is_sparse
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    emb.sparse_token_grad = True
+    model.zero_grad(set_to_none=True)
+    model.bert(**batch).last_hidden_state.sum().backward()
+    grad = emb.token.weight.grad
+    assert not grad.is_sparse and grad.abs().sum() > 0
+    assert not bertforge.BertModel(config).embeddings.sparse_token_grad  # no decoder: always dense
