@@ -1,14 +1,15 @@
 """Encoder inference throughput: bertforge BertModel vs transformers BertModel (sdpa), same weights, same run.
 
-Usage: python benchmarks/inference_speed.py [--preset base] [--dtypes fp32,bf16] [--reps 5]
-       [--out benchmarks/results/inference_speed.json]
+Usage: python benchmarks/inference_speed.py [--preset base] [--dtypes fp32,bf16] [--reps 5] [--tune-malloc]
+       [--compile] [--out benchmarks/results/inference_speed.json]
 
 Three workloads: batch 32 with lengths drawn uniformly from 16..128 (right padding to the longest: what real batches
 look like), batch 32 x 128 (no padding), and batch 1 x 32 (latency). Calls interleave the two systems rep by rep so
 machine noise hits both; the median is kept. bf16 means the model's weights cast to bf16 (``model.to(torch.bfloat16)``,
 both systems; LayerNorm and softmax accumulate in fp32 inside PyTorch's kernels). MFU is the model FLOPs of the real
 tokens (2 x non-embedding parameters per token + attention over each sequence's own length) per second, against this
-machine's measured matrix-product peak in the same dtype. The allocator settings (MALLOC_* variables) in effect are
+machine's measured matrix-product peak in the same dtype (measured before and after the workloads, the higher
+kept: the machine's speed drifts, and a slow first measurement must not inflate an MFU). The allocator settings (MALLOC_* variables) in effect are
 recorded: run once plain and once with MALLOC_MMAP_THRESHOLD_=... to compare.
 """
 
@@ -82,6 +83,8 @@ def main() -> int:
     ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights")
     ap.add_argument("--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)")
+    ap.add_argument("--compile", action="store_true",
+                    help="add bertforge under torch.compile (its first call per workload, with compilation, recorded)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))
     args = ap.parse_args()
     import transformers
@@ -111,33 +114,47 @@ def main() -> int:
         # emulated bf16 (no AVX512-BF16/AMX) runs about 30x slower: a smaller product measures it in reasonable time
         peak = matmul_peak(dtype, n=2048 if dtype == torch.float32 or fast_bf16() else 512)
         models = {"bertforge": ours.to(dtype), "transformers": hf.to(dtype)}
-        row: dict = {"matmul_peak_TFLOPs": round(peak / 1e12, 3)}
+        if args.compile:  # the same module; under compile it keeps the padded layout (no data-dependent packing)
+            models["bertforge+compile"] = torch.compile(ours)
+        row: dict = {}
+        flops_of: dict[str, int] = {}
+        emulated = dtype == torch.bfloat16 and not fast_bf16()
         for wname, w in workloads(cfg.vocab_size).items():
             lengths = w["lengths"]
             tokens = int(lengths.sum())
-            flops = 2 * dense * tokens + 4 * L * H * int((lengths ** 2).sum())
+            flops_of[wname] = 2 * dense * tokens + 4 * L * H * int((lengths ** 2).sum())
             batch = {k: v for k, v in w.items() if k != "lengths"}
             times: dict[str, list[float]] = {n: [] for n in models}
+            first: dict[str, float] = {}
             reps = args.reps if dtype_name == "fp32" or fast_bf16() else max(1, args.reps // 3)
             with torch.inference_mode():
                 for rep in range(reps + 1):
                     for name, model in models.items():
                         start = time.perf_counter()
                         model(**batch)
-                        if rep:  # the first call warms up
+                        if rep:  # the first call warms up (and compiles)
                             times[name].append(time.perf_counter() - start)
-            entry = {"tokens": tokens}
-            emulated = dtype == torch.bfloat16 and not fast_bf16()
+                        else:
+                            first[name] = time.perf_counter() - start
+            entry: dict = {"tokens": tokens}
             for name, ts in times.items():
                 t = sorted(ts)[len(ts) // 2]
                 entry[name] = {"tokens_per_s": round(tokens / t, 1), "seconds": round(t, 4),
-                               # no meaningful peak for emulated bf16 (its speed depends on the shapes' paths)
-                               "MFU": None if emulated else round(flops / t / peak, 3)}
+                               "first_call_s": round(first[name], 2)}
             entry["ratio"] = round(entry["bertforge"]["tokens_per_s"] / entry["transformers"]["tokens_per_s"], 2)
             row[wname] = entry
+        peak = max(peak, matmul_peak(dtype, n=2048 if dtype == torch.float32 or fast_bf16() else 512))
+        row = {"matmul_peak_TFLOPs": round(peak / 1e12, 3), **row}
+        for wname, entry in row.items():
+            if not isinstance(entry, dict):
+                continue
+            for name in models:  # no meaningful peak for emulated bf16 (its speed depends on the shapes' paths)
+                entry[name]["MFU"] = None if emulated else round(flops_of[wname] / entry[name]["seconds"] / peak, 3)
             print(f"{dtype_name} {wname}: bertforge {entry['bertforge']['tokens_per_s']:,.0f} tok/s "
                   f"(MFU {entry['bertforge']['MFU'] or 0:.0%}) | transformers {entry['transformers']['tokens_per_s']:,.0f} "
-                  f"tok/s | {entry['ratio']:.2f}x", flush=True)
+                  f"tok/s | {entry['ratio']:.2f}x"
+                  + (f" | compiled {entry['bertforge+compile']['tokens_per_s']:,.0f} tok/s (first call "
+                     f"{entry['bertforge+compile']['first_call_s']:.1f} s)" if args.compile else ""), flush=True)
         results[dtype_name] = row
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")  # each dtype as soon as it is measured
