@@ -290,19 +290,21 @@ class BertModel(PreTrainedBert):
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids)
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
-        # One host read of the padding count (free on CPU; a sync on an accelerator, which packed batches avoid): no
-        # padding drops the mask (SDPA then takes its unmasked kernels), much padding packs the batch.
+        # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
+        # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
+        # much padding packs the batch.
         if attention_mask is None:
-            padding = 0
+            padding = longest = 0
         elif torch.compiler.is_compiling():  # a data-dependent branch would break the graph: keep the mask, padded
-            padding = -1
+            padding = longest = -1
         else:
-            padding = int((attention_mask == 0).sum())
+            real = attention_mask.bool()
+            padding, longest = torch.stack([(~real).sum(), real.sum(-1).max()]).tolist() if real.numel() else (0, 0)
         key_mask = attention_mask.bool()[:, None, None, :] if padding else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
         if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
-            packed = packing(attention_mask)
+            packed = packing(attention_mask, total=attention_mask.numel() - padding, max_seqlen=longest)
             input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
                                                        (input_ids, token_type_ids, position_ids))
         x = self.embeddings(input_ids, token_type_ids, position_ids)

@@ -33,15 +33,23 @@ class Packing:
         return self.indices.numel()
 
 
-def packing(attention_mask: torch.Tensor) -> Packing:
-    """Packing of a (B, S) mask (1 = real token). The tokens of a row need not be contiguous (left padding works)."""
+def packing(attention_mask: torch.Tensor, total: int | None = None, max_seqlen: int | None = None) -> Packing:
+    """Packing of a (B, S) mask (1 = real token). The tokens of a row need not be contiguous (left padding works).
+
+    ``total`` (the number of real tokens) and ``max_seqlen``, when the caller has read them already, spare the two
+    host reads (``nonzero`` and the longest length) that would each sync an accelerator."""
     B, S = attention_mask.shape
     real = attention_mask.reshape(-1).bool()
-    indices = real.nonzero().squeeze(-1)
     lengths = attention_mask.bool().sum(-1, dtype=torch.int32)
+    if total is None:
+        indices = real.nonzero().squeeze(-1)
+    else:
+        indices = torch.nonzero_static(real, size=total).squeeze(-1)
+    if max_seqlen is None:
+        max_seqlen = int(lengths.max()) if B else 0
     cu = torch.zeros(B + 1, dtype=torch.int32, device=attention_mask.device)
     cu[1:] = lengths.cumsum(0)
-    return Packing(indices, cu, int(lengths.max()) if B else 0, B, S)
+    return Packing(indices, cu, max_seqlen, B, S)
 
 
 def unpad(x: torch.Tensor, p: Packing) -> torch.Tensor:
