@@ -158,7 +158,8 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20, u
     glibc's 32 MB mmap-threshold maximum (embedding gradients, logits) are reused; ``use_mmap=True`` only raises the
     threshold to that maximum. Measured on this project's machine: bert-base fp32 inference 30% faster on
     variable-length batches of 32 and 13% on full 32 x 128 ones (thresholds only; inference_speed_tuned.json against
-    inference_speed.json); bert-base pretraining step 9% faster with mmap off (pretrain_results_base*.json). These are
+    inference_speed.json); bert-base pretraining step 18% faster with mmap off (median of three runs each,
+    pretrain_results_base.json against pretrain_results_base_tuned.json). These are
     the parameters the environment variables MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ / MALLOC_MMAP_MAX_ set.
     The cost: memory a run freed stays with the process until it exits. No-op (False) off glibc or when
     BERTFORGE_NO_MALLOC_TUNING=1.

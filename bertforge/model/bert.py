@@ -16,6 +16,9 @@ Design:
   positions, which no head or loss reads). Attention is computed per sequence: FlashAttention's varlen kernel on
   CUDA in half precision without attention dropout, otherwise the packed Q/K/V are scattered into a padded block for
   SDPA with the key mask and gathered back. ``padding_free = False`` runs everything padded.
+- Dropout (hidden, attention, heads) draws its CPU masks with the fast generator of ``dropout.py``; with attention
+  dropout on the CPU, attention is the explicit softmax path (SDPA would fall back to the same math with PyTorch's
+  slow sampler). A tied MLM decoder makes the word-embedding lookup hand autograd a sparse gradient (``Embeddings``).
 - Inputs are checked at the boundary, so a bad id or an over-long sequence raises a ValueError that says what and by how
   much instead of an index error from inside ``nn.Embedding``.
 
