@@ -110,7 +110,7 @@ def main() -> int:
         for name, ts in times.items():
             best = sorted(ts)[len(ts) // 2]
             row[name] = {"tokens_per_s": B * S / best, "step_s": best, "MFU": flops_per_step / best / peak,
-                         "first_step_s": first[name]}
+                         "first_step_s": first[name], "all_steps_s": [round(t, 3) for t in ts]}
         row["ratio"] = row["bertforge"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
         if args.profile:
             def one_step(model, loss_fn, opt):
