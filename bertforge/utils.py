@@ -35,6 +35,17 @@ def fast_bf16(device_type: str = "cpu") -> bool:
     return False
 
 
+def warn_if_emulated_bf16(device_type: str, what: str) -> bool:
+    """Log a warning when bf16 was asked for (``what``: the flag or option) on a device without native bf16 matrix
+    units; returns whether it warned. Measured on an AVX2-only CPU: a bf16 mini pretraining step took 29 s against
+    0.87 s in fp32, bf16 inference ran 6x slower than fp32."""
+    if fast_bf16(device_type):
+        return False
+    logger.warning("%s: this %s has no native bf16 matrix units (%s); bf16 is emulated here and far slower than fp32",
+                   what, device_type.upper(), "AMX / AVX512-BF16" if device_type == "cpu" else "bf16 support")
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error it is removed.

@@ -12,7 +12,7 @@ import torch
 from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tasks.features import predict
 from bertforge.tokenization import BertTokenizer
-from bertforge.utils import default_device, progress
+from bertforge.utils import default_device, progress, warn_if_emulated_bf16
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}
@@ -62,6 +62,8 @@ class Pipeline:
                  batch_size: int = 32, max_length: int | None = None, show_progress: bool = False):
         dtype = resolve_dtype(dtype)
         device = default_device(device)
+        if dtype == torch.bfloat16:
+            warn_if_emulated_bf16(torch.device(device).type, "dtype=bf16")
         if isinstance(model, (str, os.PathLike)):
             path = os.fspath(model)
             self.model = self.model_class.from_pretrained(path)

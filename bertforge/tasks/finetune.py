@@ -37,7 +37,8 @@ from bertforge.tasks.qa import best_answers, qa_features
 from bertforge.tasks.readers import read_conll, read_squad, read_table
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.optim import build_optimizer, build_scheduler
-from bertforge.utils import atomic_directory, atomic_write_text, default_device, logger, progress
+from bertforge.utils import (atomic_directory, atomic_write_text, default_device, logger, progress,
+                             warn_if_emulated_bf16)
 
 TASKS = ("classification", "ner", "qa")
 
@@ -123,6 +124,8 @@ def _fit(model, tok, train_features: list[dict], evaluate: Callable[[torch.nn.Mo
     if not train_features:
         raise ValueError("no training examples")
     device = _device(cfg)
+    if cfg.bf16:
+        warn_if_emulated_bf16(device.type, "--bf16")
     trainable = _prepare(model, cfg)
     model.to(device)
     steps_per_epoch = math.ceil(len(train_features) / cfg.batch_size)

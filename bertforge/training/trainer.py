@@ -39,7 +39,7 @@ from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
 from bertforge.training.optim import build_optimizer, build_scheduler
 from bertforge.training.plot import plot_metrics
-from bertforge.utils import fast_bf16, logger, progress
+from bertforge.utils import logger, progress, warn_if_emulated_bf16
 
 
 class NonFiniteLossError(RuntimeError):
@@ -305,9 +305,8 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
     device = info.device
     if t.fp16 and device.type != "cuda":
         raise ValueError("--fp16 needs a CUDA device (on CPU use --bf16)")
-    if t.bf16 and not fast_bf16(device.type) and info.is_main:
-        logger.warning("--bf16: this %s has no native bf16 matrix units (AMX / AVX512-BF16); bf16 is emulated and "
-                       "can be far slower than fp32 here", device.type.upper())
+    if t.bf16 and info.is_main:
+        warn_if_emulated_bf16(device.type, "--bf16")
     accumulation = cfg.gradient_accumulation(info.world_size)
     global_batch = t.micro_batch_size * info.world_size * accumulation
     data = data or build_data(cfg)

@@ -103,4 +103,18 @@ def test_tune_malloc_switch(monkeypatch):
     assert tune_malloc() is False
     monkeypatch.delenv("BERTFORGE_NO_MALLOC_TUNING")
     if sys.platform.startswith("linux"):
-        assert tune_malloc() is True  # glibc accepted both thresholds
+        assert tune_malloc() is True  # glibc accepted the trim threshold and mmap off
+        assert tune_malloc(use_mmap=True) is True
+
+
+def test_bf16_warns_where_it_is_emulated(monkeypatch, caplog):
+    import logging
+
+    from bertforge import utils
+
+    monkeypatch.setattr(utils, "fast_bf16", lambda device_type="cpu": False)
+    with caplog.at_level(logging.WARNING, logger="bertforge"):
+        assert utils.warn_if_emulated_bf16("cpu", "--bf16") is True
+    assert "--bf16: this CPU has no native bf16 matrix units" in caplog.text
+    monkeypatch.setattr(utils, "fast_bf16", lambda device_type="cpu": True)
+    assert utils.warn_if_emulated_bf16("cpu", "--bf16") is False
