@@ -95,7 +95,6 @@ class Embeddings(nn.Module):
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.sparse_token_grad = False
         """Set by a tied MLM head: see ``_token``."""
-        self._densify_hooked: int | None = None
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         # (B, S) ids -> (B, S, H)
@@ -113,9 +112,9 @@ class Embeddings(nn.Module):
         if not (self.sparse_token_grad and w.requires_grad and torch.is_grad_enabled() and w.device.type == "cpu"
                 and type(w) is nn.Parameter and not torch.compiler.is_compiling()):
             return self.token(input_ids)  # FSDP's DTensor parameters, CUDA, inference, compile: the dense path
-        if self._densify_hooked != id(w):
+        hooks = getattr(w, "_post_accumulate_grad_hooks", None) or {}  # torch's registry: survives no deepcopy
+        if not any(h is _densify_grad for h in hooks.values()):
             w.register_post_accumulate_grad_hook(_densify_grad)
-            self._densify_hooked = id(w)
         return F.embedding(input_ids, w, self.token.padding_idx, sparse=True)
 
 

@@ -164,11 +164,14 @@ def _mlm_logits_labels(out, batch):
 
 def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, cfg: RunConfig,
                device: torch.device, stats: torch.Tensor, info: dist_.DistInfo
-               ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this rank's micro-batches: forward, scaled loss, backward (gradients synchronised on
     the last micro-batch only), clip, step, schedule, zero-grad. Accumulates metrics into ``stats`` on the device.
 
-    Returns (grad norm, this rank's loss for the step, whether the update was applied); tensors stay on the device.
+    A step whose loss or gradient is NaN/inf applies no update; it is counted in ``stats[9]`` (decided on the device
+    for fused AdamW, so there is no host sync; on the host for other optimizers; under fp16 the GradScaler skips
+    overflowing steps itself, uncounted, as loss scaling expects). Returns (grad norm, this rank's loss
+    for the step), both left on the device.
     """
     n = len(micro_batches)
     step_loss = torch.zeros((), device=device)
@@ -191,7 +194,6 @@ def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, c
     if scaler is not None:
         scaler.step(optimizer)  # skips the update itself when the scaled gradients overflowed
         scaler.update()
-        applied = True
     elif skips_on_device(optimizer):
         # No host sync: the flag stays on the device, the fused kernel leaves weights, moments and its step count
         # untouched where it is 1, and the trainer reads the count at log intervals (stats[9]).
@@ -201,11 +203,9 @@ def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, c
         optimizer.step()
         del optimizer.found_inf
         stats[9] += bad
-        applied = True  # unknown on the host until the next log interval
     else:  # LAMB, or foreach AdamW (FSDP): these cannot skip on the device, so decide on the host every step
         finite = bool(torch.isfinite(grad_norm).item()) and bool(torch.isfinite(step_loss).item())
-        applied = not dist_.any_true(not finite, info)
-        if applied:
+        if not dist_.any_true(not finite, info):
             optimizer.step()
         else:
             stats[9] += 1
@@ -213,7 +213,7 @@ def train_step(model, micro_batches: list[dict], optimizer, scheduler, scaler, c
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     stats[0] += step_loss
-    return grad_norm.detach(), step_loss, applied
+    return grad_norm.detach(), step_loss
 
 
 def skips_on_device(optimizer) -> bool:
@@ -370,7 +370,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, exit_inte
                   interval=30.0) as bar:
         while step < stop_at:
             micro = [_to(next(loader), device) for _ in range(accumulation)]
-            grad_norm, step_loss, _ = train_step(train_model, micro, optimizer, scheduler, scaler, cfg, device,
+            grad_norm, step_loss = train_step(train_model, micro, optimizer, scheduler, scaler, cfg, device,
                                                  stats, info)
             step += 1
             step_losses.append(step_loss)

@@ -288,6 +288,6 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
         model.bert.embeddings.norm.weight[0] = float("nan")  # every activation, loss and gradient turn NaN
     with monkeypatch.context() as m:
         m.setattr(torch.Tensor, "item", no_sync)
-        _, loss, _ = train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
+        _, loss = train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
     assert torch.isnan(loss) and stats[9] == 1
     assert torch.equal(weight, after_first) and int(optimizer.state[weight]["step"]) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -349,4 +350,8 @@ def test_tied_word_embeddings_take_a_sparse_lookup_gradient_and_end_dense(config
     model.bert(**batch).last_hidden_state.sum().backward()
     grad = emb.token.weight.grad
     assert not grad.is_sparse and grad.abs().sum() > 0
+    clone = copy.deepcopy(model)  # the copy's parameter gets its own hook
+    clone.bert(**batch).last_hidden_state.sum().backward()
+    assert not clone.bert.embeddings.token.weight.grad.is_sparse
+    assert len(emb.token.weight._post_accumulate_grad_hooks) == 1  # registered once, not per forward
     assert not bertforge.BertModel(config).embeddings.sparse_token_grad  # no decoder: always dense
