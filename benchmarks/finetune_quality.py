@@ -9,8 +9,8 @@ Usage: python benchmarks/finetune_quality.py [--tasks sst2,conll,squad] [--sst2-
 
 bertforge runs its public API (``finetune_classification`` / ``finetune_ner`` / ``finetune_qa``: evaluation each
 epoch, best checkpoint written). transformers runs the same recipe in a plain loop: its BertFor* model loaded from the
-same checkpoint, torch's fused AdamW (the Trainer's default since torch 2.8; weight decay 0.01 off biases and LayerNorm), ``get_linear_schedule_with_warmup`` (10%),
-clipping 1.0, the same seed, batch size and epochs, the same windows (tokenisation is identical: see the tokenizer
+same checkpoint, torch's fused AdamW (the Trainer's default since torch 2.8; weight decay 0.01 off biases and
+LayerNorm), ``get_linear_schedule_with_warmup`` (10%), clipping 1.0, the same seed, batch size and epochs, the same windows (tokenisation is identical: see the tokenizer
 parity tests) and the same post-processing and metric code, so the difference is the model and the training step.
 Times are wall-clock seconds of the training loops (tokenisation and evaluation excluded for both), 2 threads.
 """

@@ -9,8 +9,9 @@ machine noise hits both; the median is kept. bf16 means the model's weights cast
 both systems; LayerNorm and softmax accumulate in fp32 inside PyTorch's kernels). MFU is the model FLOPs of the real
 tokens (2 x non-embedding parameters per token + attention over each sequence's own length) per second, against this
 machine's measured matrix-product peak in the same dtype (measured before and after the workloads, the higher
-kept: the machine's speed drifts, and a slow first measurement must not inflate an MFU). The allocator settings (MALLOC_* variables) in effect are
-recorded: run once plain and once with MALLOC_MMAP_THRESHOLD_=... to compare.
+kept: the machine's speed drifts, and a slow first measurement must not inflate an MFU). The allocator settings
+(MALLOC_* variables, --tune-malloc) in effect are recorded: run once plain and once with --tune-malloc to compare.
+--compile adds bertforge under torch.compile, its first call (with compilation) recorded.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights")
-    ap.add_argument("--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="call bertforge.utils.tune_malloc() first (as the CLI does)")
     ap.add_argument("--compile", action="store_true",
                     help="add bertforge under torch.compile (its first call per workload, with compilation, recorded)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))

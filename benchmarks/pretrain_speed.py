@@ -39,7 +39,8 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--dtypes", default="fp32")
     ap.add_argument("--compile", action="store_true", help="add bertforge under torch.compile (compile time recorded)")
-    ap.add_argument("--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)")
+    ap.add_argument("--tune-malloc", action="store_true",
+                    help="call bertforge.utils.tune_malloc() first (as the CLI does)")
     ap.add_argument("--profile", action="store_true",
                     help="after timing, profile one more step of each system: top operators' share of the step")
     args = ap.parse_args()
@@ -93,14 +94,18 @@ def main() -> int:
         times: dict[str, list[float]] = {name: [] for name in systems}
         first: dict[str, float] = {}
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype_name == "bf16" else contextlib.nullcontext
+
+        def one_step(model, loss_fn, opt):
+            with ctx():
+                loss = loss_fn(model)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
         for step in range(args.steps + 1):
             for name, (model, loss_fn) in systems.items():
                 start = time.perf_counter()
-                with ctx():
-                    loss = loss_fn(model)
-                loss.backward()
-                opts[name].step()
-                opts[name].zero_grad(set_to_none=True)
+                one_step(model, loss_fn, opts[name])
                 if step:  # the first step warms up allocators and kernels (and compiles)
                     times[name].append(time.perf_counter() - start)
                 else:
@@ -113,13 +118,6 @@ def main() -> int:
                          "first_step_s": first[name], "all_steps_s": [round(t, 3) for t in ts]}
         row["ratio"] = row["bertforge"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
         if args.profile:
-            def one_step(model, loss_fn, opt):
-                with ctx():
-                    loss = loss_fn(model)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-
             row["profile"] = {name: profile_shares(lambda: one_step(model, loss_fn, opts[name]))
                               for name, (model, loss_fn) in systems.items()}
         results[dtype_name] = row

@@ -169,9 +169,10 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20, u
     glibc's 32 MB mmap-threshold maximum (embedding gradients, logits) are reused; ``use_mmap=True`` only raises the
     threshold to that maximum. Measured on this project's machine: bert-base fp32 inference +10% on variable-length
     batches of 32 and +9% on full 32 x 128 ones (710 -> 778 and 723 -> 791 tokens/s; inference_speed_tuned.json
-    against inference_speed_fp32_untuned.json; an earlier run with the thresholds only: +30% / +13%); bert-base pretraining step 18% faster with mmap off (194 -> 228 tokens/s,
-    pretrain_results_base.json against pretrain_results_base_tuned.json). These are
-    the parameters the environment variables MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ / MALLOC_MMAP_MAX_ set.
+    against inference_speed_fp32_untuned.json; an earlier run with the thresholds only: +30% / +13%); the bert-base
+    pretraining step +18% (194 -> 228 tokens/s; pretrain_results_base.json against pretrain_results_base_tuned.json).
+    These are the parameters the environment variables MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_MMAP_MAX_ set.
     The cost: memory a run freed stays with the process until it exits. No-op (False) off glibc or when
     BERTFORGE_NO_MALLOC_TUNING=1.
     """

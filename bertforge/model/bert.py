@@ -172,9 +172,9 @@ class SelfAttention(nn.Module):
     def _per_sequence(self, qkv: torch.Tensor, p: Packing, dropout_p: float) -> torch.Tensor:
         """Attention one sequence at a time on the packed (T, 3H) projections -> (T, H).
 
-        Used for training on CPU with attention dropout: PyTorch draws the dropout mask of the (B, N, S, S)
-        probabilities with a single-threaded generator, so its cost follows the number of score entries, and
-        sum(len^2) over the sequences is far below B x max_len^2 on batches of mixed lengths."""
+        Used for training on CPU with attention dropout, where attention is the explicit softmax path: its softmax,
+        dropout mask and products cost per score entry, and sum(len^2) over the sequences is far below
+        B x max_len^2 on batches of mixed lengths (see ``PER_SEQUENCE_MIN_LENGTH``)."""
         T, H3 = qkv.shape
         bounds = p.cu_seqlens.tolist()  # on the CPU already: no device sync
         parts = []
@@ -296,14 +296,14 @@ class BertModel(PreTrainedBert):
         # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
         # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
         # much padding packs the batch.
-        if attention_mask is None:
+        real = None if attention_mask is None else attention_mask.bool()
+        if real is None:
             padding = longest = 0
         elif torch.compiler.is_compiling():  # a data-dependent branch would break the graph: keep the mask, padded
             padding = longest = -1
         else:
-            real = attention_mask.bool()
             padding, longest = torch.stack([(~real).sum(), real.sum(-1).max()]).tolist() if real.numel() else (0, 0)
-        key_mask = attention_mask.bool()[:, None, None, :] if padding else None
+        key_mask = real[:, None, None, :] if padding else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
         if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):

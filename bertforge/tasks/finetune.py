@@ -336,8 +336,7 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
 
     valid_features = _encode_rows(tok, valid_rows, max_length, None)  # encoded once, evaluated every epoch
     result = _fit(model, tok, train_features, lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid), cfg,
-                  output_dir,
-                  metric, label_dtype=torch.long if kind == "single" else torch.float,
+                  output_dir, metric, label_dtype=torch.long if kind == "single" else torch.float,
                   describe=f"{model_dir} for {kind} classification ({num_labels} outputs)",
                   show_progress=show_progress)
 
