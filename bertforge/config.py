@@ -1,7 +1,16 @@
-"""Run configuration: one dataclass per concern, nested in ``RunConfig``; YAML recipes and the CLI set their fields.
+"""Run configuration: one dataclass per concern, every field with a docstring that states its unit.
 
-The model's own config is ``BertConfig`` (Hugging Face names). Units are stated per field: tokens, sequences (samples),
-steps (optimizer iterations).
+- ``DataConfig``: pretraining data (Megatron's files, masking).
+- ``OptimConfig``: optimizer and learning-rate schedule (pretraining and fine-tuning).
+- ``TrainConfig``: batches, precision, checkpoints, logging, distribution (pretraining and fine-tuning).
+- ``TaskConfig``: a fine-tuning task's inputs, windows, evaluation and post-processing.
+- ``AdaptConfig``: which parameters fine-tuning trains (full, head only, LoRA).
+- ``RunConfig`` nests model + data + optim + train (``bertforge pretrain``); ``FinetuneConfig`` nests
+  optim + train + task + adapt (``bertforge finetune``) with BERT's fine-tuning defaults.
+
+The model's own config is ``BertConfig`` (``model/config.py``, Hugging Face names). The command line is generated from
+these fields (``cli/fields.py``): a field's flag is ``--field-name`` unless its metadata names another (Megatron's
+name, say), so adding an option is one field here. Units: tokens, sequences (samples), steps (optimizer iterations).
 """
 
 from __future__ import annotations
@@ -17,63 +26,106 @@ from bertforge.model.config import BertConfig
 DECAY_STYLES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
+BINARY_HEADS = ("nsp", "sop", "none")
+TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase")
+STRATEGIES = ("full", "head", "lora")
+LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
+
+
+def opt(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | None = None,
+        aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None, cli: bool = True,
+        minimum: float | None = None, metavar: str | None = None) -> Any:
+    """A config field with command-line metadata: ``flag`` (default ``--field-name``), extra ``aliases``, allowed
+    ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users."""
+    meta = {"flag": flag, "aliases": aliases, "choices": choices, "cli": cli, "minimum": minimum, "metavar": metavar}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _check(section: object, name: str) -> None:
+    """Validate one field against its metadata (choices, minimum); the message names the section and field."""
+    f = next(x for x in dataclasses.fields(section) if x.name == name)  # type: ignore[arg-type]
+    value = getattr(section, name)
+    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+    label = f"{type(section).__name__.removesuffix('Config').lower()}.{name}"
+    if value is None:
+        return
+    if choices and value not in choices and not (isinstance(value, (tuple, list)) and set(value) <= set(choices)):
+        raise ValueError(f"{label} {value!r} must be one of {', '.join(choices)}")
+    if minimum is not None and isinstance(value, (int, float)) and value < minimum:
+        raise ValueError(f"{label} must be >= {minimum}, got {value}")
+
+
+def _validate(section: object) -> None:
+    for f in dataclasses.fields(section):  # type: ignore[arg-type]
+        _check(section, f.name)
 
 
 @dataclass(kw_only=True)
 class DataConfig:
-    data_path: list[str] | None = None
+    data_path: list[str] | None = opt(None, metavar="PREFIX")
     """Megatron --data-path: one prefix, or weight/prefix pairs. None: the embedded default corpus."""
     vocab_file: str | None = None
     """BERT vocab.txt. None with the default corpus: a vocabulary is trained."""
-    tokenizer_type: str = "BertWordPieceLowerCase"
+    tokenizer_type: str = opt("BertWordPieceLowerCase", choices=TOKENIZER_TYPES)
     """BertWordPieceLowerCase (uncased) or BertWordPieceCase."""
     split: str = "969,30,1"
     """Train/valid/test proportions of each dataset's documents."""
-    seq_length: int = 512
+    seq_length: int = opt(512, minimum=8)
     """Longest sample, in tokens, specials included."""
-    mask_prob: float = 0.15
+    mask_prob: float = opt(0.15, minimum=0.0)
     """Share of (non-special) tokens predicted."""
-    mask_token_prob: float = 0.8
+    mask_token_prob: float = opt(0.8, minimum=0.0)
     """Share of predicted tokens replaced by [MASK]."""
-    random_token_prob: float = 0.1
+    random_token_prob: float = opt(0.1, minimum=0.0)
     """Share of predicted tokens replaced by a random token (the rest stay)."""
-    short_seq_prob: float = 0.1
+    short_seq_prob: float = opt(0.1, minimum=0.0)
     """Probability of a shorter target length for a sample."""
-    binary_head: str = "nsp"
-    """nsp, sop or none."""
+    binary_head: str = opt("nsp", choices=BINARY_HEADS)
+    """Sentence-pair head: nsp (next sentence, BERT), sop (sentence order, ALBERT/Megatron) or none (MLM only)."""
     whole_word_mask: bool = False
     """Mask whole words (all ## pieces together)."""
-    max_ngram: int = 1
+    max_ngram: int = opt(1, minimum=1)
     """Mask spans of up to n words (probability 1/n each)."""
-    num_workers: int = 1
+    num_workers: int = opt(1, minimum=0)
     """DataLoader worker processes per rank."""
     pack_sequences: bool = False
     """Batches as packed token rows with cu_seqlens (no padding stored, no device sync to unpack) instead of padded."""
 
+    def __post_init__(self) -> None:
+        _validate(self)
+
 
 @dataclass(kw_only=True)
 class OptimConfig:
-    optimizer: str = "adamw"
+    optimizer: str = opt("adamw", choices=OPTIMIZERS)
     """adamw (torch's fused / foreach implementation) or lamb."""
-    lr: float = 1e-4
+    lr: float = opt(1e-4, minimum=0.0)
     """Peak learning rate."""
-    min_lr: float = 0.0
+    min_lr: float = opt(0.0, minimum=0.0)
     """Learning rate at the end of decay."""
-    lr_decay_style: str = "linear"
+    lr_decay_style: str = opt("linear", choices=DECAY_STYLES)
     """linear, cosine or constant."""
-    lr_warmup_iters: int = 0
+    lr_warmup_iters: int = opt(0, minimum=0)
     """Warm-up steps (overridden by lr_warmup_fraction)."""
-    lr_warmup_fraction: float | None = None
+    lr_warmup_fraction: float | None = opt(None, aliases=("--warmup-ratio",), minimum=0.0)
     """Warm-up as a fraction of the decay steps."""
-    lr_decay_iters: int | None = None
-    """Steps over which the rate decays; None means train_iters."""
-    weight_decay: float = 0.01
+    lr_decay_iters: int | None = opt(None, minimum=1)
+    """Steps over which the rate decays; None means every training step."""
+    weight_decay: float = opt(0.01, minimum=0.0)
     """Decoupled weight decay (not on biases and LayerNorm)."""
-    clip_grad: float = 1.0
+    clip_grad: float = opt(1.0, minimum=0.0)
     """Global gradient-norm clip; 0 disables."""
     adam_beta1: float = 0.9
+    """Adam's first-moment decay."""
     adam_beta2: float = 0.999
+    """Adam's second-moment decay."""
     adam_eps: float = 1e-8
+    """Adam's denominator epsilon."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
 
     def warmup_steps(self, train_iters: int) -> int:
         decay = self.lr_decay_iters or train_iters
@@ -84,118 +136,190 @@ class OptimConfig:
 
 @dataclass(kw_only=True)
 class TrainConfig:
-    micro_batch_size: int = 8
-    """Sequences per forward pass per rank."""
-    global_batch_size: int | None = None
+    micro_batch_size: int = opt(8, aliases=("--batch-size",), minimum=1)
+    """Sequences (fine-tuning: windows) per forward pass per rank."""
+    global_batch_size: int | None = opt(None, minimum=1)
     """Sequences per optimizer step over all ranks; None means micro x ranks (no accumulation)."""
-    train_iters: int = 1000
-    """Optimizer steps."""
+    train_iters: int = opt(1000, minimum=1)
+    """Optimizer steps (pretraining; fine-tuning counts epochs instead)."""
     seed: int = 1234
+    """Seed of weights, data order, masking and dropout."""
     bf16: bool = False
     """bf16 autocast (CPU and CUDA)."""
     fp16: bool = False
-    """fp16 autocast with a gradient scaler (CUDA)."""
+    """fp16 autocast with a gradient scaler (CUDA only)."""
     save: str | None = None
     """Run directory: checkpoints, metrics, plots."""
     load: str | None = None
     """Checkpoint (directory) or run directory to resume from."""
-    save_interval: int | None = None
-    """Steps between checkpoints; None: only at the end."""
-    keep_last: int = 3
+    save_interval: int | None = opt(None, minimum=1)
+    """Steps between checkpoints; None: only at the end (fine-tuning: also after every evaluation)."""
+    keep_last: int = opt(3, minimum=1)
     """Checkpoints kept."""
-    eval_interval: int = 1000
-    """Steps between evaluations on the validation split."""
-    eval_iters: int = 100
-    """Micro-batches per evaluation."""
-    log_interval: int = 100
+    eval_interval: int = opt(1000, minimum=1)
+    """Steps between evaluations on the validation split (fine-tuning evaluates once per epoch)."""
+    eval_iters: int = opt(100, minimum=1)
+    """Evaluation size in global batches: eval_iters x global_batch_size samples in all, whatever the rank count."""
+    log_interval: int = opt(100, minimum=1)
     """Steps between log lines and metric records."""
+    exit_interval: int | None = opt(None, minimum=1)
+    """Stop after a step divisible by N (a checkpoint is written; the run resumes from it)."""
     export_hf: bool = True
-    """Write a Hugging Face directory (run/hf) at every save."""
-    on_nonfinite: str = "stop"
-    """What a NaN/inf loss does: stop the run, or skip the step."""
+    """Write a Hugging Face directory (run/hf) at every save (pretraining)."""
+    on_nonfinite: str = opt("stop", choices=NONFINITE)
+    """What a NaN/inf loss or gradient does: stop the run, or skip the step."""
     recompute_activations: bool = False
     """Activation (gradient) checkpointing of every layer."""
     fsdp: bool = False
-    """Shard parameters with torch's fully_shard instead of DDP."""
+    """Shard parameters, gradients and optimizer state with torch's fully_shard instead of DDP."""
     compile: bool = False
     """torch.compile the training model (the first steps pay the compile time, logged)."""
     device: str | None = None
     """cpu, cuda, cuda:N; None picks cuda when available."""
-    distributed_backend: str | None = None
+    distributed_backend: str | None = opt(None, choices=("gloo", "nccl"))
     """gloo or nccl; None picks nccl on CUDA, gloo on CPU."""
 
-
-@dataclass(kw_only=True)
-class RunConfig:
-    model: BertConfig = field(default_factory=BertConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
     def __post_init__(self) -> None:
-        d, o, t = self.data, self.optim, self.train
-        if d.binary_head not in ("nsp", "sop", "none"):
-            raise ValueError(f"data.binary_head {d.binary_head!r} must be nsp, sop or none")
-        if o.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optim.optimizer {o.optimizer!r} must be one of {OPTIMIZERS}")
-        if o.lr_decay_style not in DECAY_STYLES:
-            raise ValueError(f"optim.lr_decay_style {o.lr_decay_style!r} must be one of {DECAY_STYLES}")
-        if t.on_nonfinite not in NONFINITE:
-            raise ValueError(f"train.on_nonfinite {t.on_nonfinite!r} must be one of {NONFINITE}")
-        if t.bf16 and t.fp16:
+        _validate(self)
+        if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16")
-        for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
-            if getattr(t, name) <= 0:
-                raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")
-        if d.seq_length > self.model.max_position_embeddings:
-            raise ValueError(f"data.seq_length ({d.seq_length}) exceeds model.max_position_embeddings "
-                             f"({self.model.max_position_embeddings})")
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-batches per rank per step: global / (micro x ranks), which must divide exactly."""
-        t = self.train
-        global_batch = t.global_batch_size or t.micro_batch_size * world_size
-        per_step = t.micro_batch_size * world_size
+        global_batch = self.global_batch_size or self.micro_batch_size * world_size
+        per_step = self.micro_batch_size * world_size
         if global_batch % per_step:
             raise ValueError(f"--global-batch-size ({global_batch}) must be a multiple of --micro-batch-size "
-                             f"({t.micro_batch_size}) x data-parallel ranks ({world_size}) = {per_step}")
+                             f"({self.micro_batch_size}) x data-parallel ranks ({world_size}) = {per_step}")
         return global_batch // per_step
 
-    # ---- serialisation -----------------------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class TaskConfig:
+    """A fine-tuning task's inputs and evaluation (the optimizer and loop settings are OptimConfig / TrainConfig)."""
+
+    epochs: int = opt(3, minimum=1)
+    """Passes over the training file."""
+    eval_batch_size: int = opt(64, minimum=1)
+    """Windows per evaluation batch."""
+    max_length: int | None = opt(None, minimum=8)
+    """Tokens per window; None means 128 (classification, NER) or 384 (QA)."""
+    metric: str | None = None
+    """Validation metric that picks the best epoch; None: accuracy / f1_micro / pearson (classification), f1."""
+    early_stopping_patience: int | None = opt(None, minimum=1)
+    """Stop after this many epochs without improvement of the metric."""
+    max_train_examples: int | None = opt(None, minimum=1)
+    """Use only the first N training examples (quick runs, learning curves)."""
+    max_eval_examples: int | None = opt(None, minimum=1)
+    """Use only the first N validation examples."""
+    text_column: str = "sentence"
+    """Classification: the column (name, or index with no_header) of the text."""
+    text_pair_column: str | None = None
+    """Classification: the column of the second text of a pair."""
+    label_column: str = "label"
+    """Classification: the column of the label(s)."""
+    no_header: bool = False
+    """Classification: the files have no header row; columns are named by index."""
+    regression: bool = False
+    """Classification: numeric labels, one output, MSE loss, Pearson/Spearman."""
+    multi_label: bool = False
+    """Classification: any number of labels per row (JSON list or separated string), sigmoid outputs."""
+    label_separator: str = ","
+    """Classification: separator of labels in a multi-label cell."""
+    scheme: str = opt("auto", choices=("auto", "iob1", "iob2"))
+    """NER: tag scheme of the CoNLL files (auto detects)."""
+    stride: int | None = opt(None, aliases=("--doc-stride",), minimum=0)
+    """Overlap of consecutive windows in tokens: NER default (max_length - 2) // 4, QA (doc_stride) default 128."""
+    max_query_length: int = opt(64, minimum=1)
+    """QA: question tokens kept."""
+    n_best: int = opt(20, minimum=1)
+    """QA: start and end candidates searched per window."""
+    max_answer_length: int = opt(30, minimum=1)
+    """QA: longest answer, in tokens."""
+    version_2: bool | None = None
+    """QA: allow the null answer (SQuAD v2.0); None: when the training file has unanswerable questions."""
+    null_threshold: float = 0.0
+    """QA v2.0: predict no answer when null score - best span score exceeds this."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if self.regression and self.multi_label:
+            raise ValueError("task.regression and task.multi_label are exclusive")
+
+    def length(self, task: str) -> int:
+        return self.max_length or (384 if task == "qa" else 128)
+
+
+@dataclass(kw_only=True)
+class AdaptConfig:
+    """Which parameters fine-tuning trains and what small modules it inserts."""
+
+    strategy: str = opt("full", choices=STRATEGIES)
+    """full (every weight), head (the task head only; the encoder frozen) or lora (low-rank adapters + head)."""
+    lora_r: int | None = opt(None, minimum=1)
+    """LoRA rank; giving it selects strategy lora."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the update is B A x alpha / r."""
+    lora_dropout: float = opt(0.0, minimum=0.0)
+    """Dropout on the LoRA branch's input."""
+    lora_targets: tuple[str, ...] = opt(("query", "value"), choices=LORA_TARGETS)
+    """Projections that get adapters (comma list): query, key, value, qkv, output, ffn_in, ffn_out."""
+
+    def __post_init__(self) -> None:
+        if self.lora_r and self.strategy == "full":
+            self.strategy = "lora"
+        if self.strategy == "lora" and not self.lora_r:
+            self.lora_r = 8
+        if self.strategy == "head" and self.lora_r:
+            raise ValueError("adapt.strategy head and lora_r are exclusive: LoRA already freezes the encoder")
+        self.lora_targets = tuple(self.lora_targets)
+        _validate(self)
+
+
+class _Sections:
+    """Shared behaviour of the nested configs: dict / YAML round trips with unknown names refused by name."""
+
+    SECTIONS: tuple[str, ...] = ()
+
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model.to_dict(), "data": dataclasses.asdict(self.data),
-                "optim": dataclasses.asdict(self.optim), "train": dataclasses.asdict(self.train)}
+        out = {}
+        for name in self.SECTIONS:
+            section = getattr(self, name)
+            out[name] = section.to_dict() if isinstance(section, BertConfig) else {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
+        return out
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+    def from_dict(cls, data: dict[str, Any]):
         return cls().merged(data)
 
-    def merged(self, data: dict[str, Any]) -> RunConfig:
+    def merged(self, data: dict[str, Any]):
         """A copy with the fields given in ``data`` ({section: {field: value}}) set; unknown names are errors."""
-        unknown = set(data) - {"model", "data", "optim", "train"}
+        unknown = set(data) - set(self.SECTIONS)
         if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}; use model, data, optim, train")
+            raise ValueError(f"unknown config section(s) {sorted(unknown)}; use {', '.join(self.SECTIONS)}")
         parts = {}
-        for name in ("data", "optim", "train"):
+        for name in self.SECTIONS:
             section = getattr(self, name)
             values = data.get(name) or {}
+            if isinstance(section, BertConfig):
+                parts[name] = BertConfig.from_dict({**section.to_dict(), **values}) if values else section
+                continue
             fields = {f.name for f in dataclasses.fields(section)}
             bad = set(values) - fields
             if bad:
                 raise ValueError(f"unknown field(s) {sorted(bad)} in config section {name!r}; known: {sorted(fields)}")
             parts[name] = dataclasses.replace(section, **values)
-        model_values = data.get("model") or {}
-        model = BertConfig.from_dict({**self.model.to_dict(), **model_values}) if model_values else self.model
-        return RunConfig(model=model, **parts)
+        return type(self)(**parts)
 
     @classmethod
-    def from_yaml(cls, path: str) -> RunConfig:
+    def from_yaml(cls, path: str):
         return cls().merged_yaml(path)
 
-    def merged_yaml(self, path: str) -> RunConfig:
+    def merged_yaml(self, path: str):
         """This config with a YAML recipe's fields set over it."""
         with open(path, encoding="utf-8") as fh:
             try:
@@ -203,8 +327,71 @@ class RunConfig:
             except yaml.YAMLError as e:
                 raise ValueError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping with sections model, data, optim, train")
+            raise ValueError(f"{path}: expected a mapping with sections {', '.join(self.SECTIONS)}")
         try:
             return self.merged(data)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from None
+
+
+@dataclass(kw_only=True)
+class RunConfig(_Sections):
+    """Pretraining: the model, its data, the optimizer and the loop."""
+
+    SECTIONS = ("model", "data", "optim", "train")
+    model: BertConfig = field(default_factory=BertConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        t = self.train
+        if self.data.seq_length > self.model.max_position_embeddings:
+            raise ValueError(f"data.seq_length ({self.data.seq_length}) exceeds model.max_position_embeddings "
+                             f"({self.model.max_position_embeddings})")
+        for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
+            if getattr(t, name) <= 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")
+
+    def gradient_accumulation(self, world_size: int) -> int:
+        return self.train.gradient_accumulation(world_size)
+
+
+def _finetune_optim() -> OptimConfig:
+    return OptimConfig(lr=3e-5, lr_warmup_fraction=0.1, lr_decay_style="linear", weight_decay=0.01, clip_grad=1.0)
+
+
+def _finetune_train() -> TrainConfig:
+    return TrainConfig(micro_batch_size=32, seed=42, log_interval=50, keep_last=1, eval_iters=1)
+
+
+@dataclass(kw_only=True)
+class FinetuneConfig(_Sections):
+    """Fine-tuning with BERT's recipe: AdamW lr 3e-5, weight decay 0.01 off biases and LayerNorm, 10% warm-up then
+    linear decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA)."""
+
+    SECTIONS = ("optim", "train", "task", "adapt")
+    optim: OptimConfig = field(default_factory=_finetune_optim)
+    train: TrainConfig = field(default_factory=_finetune_train)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+    @classmethod
+    def build(cls, **values: Any) -> FinetuneConfig:
+        """A config from flat field names (``FinetuneConfig.build(lr=1e-3, epochs=1, lora_r=4)``): each name is
+        looked up in the sections, which declare it once; ``batch_size`` and ``warmup_ratio`` are the CLI aliases of
+        train.micro_batch_size and optim.lr_warmup_fraction, ``freeze_encoder=True`` of adapt.strategy="head"."""
+        aliases = {"batch_size": "micro_batch_size", "warmup_ratio": "lr_warmup_fraction"}
+        base = cls()
+        nested: dict[str, dict[str, Any]] = {name: {} for name in cls.SECTIONS}
+        for key, value in values.items():
+            if key == "freeze_encoder":
+                if value:
+                    nested["adapt"]["strategy"] = "head"
+                continue
+            key = aliases.get(key, key)
+            owners = [s for s in cls.SECTIONS if key in {f.name for f in dataclasses.fields(getattr(base, s))}]
+            if not owners:
+                raise ValueError(f"unknown fine-tuning option {key!r}")
+            nested[owners[0]][key] = value
+        return base.merged(nested)

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+from bertforge.constants import IGNORE_INDEX
 
 
 def collate_padded(samples: Sequence[dict], pad_id: int, pad_to: int | None = None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IGNORE_INDEX = -100
+from bertforge.constants import IGNORE_INDEX
 
 
 @dataclass

@@ -27,31 +27,20 @@ References: Devlin et al., "BERT" (2018); google-research/bert modeling.py for t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertforge.model.attention import attend
 from bertforge.model.config import BertConfig
-from bertforge.model.dropout import Dropout, dropout
+from bertforge.model.dropout import Dropout
 from bertforge.model.padding import (Packing, key_mask_from_cu_seqlens, pad, packing, packing_from_cu_seqlens,
                                      unpad, worth_unpadding)
 from bertforge.model.pretrained import PreTrainedBert
 
-try:  # PyTorch's FlashAttention varlen kernel (CUDA, fp16/bf16)
-    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
-except ImportError:  # older PyTorch
-    _varlen_attn = None
-
 ATTENTION_BACKENDS = ("sdpa", "eager")
-PER_SEQUENCE_MIN_LENGTH = 128
-"""CPU training with attention dropout computes attention one sequence at a time from this batch length on (sum of
-len^2 score entries instead of B x max_len^2). Measured on this project's machine with the fast dropout mask, median
-training step of a 6-layer, hidden-384 classifier, one block for the batch vs one sequence at a time: 32 x 16..64
-tokens 851 vs 899 ms; 32 x 16..128 1,554 vs 1,381 ms; 16 x 100..384 6,196 vs 2,451 ms (the Python loop costs more
-than it saves on short batches)."""
 
 
 def activation(name: str):
@@ -124,12 +113,12 @@ def _densify_grad(param: torch.Tensor) -> None:
 
 
 class SelfAttention(nn.Module):
-    """Bidirectional multi-head self-attention with a fused QKV projection and an output projection."""
+    """Bidirectional multi-head self-attention: a fused QKV projection, the attention kernel chosen by
+    ``attention.attend``, and an output projection."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.num_heads = config.num_attention_heads
-        self.head_size = config.head_size
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
@@ -138,76 +127,9 @@ class SelfAttention(nn.Module):
                 packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend.
         Returns the output in the layout of x, and the probabilities (eager backend) or None."""
-        if packed is not None:
-            return self._packed(x, key_mask, packed), None
-        B, S, _ = x.shape
-        # (B, S, 3H) -> (3, B, N, S, D)
-        q, k, v = self.qkv_proj(x).view(B, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_p if self.training else 0.0
-        probs = None
-        if backend == "sdpa":
-            ctx = attention(q, k, v, key_mask, dropout_p)
-        else:
-            ctx, probs = eager_attention(q, k, v, key_mask, dropout_p)
-        ctx = ctx.transpose(1, 2).reshape(B, S, self.num_heads * self.head_size)  # (B, N, S, D) -> (B, S, H)
+        ctx, probs = attend(self.qkv_proj(x), self.num_heads, key_mask, dropout_p, backend, packed)
         return self.out_proj(ctx), probs
-
-    def _packed(self, x: torch.Tensor, key_mask: torch.Tensor | None, p: Packing) -> torch.Tensor:
-        T, H = x.shape
-        qkv = self.qkv_proj(x)  # (T, 3H)
-        dropout_p = self.dropout_p if self.training else 0.0
-        if (_varlen_attn is not None and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
-                and dropout_p == 0.0):
-            q, k, v = qkv.view(T, 3, self.num_heads, self.head_size).unbind(1)  # each (T, N, D)
-            ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)
-            return self.out_proj(ctx.reshape(T, H))
-        if dropout_p > 0.0 and not x.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
-            return self.out_proj(self._per_sequence(qkv, p, dropout_p))
-        B, S = p.batch, p.seq
-        blocks = pad(qkv, p)  # (B, S, 3H): the sequences apart, for SDPA with the key mask
-        q, k, v = blocks.view(B, S, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
-        ctx = attention(q, k, v, key_mask, dropout_p)
-        return self.out_proj(unpad(ctx.transpose(1, 2).reshape(B, S, H), p))
-
-    def _per_sequence(self, qkv: torch.Tensor, p: Packing, dropout_p: float) -> torch.Tensor:
-        """Attention one sequence at a time on the packed (T, 3H) projections -> (T, H).
-
-        Used for training on CPU with attention dropout, where attention is the explicit softmax path: its softmax,
-        dropout mask and products cost per score entry, and sum(len^2) over the sequences is far below
-        B x max_len^2 on batches of mixed lengths (see ``PER_SEQUENCE_MIN_LENGTH``)."""
-        T, H3 = qkv.shape
-        bounds = p.cu_seqlens.tolist()  # on the CPU already: no device sync
-        parts = []
-        for start, end in zip(bounds[:-1], bounds[1:]):
-            q, k, v = qkv[start:end].view(1, end - start, 3, self.num_heads, self.head_size).permute(2, 0, 3, 1, 4)
-            ctx = attention(q, k, v, None, dropout_p)  # (1, N, L, D)
-            parts.append(ctx[0].transpose(0, 1).reshape(end - start, H3 // 3))
-        return torch.cat(parts)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-              dropout_p: float) -> torch.Tensor:
-    """Attention context for q, k, v (B, N, S, D): SDPA's fused kernels, except with dropout on the CPU, where SDPA
-    falls back to its math path with PyTorch's slow mask generator: the same math spelled out (``eager_attention``)
-    with the fast mask of ``dropout.py`` is used there instead."""
-    if dropout_p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
-        return eager_attention(q, k, v, key_mask, dropout_p)[0]
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
-
-
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-                    dropout_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T / sqrt(D) + mask) v, spelled out; q, k, v (B, N, S, D). Returns context and probabilities.
-
-    The softmax runs in fp32 whatever the input dtype, so bf16 runs keep exact statistics.
-    """
-    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, N, S, S)
-    scores = scores.float()
-    if key_mask is not None:
-        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
-    probs = scores.softmax(dim=-1).to(q.dtype)
-    ctx = torch.matmul(dropout(probs, dropout_p) if dropout_p else probs, v)
-    return ctx, probs
 
 
 class FeedForward(nn.Module):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertforge.constants import IGNORE_INDEX
 from bertforge.model.bert import BertModel, Embeddings, activation, init_weights
 from bertforge.model.config import BertConfig
 from bertforge.model.dropout import Dropout
@@ -110,13 +111,14 @@ class BertForPreTraining(PreTrainedBert):
         ``cu_seqlens`` / ``max_seqlen``: a packed batch (see ``BertModel.forward``); labels and positions then index
         the packed tokens.
         """
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states, cu_seqlens, max_seqlen)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         prediction_logits, mlm_loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         seq_logits = self.binary_head(out.pooler_output)
         loss, binary_loss = mlm_loss, None
         if next_sentence_label is not None:
-            binary_loss = F.cross_entropy(seq_logits.float(), next_sentence_label.flatten(), ignore_index=-100)
+            binary_loss = F.cross_entropy(seq_logits.float(), next_sentence_label.flatten(), ignore_index=IGNORE_INDEX)
             loss = binary_loss if loss is None else loss + binary_loss
         return PreTrainingOutput(loss, prediction_logits, seq_logits, mlm_loss, binary_loss, **_hidden_extras(out))
 
@@ -126,12 +128,12 @@ def _mlm(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor | None, posit
     if positions is None:
         logits = head(hidden)  # (B, S, V)
         loss = None if labels is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                           labels.flatten(), ignore_index=-100)
+                                                           labels.flatten(), ignore_index=IGNORE_INDEX)
         return logits, loss
     logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions))  # (P, H) -> (P, V)
     loss = None
     if labels is not None:
-        loss = F.cross_entropy(logits.float(), labels.flatten().index_select(0, positions), ignore_index=-100)
+        loss = F.cross_entropy(logits.float(), labels.flatten().index_select(0, positions), ignore_index=IGNORE_INDEX)
     return logits, loss
 
 
@@ -147,8 +149,9 @@ class BertForMaskedLM(PreTrainedBert):
                 mlm_positions=None, output_attentions: bool = False, output_hidden_states: bool = False,
                 cu_seqlens=None, max_seqlen=None) -> MaskedLMOutput:
         """As ``BertForPreTraining.forward`` without the binary head; ``logits`` is (P, V) with ``mlm_positions``."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states, cu_seqlens, max_seqlen)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
         logits, loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         return MaskedLMOutput(loss, logits, **_hidden_extras(out))
 
@@ -178,7 +181,7 @@ def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, label
             return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).float())
         return F.mse_loss(logits, labels.float())
     if problem == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1).long(), ignore_index=-100)
+        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1).long(), ignore_index=IGNORE_INDEX)
     return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
@@ -195,8 +198,9 @@ class BertForSequenceClassification(PreTrainedBert):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_attentions: bool = False, output_hidden_states: bool = False) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, L)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return SequenceClassifierOutput(loss, logits, **_hidden_extras(out))
@@ -215,12 +219,13 @@ class BertForTokenClassification(PreTrainedBert):
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
                 output_attentions: bool = False, output_hidden_states: bool = False) -> TokenClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, S, L)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return TokenClassifierOutput(loss, logits, **_hidden_extras(out))
 
 
@@ -243,8 +248,9 @@ class BertForQuestionAnswering(PreTrainedBert):
 
         The loss's softmax runs over the real tokens only (padding masked out), so a window's loss does not depend on
         how much padding its batch has; transformers includes the padded positions (equal on unpadded batches)."""
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, output_attentions,
-                        output_hidden_states)
+        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                        position_ids=position_ids, output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -283,10 +289,11 @@ class BertForMultipleChoice(PreTrainedBert):
         def flat(t):
             return None if t is None else t.reshape(B * C, S)
 
-        out = self.bert(flat(input_ids), flat(attention_mask), flat(token_type_ids), flat(position_ids),
-                        output_attentions, output_hidden_states)
+        out = self.bert(flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
+                        position_ids=flat(position_ids), output_attentions=output_attentions,
+                        output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels.flatten(), ignore_index=-100)
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return MultipleChoiceOutput(loss, logits, **_hidden_extras(out))
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-IGNORE_INDEX = -100
+from bertforge.constants import IGNORE_INDEX
 
 
 def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], *, label_all_tokens: bool = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertforge.model.bert import attention
+from bertforge.model.attention import attention
 from bertforge.model.dropout import Dropout, dropout, keep_mask
 
 

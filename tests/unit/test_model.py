@@ -316,14 +316,15 @@ def test_per_sequence_attention_matches_padded_block(config):
     key_mask = mask.bool()[:, None, None, :]
     block = attn(x, key_mask, packed=p)[0]
     qkv = attn.qkv_proj(x)
-    torch.testing.assert_close(attn.out_proj(attn._per_sequence(qkv, p, 0.0)), block, atol=1e-6, rtol=1e-5)
+    per_sequence = bertforge.model.attention._per_sequence(qkv, attn.num_heads, config.head_size, p, 0.0)
+    torch.testing.assert_close(attn.out_proj(per_sequence), block, atol=1e-6, rtol=1e-5)
     attn.train()
     attn.dropout_p = 0.5
-    bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH, saved = 1, bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH
+    bertforge.model.attention.PER_SEQUENCE_MIN_LENGTH, saved = 1, bertforge.model.attention.PER_SEQUENCE_MIN_LENGTH
     try:
         out = attn(x, key_mask, packed=p)[0]  # the dropout path runs and keeps the shape
     finally:
-        bertforge.model.bert.PER_SEQUENCE_MIN_LENGTH = saved
+        bertforge.model.attention.PER_SEQUENCE_MIN_LENGTH = saved
     assert out.shape == block.shape and not torch.allclose(out, block)
 
 

@@ -1,0 +1,4 @@
+"""Constants shared by every layer of the package (imported from here, defined nowhere else)."""
+
+IGNORE_INDEX = -100
+"""Label value that losses skip: PyTorch's ``cross_entropy`` default ``ignore_index`` and transformers' convention."""

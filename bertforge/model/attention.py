@@ -1,0 +1,116 @@
+"""Attention kernels behind one dispatch function, ``attend``.
+
+The encoder hands ``attend`` its fused projections (B, S, 3H) -- or, padding-free, the packed (T, 3H) with their
+``Packing`` -- and gets the context back in the same layout. Which kernel runs:
+
+- packed, CUDA, fp16/bf16, no attention dropout: FlashAttention's varlen kernel (``torch.nn.attention.varlen``), no
+  padding anywhere;
+- packed, CPU training with attention dropout, batches of ``PER_SEQUENCE_MIN_LENGTH``+ tokens: one sequence at a time
+  (sum(len^2) score entries instead of B x max_len^2);
+- otherwise (packed): the sequences are scattered into a padded block for SDPA with the key mask and gathered back;
+- padded: SDPA's fused kernels (``attention``), or the explicit softmax (``eager_attention``) when the probabilities
+  are asked for, and on the CPU with attention dropout (SDPA would fall back to the same math with PyTorch's slow
+  mask sampler; the fast mask of ``dropout.py`` is used instead).
+
+Shapes: B batch, S sequence, N heads, D head size, H = N x D, T packed tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from bertforge.model.dropout import dropout
+from bertforge.model.padding import Packing, pad, unpad
+
+try:  # PyTorch's FlashAttention varlen kernel (CUDA, fp16/bf16)
+    from torch.nn.attention.varlen import varlen_attn as _varlen_attn
+except ImportError:  # older PyTorch
+    _varlen_attn = None
+
+PER_SEQUENCE_MIN_LENGTH = 128
+"""CPU training with attention dropout computes attention one sequence at a time from this batch length on (sum of
+len^2 score entries instead of B x max_len^2). Measured on this project's machine with the fast dropout mask, median
+training step of a 6-layer, hidden-384 classifier, one block for the batch vs one sequence at a time: 32 x 16..64
+tokens 851 vs 899 ms; 32 x 16..128 1,554 vs 1,381 ms; 16 x 100..384 6,196 vs 2,451 ms (the Python loop costs more
+than it saves on short batches)."""
+
+
+def attend(qkv: torch.Tensor, num_heads: int, key_mask: torch.Tensor | None, dropout_p: float, backend: str = "sdpa",
+           packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention on fused projections laid out [q | k | v].
+
+    qkv (B, S, 3H) with key_mask (B, 1, 1, S) bool (True = attend) or None; or packed (T, 3H) with ``packed``.
+    ``backend`` "eager" returns the probabilities (B, N, S, S) too (padded layout only). Returns the context in the
+    layout of the input, (B, S, H) or (T, H), and the probabilities or None.
+    """
+    H = qkv.shape[-1] // 3
+    D = H // num_heads
+    if packed is not None:
+        return _packed(qkv, num_heads, D, key_mask, dropout_p, packed), None
+    B, S, _ = qkv.shape
+    q, k, v = qkv.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4)  # (B, S, 3H) -> 3 x (B, N, S, D)
+    probs = None
+    if backend == "eager":
+        ctx, probs = eager_attention(q, k, v, key_mask, dropout_p)
+    else:
+        ctx = attention(q, k, v, key_mask, dropout_p)
+    return ctx.transpose(1, 2).reshape(B, S, H), probs  # (B, N, S, D) -> (B, S, H)
+
+
+def _packed(qkv: torch.Tensor, num_heads: int, D: int, key_mask: torch.Tensor | None, dropout_p: float,
+            p: Packing) -> torch.Tensor:
+    T, H3 = qkv.shape
+    H = H3 // 3
+    if _varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
+        q, k, v = qkv.view(T, 3, num_heads, D).unbind(1)  # each (T, N, D)
+        return _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen).reshape(T, H)
+    if dropout_p > 0.0 and not qkv.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
+        return _per_sequence(qkv, num_heads, D, p, dropout_p)
+    B, S = p.batch, p.seq
+    blocks = pad(qkv, p)  # (B, S, 3H): the sequences apart, for SDPA with the key mask
+    q, k, v = blocks.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4)
+    ctx = attention(q, k, v, key_mask, dropout_p)
+    return unpad(ctx.transpose(1, 2).reshape(B, S, H), p)
+
+
+def _per_sequence(qkv: torch.Tensor, num_heads: int, D: int, p: Packing, dropout_p: float) -> torch.Tensor:
+    """Attention one sequence at a time on the packed (T, 3H) projections -> (T, H).
+
+    Used for training on CPU with attention dropout, where attention is the explicit softmax path: its softmax,
+    dropout mask and products cost per score entry, and sum(len^2) over the sequences is far below B x max_len^2 on
+    batches of mixed lengths (see ``PER_SEQUENCE_MIN_LENGTH``)."""
+    bounds = p.cu_seqlens.tolist()  # on the CPU already: no device sync
+    parts = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        q, k, v = qkv[start:end].view(1, end - start, 3, num_heads, D).permute(2, 0, 3, 1, 4)
+        ctx = attention(q, k, v, None, dropout_p)  # (1, N, L, D)
+        parts.append(ctx[0].transpose(0, 1).reshape(end - start, num_heads * D))
+    return torch.cat(parts)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+              dropout_p: float) -> torch.Tensor:
+    """Attention context for q, k, v (B, N, S, D): SDPA's fused kernels, except with dropout on the CPU, where SDPA
+    falls back to its math path with PyTorch's slow mask generator: the same math spelled out (``eager_attention``)
+    with the fast mask of ``dropout.py`` is used there instead."""
+    if dropout_p > 0.0 and q.device.type == "cpu" and not torch.compiler.is_compiling():
+        return eager_attention(q, k, v, key_mask, dropout_p)[0]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
+                    dropout_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(D) + mask) v, spelled out; q, k, v (B, N, S, D). Returns context and probabilities.
+
+    The softmax runs in fp32 whatever the input dtype, so bf16 runs keep exact statistics.
+    """
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, N, S, S)
+    scores = scores.float()
+    if key_mask is not None:
+        scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+    probs = scores.softmax(dim=-1).to(q.dtype)
+    ctx = torch.matmul(dropout(probs, dropout_p) if dropout_p else probs, v)
+    return ctx, probs
