@@ -35,6 +35,17 @@ def fast_bf16(device_type: str = "cpu") -> bool:
     return False
 
 
+def autocast(device: "str | torch.device", bf16: bool = False, fp16: bool = False):
+    """The one precision context: bf16 or fp16 autocast on ``device``'s type when asked, else a no-op."""
+    import contextlib
+
+    import torch
+
+    if not (bf16 or fp16):
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16 if bf16 else torch.float16)
+
+
 def warn_if_emulated_bf16(device_type: str, what: str) -> bool:
     """Log a warning when bf16 was asked for (``what``: the flag or option) on a device without native bf16 matrix
     units; returns whether it warned. Measured on an AVX2-only CPU: a bf16 mini pretraining step took 29 s against

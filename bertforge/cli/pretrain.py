@@ -15,19 +15,6 @@ import os
 
 from bertforge.model.config import PRESETS
 
-# Megatron flag -> (section, field). Values are converted by argparse types below.
-MODEL_FLAGS = {"num_layers": "num_hidden_layers", "hidden_size": "hidden_size",
-               "num_attention_heads": "num_attention_heads", "ffn_hidden_size": "intermediate_size",
-               "max_position_embeddings": "max_position_embeddings", "init_method_std": "initializer_range",
-               "hidden_dropout": "hidden_dropout_prob", "attention_dropout": "attention_probs_dropout_prob"}
-DATA_FLAGS = ["data_path", "vocab_file", "tokenizer_type", "split", "seq_length", "mask_prob", "short_seq_prob",
-              "binary_head", "whole_word_mask", "max_ngram", "num_workers", "pack_sequences"]
-OPTIM_FLAGS = ["optimizer", "lr", "min_lr", "lr_decay_style", "lr_warmup_fraction", "lr_warmup_iters",
-               "lr_decay_iters", "weight_decay", "clip_grad", "adam_beta1", "adam_beta2", "adam_eps"]
-TRAIN_FLAGS = ["micro_batch_size", "global_batch_size", "train_iters", "seed", "bf16", "fp16", "save", "load",
-               "save_interval", "keep_last", "eval_interval", "eval_iters", "log_interval", "export_hf",
-               "on_nonfinite", "recompute_activations", "fsdp", "compile", "device", "distributed_backend"]
-
 # The embedded-corpus recipe: what learns most in a few CPU minutes (measured on 2 cores: the tiny preset with
 # dropout off and MLM only left the unigram plateau within 250 steps at lr 2e-3; mini with NSP, dropout and lr 1e-3
 # was still on it after 300). Any flag given on the command line overrides these.
@@ -45,76 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``bertforge pretrain``: one per config field (generated, see ``cli/fields.py``), plus the few
+    that are not fields (preset, YAML recipe, Megatron's parallel sizes and switches that set another field)."""
+    from bertforge.cli.fields import add_section
+    from bertforge.config import DataConfig, OptimConfig, TrainConfig
+    from bertforge.model.config import BertConfig
+
     S = argparse.SUPPRESS  # flags not given stay absent, so that YAML and preset values survive
     m = p.add_argument_group("model (Megatron names)")
-    m.add_argument("--num-layers", type=int, default=S)
-    m.add_argument("--hidden-size", type=int, default=S)
-    m.add_argument("--num-attention-heads", type=int, default=S)
-    m.add_argument("--ffn-hidden-size", type=int, default=S, help="default 4 x hidden size")
-    m.add_argument("--max-position-embeddings", type=int, default=S)
-    m.add_argument("--init-method-std", type=float, default=S)
-    m.add_argument("--hidden-dropout", type=float, default=S)
-    m.add_argument("--attention-dropout", type=float, default=S)
+    add_section(m, "model", BertConfig(), flagged_only=True)
     m.add_argument("--preset", choices=list(PRESETS), default=S, help="a named size; flags above override it")
     m.add_argument("--tensor-model-parallel-size", type=int, default=S, help="only 1 (data parallelism only)")
     m.add_argument("--pipeline-model-parallel-size", type=int, default=S, help="only 1 (data parallelism only)")
     d = p.add_argument_group("data")
-    d.add_argument("--data-path", nargs="+", default=S, help="PREFIX, or WEIGHT PREFIX [WEIGHT PREFIX ...]")
-    d.add_argument("--vocab-file", default=S)
-    d.add_argument("--tokenizer-type", choices=["BertWordPieceLowerCase", "BertWordPieceCase"], default=S)
-    d.add_argument("--split", default=S, help="train,valid,test proportions of documents, e.g. 949,50,1")
-    d.add_argument("--seq-length", type=int, default=S)
-    d.add_argument("--mask-prob", type=float, default=S)
-    d.add_argument("--short-seq-prob", type=float, default=S)
+    add_section(d, "data", DataConfig())
     d.add_argument("--bert-no-binary-head", action="store_true", default=S, help="MLM only (= --binary-head none)")
-    d.add_argument("--binary-head", choices=["nsp", "sop", "none"], default=S,
-                   help="next sentence prediction (BERT, default), sentence order prediction (ALBERT/Megatron), none")
-    d.add_argument("--whole-word-mask", action="store_true", default=S)
-    d.add_argument("--max-ngram", type=int, default=S, help="n-gram masking up to n words (1/n weights)")
-    d.add_argument("--num-workers", type=int, default=S, help="data loader processes per rank")
-    d.add_argument("--pack-sequences", action="store_true", default=S,
-                   help="packed batches (tokens back to back with cu_seqlens) instead of padded ones")
-    o = p.add_argument_group("optimizer and schedule")
-    o.add_argument("--optimizer", choices=["adamw", "lamb"], default=S)
-    o.add_argument("--lr", type=float, default=S)
-    o.add_argument("--min-lr", type=float, default=S)
-    o.add_argument("--lr-decay-style", choices=["linear", "cosine", "constant"], default=S)
-    warm = o.add_mutually_exclusive_group()
-    warm.add_argument("--lr-warmup-fraction", type=float, default=S)
-    warm.add_argument("--lr-warmup-iters", type=int, default=S)
-    o.add_argument("--lr-decay-iters", type=int, default=S)
-    o.add_argument("--weight-decay", type=float, default=S)
-    o.add_argument("--clip-grad", type=float, default=S)
-    o.add_argument("--adam-beta1", type=float, default=S)
-    o.add_argument("--adam-beta2", type=float, default=S)
-    o.add_argument("--adam-eps", type=float, default=S)
+    add_section(p.add_argument_group("optimizer and schedule"), "optim", OptimConfig())
     t = p.add_argument_group("training")
-    t.add_argument("--micro-batch-size", type=int, default=S)
-    t.add_argument("--global-batch-size", type=int, default=S)
-    t.add_argument("--train-iters", type=int, default=S)
-    t.add_argument("--seed", type=int, default=S)
-    prec = t.add_mutually_exclusive_group()
-    prec.add_argument("--bf16", action="store_true", default=S)
-    prec.add_argument("--fp16", action="store_true", default=S, help="CUDA only, with a gradient scaler")
-    prec.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
-    t.add_argument("--save", default=S, help="run directory")
-    t.add_argument("--load", default=S, help="checkpoint or run directory to resume from")
-    t.add_argument("--save-interval", type=int, default=S)
-    t.add_argument("--keep-last", type=int, default=S, help="checkpoints kept (default 3)")
-    t.add_argument("--no-export-hf", dest="export_hf", action="store_false", default=S,
-                   help="do not write the Hugging Face directory run/hf at each save")
-    t.add_argument("--eval-interval", type=int, default=S)
-    t.add_argument("--eval-iters", type=int, default=S)
-    t.add_argument("--log-interval", type=int, default=S)
-    t.add_argument("--exit-interval", type=int, default=S, help="stop after a step divisible by N (resumable)")
-    t.add_argument("--recompute-activations", action="store_true", default=S, help="activation checkpointing")
-    t.add_argument("--compile", action="store_true", default=S,
-                   help="torch.compile the model (compile time is paid in the first steps)")
-    t.add_argument("--on-nonfinite", choices=["stop", "skip"], default=S)
-    t.add_argument("--device", default=S, help="cpu, cuda, cuda:N (default: cuda when available)")
-    t.add_argument("--distributed-backend", choices=["gloo", "nccl"], default=S)
-    t.add_argument("--fsdp", action="store_true", default=S,
-                   help="shard parameters, gradients and optimizer state with torch's fully_shard instead of DDP")
+    add_section(t, "train", TrainConfig())
+    t.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
     t.add_argument("--config", default=S, help="YAML recipe with sections model, data, optim, train")
     t.add_argument("--work-dir", default=S, help="where the default corpus and its vocabulary are built "
                                                "(default: ~/.cache/bertforge)")
@@ -125,8 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def build_config(args: argparse.Namespace):
     """RunConfig from parsed flags: defaults < default-corpus recipe < --preset < YAML < flags.
 
-    Returns (config, extras) where extras holds what is not part of the run config (exit interval, work dir, demo).
+    Returns (config, extras) where extras holds what is not part of the run config (work dir, demo).
     """
+    from bertforge.cli.fields import section_values
     from bertforge.config import RunConfig
 
     given = vars(args)
@@ -134,21 +71,25 @@ def build_config(args: argparse.Namespace):
         if given.get(flag, 1) != 1:
             raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} is not supported: bertforge trains with "
                              "data parallelism (DDP) only; use torchrun --nproc_per_node N")
+    flags = section_values(args)
+    if given.get("bert_no_binary_head"):
+        flags.setdefault("data", {})["binary_head"] = "none"
+    if given.get("fp32"):
+        flags.setdefault("train", {})["bf16"] = False
     cfg = RunConfig()
     yaml_cfg = cfg.merged_yaml(given["config"]) if "config" in given else None
-    default_corpus = "data_path" not in given and (yaml_cfg is None or not yaml_cfg.data.data_path)
+    default_corpus = "data_path" not in flags.get("data", {}) and (yaml_cfg is None or not yaml_cfg.data.data_path)
     if default_corpus:
         from bertforge.utils import fast_bf16
 
         # bf16 only where the hardware runs it natively; emulated bf16 is ~30x slower than fp32 on AVX2-only CPUs.
-        cfg = _apply(cfg, {**DEFAULT_RECIPE, "bf16": fast_bf16("cuda" if _cuda() else "cpu")})
+        cfg = _apply(cfg, _recipe(fast_bf16("cuda" if _cuda() else "cpu")))
     if "preset" in given:
-        cfg = _apply(cfg, {"preset": given["preset"]})
+        cfg = cfg.merged({"model": _preset(given["preset"])})
     if yaml_cfg is not None:
         cfg = cfg.merged_yaml(given["config"])
-    cfg = _apply(cfg, {k: v for k, v in given.items() if k != "preset"})
-    extras = {"default_corpus": default_corpus, "exit_interval": given.get("exit_interval"),
-              "work_dir": given.get("work_dir"), "demo": given.get("demo", True)}
+    cfg = _apply(cfg, flags)
+    extras = {"default_corpus": default_corpus, "work_dir": given.get("work_dir"), "demo": given.get("demo", True)}
     return cfg, extras
 
 
@@ -158,44 +99,49 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _apply(cfg, flags: dict):
-    """Set the fields named by ``flags`` (Megatron flag names, underscores) on a RunConfig."""
-    from bertforge.config import RunConfig
-    from bertforge.model.config import preset
+def _preset(name: str) -> dict:
+    from bertforge.model.config import PRESETS
 
-    model = preset(flags["preset"]) if "preset" in flags else cfg.model
-    model_changes = {MODEL_FLAGS[k]: v for k, v in flags.items() if k in MODEL_FLAGS}
-    if "hidden_size" in model_changes and "ffn_hidden_size" not in flags:
-        model_changes["intermediate_size"] = 4 * model_changes["hidden_size"]  # Megatron's default
-    data_changes = {k: v for k, v in flags.items() if k in DATA_FLAGS}
-    if flags.get("bert_no_binary_head"):
-        data_changes["binary_head"] = "none"
-    seq = data_changes.get("seq_length", cfg.data.seq_length)
-    if "max_position_embeddings" not in flags and seq > model_changes.get("max_position_embeddings",
-                                                                          model.max_position_embeddings):
-        model_changes["max_position_embeddings"] = seq
-    train_changes = {k: v for k, v in flags.items() if k in TRAIN_FLAGS}
-    if flags.get("fp32"):
-        train_changes["bf16"] = False
-    return RunConfig(model=model.replace(**model_changes) if model_changes else model,
-                     data=dataclasses.replace(cfg.data, **data_changes),
-                     optim=dataclasses.replace(cfg.optim, **{k: v for k, v in flags.items() if k in OPTIM_FLAGS}),
-                     train=dataclasses.replace(cfg.train, **train_changes))
+    return dict(PRESETS[name])
+
+
+def _recipe(bf16: bool) -> dict:
+    """DEFAULT_RECIPE as {section: {field: value}}."""
+    r = DEFAULT_RECIPE
+    return {"model": {**_preset(r["preset"]), "hidden_dropout_prob": r["hidden_dropout"],
+                      "attention_probs_dropout_prob": r["attention_dropout"],
+                      "max_position_embeddings": r["max_position_embeddings"]},
+            "data": {"seq_length": r["seq_length"], "binary_head": r["binary_head"]},
+            "optim": {"lr": r["lr"], "lr_warmup_fraction": r["lr_warmup_fraction"]},
+            "train": {k: r[k] for k in ("micro_batch_size", "train_iters", "eval_interval", "eval_iters",
+                                        "log_interval", "save_interval")} | {"bf16": bf16}}
+
+
+def _apply(cfg, flags: dict):
+    """Set the fields of ``flags`` ({section: {field: value}}) on a RunConfig, with Megatron's derived sizes: a new
+    hidden size without --ffn-hidden-size gets 4 x hidden, a longer --seq-length raises max_position_embeddings."""
+    model = dict(flags.get("model", {}))
+    if "hidden_size" in model and "intermediate_size" not in model:
+        model["intermediate_size"] = 4 * model["hidden_size"]  # Megatron's default
+    seq = flags.get("data", {}).get("seq_length", cfg.data.seq_length)
+    if "max_position_embeddings" not in model and seq > cfg.model.max_position_embeddings:
+        model["max_position_embeddings"] = seq
+    return cfg.merged({**flags, "model": model})
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertforge.training.trainer import pretrain
+    from bertforge.training.pretrain import pretrain
 
     cfg, extras = build_config(args)
     if extras["default_corpus"]:
-        from bertforge.training.default_corpus import prepare_default_corpus
+        from bertforge.data.default_corpus import prepare_default_corpus
 
         work = extras["work_dir"] or os.path.join(os.path.expanduser("~"), ".cache", "bertforge", "default_corpus")
         prefix, vocab = prepare_default_corpus(work, vocab_file=cfg.data.vocab_file)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab))
         if cfg.train.save is None:
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=os.path.join("runs", "pretrain")))
-    result = pretrain(cfg, exit_interval=extras["exit_interval"])
+    result = pretrain(cfg)
     if result.eval:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))
     if result.run_dir:

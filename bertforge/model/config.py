@@ -1,5 +1,7 @@
 """BertConfig: the model's hyper-parameters, with the field names of Hugging Face's ``config.json``.
 
+Fields with a ``flag`` in their metadata are ``bertforge pretrain`` options under Megatron-LM's names.
+
 Keeping the Hugging Face names means a checkpoint directory written by either library is read by the other without a
 translation step. Fields that transformers writes but BERT does not use (``use_cache``, ``is_decoder``, ...) are kept in
 ``extra`` so that a config survives a load/save round trip unchanged.
@@ -23,25 +25,25 @@ class BertConfig:
 
     vocab_size: int = 30522
     """Number of token ids (V)."""
-    hidden_size: int = 768
+    hidden_size: int = field(default=768, metadata={"flag": "--hidden-size"})
     """Width of the residual stream (H)."""
-    num_hidden_layers: int = 12
+    num_hidden_layers: int = field(default=12, metadata={"flag": "--num-layers"})
     """Number of encoder layers."""
-    num_attention_heads: int = 12
+    num_attention_heads: int = field(default=12, metadata={"flag": "--num-attention-heads"})
     """Attention heads per layer (N); hidden_size / heads is the head size (D)."""
-    intermediate_size: int = 3072
-    """Width of the feed-forward block's inner layer."""
+    intermediate_size: int = field(default=3072, metadata={"flag": "--ffn-hidden-size"})
+    """Width of the feed-forward block's inner layer (Megatron's default: 4 x hidden size)."""
     hidden_act: str = "gelu"
     """Feed-forward activation: gelu (exact erf), gelu_new / gelu_pytorch_tanh (tanh approximation), relu, silu."""
-    hidden_dropout_prob: float = 0.1
+    hidden_dropout_prob: float = field(default=0.1, metadata={"flag": "--hidden-dropout"})
     """Dropout on embeddings and after each residual branch."""
-    attention_probs_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = field(default=0.1, metadata={"flag": "--attention-dropout"})
     """Dropout on attention probabilities."""
-    max_position_embeddings: int = 512
+    max_position_embeddings: int = field(default=512, metadata={"flag": "--max-position-embeddings"})
     """Longest sequence, in tokens, the learned position table covers."""
     type_vocab_size: int = 2
     """Number of segment (token type) ids."""
-    initializer_range: float = 0.02
+    initializer_range: float = field(default=0.02, metadata={"flag": "--init-method-std"})
     """Standard deviation of the normal init of weights."""
     layer_norm_eps: float = 1e-12
     """Epsilon of every LayerNorm."""

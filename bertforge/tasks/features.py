@@ -8,13 +8,13 @@ sequences of similar length (little padding), and returns the results in the inp
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from bertforge.tokenization.alignment import IGNORE_INDEX
+from bertforge.constants import IGNORE_INDEX
+from bertforge.utils import autocast
 
 
 def collate(features: Sequence[dict], pad_token_id: int = 0, token_label_keys: Sequence[str] = (),
@@ -55,13 +55,6 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def autocast_context(device: torch.device | str, bf16: bool):
-    """bf16 autocast on the model's device type when asked, else a no-op."""
-    if not bf16:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
-
-
 @torch.no_grad()
 def predict(model: torch.nn.Module, features: Sequence[dict], batch_size: int,
             outputs: Callable[[object], Sequence[torch.Tensor]], *, pad_token_id: int = 0, bf16: bool = False,
@@ -77,7 +70,7 @@ def predict(model: torch.nn.Module, features: Sequence[dict], batch_size: int,
     for idx in length_batches([len(f["input_ids"]) for f in features], batch_size):
         batch = collate([features[i] for i in idx], pad_token_id, device=device)
         batch.pop("labels", None)
-        with autocast_context(device, bf16):
+        with autocast(device, bf16):
             out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
                         attention_mask=batch["attention_mask"])
         picked = [t.float().cpu().numpy() for t in outputs(out)]

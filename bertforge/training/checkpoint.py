@@ -13,7 +13,7 @@ import os
 import random
 import re
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -45,13 +45,13 @@ def checkpoint_dir(run_dir: str, step: int) -> str:
     return os.path.join(run_dir, "checkpoints", f"iter_{step:07d}")
 
 
-def save_checkpoint(run_dir: str, step: int, model, tokenizer, trainer_state: dict[str, Any], config_yaml: str,
-                    keep_last: int = 3, model_state: dict | None = None) -> str:
-    """Write checkpoint ``step`` atomically and prune old ones; returns its directory. Call on rank 0 only."""
+def save_checkpoint(run_dir: str, step: int, write: Callable[[str], None], trainer_state: dict[str, Any],
+                    config_yaml: str, keep_last: int = 3) -> str:
+    """Write checkpoint ``step`` atomically (``write(directory)`` puts the weights and tokenizer in) and prune old
+    ones; returns its directory. Call on rank 0 only."""
     final = checkpoint_dir(run_dir, step)
     with atomic_directory(final) as tmp:
-        model.save_pretrained(tmp, state_dict=model_state)
-        tokenizer.save_pretrained(tmp)
+        write(tmp)
         torch.save(trainer_state, os.path.join(tmp, STATE_FILE))
         atomic_write_text(os.path.join(tmp, "run_config.yaml"), config_yaml)
     atomic_write_text(os.path.join(run_dir, "checkpoints", LATEST), os.path.basename(final) + "\n")

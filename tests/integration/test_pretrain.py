@@ -19,7 +19,7 @@ from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from bertforge.data.preprocess import preprocess
 from bertforge.model.config import BertConfig
 from bertforge.tokenization import train_vocab
-from bertforge.training.trainer import pretrain
+from bertforge.training.pretrain import pretrain
 
 WORDS = ("river stone light window garden morning silver quiet music paper forest winter bridge village letter "
          "summer ocean mountain candle shadow harbor meadow thunder lantern orchard valley whisper journey").split()
@@ -86,7 +86,7 @@ def test_overfit_one_batch(corpus):
     cfg = tiny_run(corpus, train_iters=150, global_batch_size=4, log_interval=50)
     cfg = cfg.merged({"optim": {"lr": 1e-2, "lr_decay_style": "constant", "weight_decay": 0.0}})
     # One repeated batch: a stream whose every position is sample 0 with a fixed mask.
-    from bertforge.training.trainer import build_data
+    from bertforge.training.pretrain import build_data
 
     data = build_data(cfg)
     stream = data.train
@@ -243,7 +243,7 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
 
 
 def test_nonfinite_loss_stops_or_skips(corpus):
-    from bertforge.training.trainer import NonFiniteLossError
+    from bertforge.training.engine import NonFiniteLossError
 
     cfg = tiny_run(corpus, train_iters=4, log_interval=2)
     cfg = cfg.merged({"optim": {"lr": 1e38, "lr_warmup_iters": 0, "clip_grad": 0.0}})  # weights blow up at step 1
@@ -259,7 +259,8 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
     every weight and the optimizer's step count as they were."""
     from bertforge.training import distributed as dist_
     from bertforge.training.optim import build_optimizer, build_scheduler
-    from bertforge.training.trainer import N_STATS, _loader, _Positions, build_data, build_model, train_step
+    from bertforge.training.engine import N_ENGINE_STATS, SKIPPED, BatchPlan, loader, train_step
+    from bertforge.training.pretrain import MLMObjective, build_data, build_model, collate_fn
 
     cfg = tiny_run(corpus)
     data = build_data(cfg)
@@ -269,8 +270,9 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
     assert optimizer.defaults["fused"]
     scheduler = build_scheduler(optimizer, cfg.optim, 10)
     info = dist_.DistInfo(0, 1, 0, torch.device("cpu"))
-    batch = next(iter(_loader(data.train, _Positions(0, 1, 4, 4, 1, 0), data.tokenizer.pad_token_id, 0)))
-    stats = torch.zeros(N_STATS, dtype=torch.float64)
+    objective = MLMObjective(cfg.data.binary_head)
+    batch = next(iter(loader(data.train, BatchPlan(4, 4, 1), 0, 1, collate_fn(cfg, data.tokenizer.pad_token_id))))
+    stats = torch.zeros(N_ENGINE_STATS + objective.n_stats, dtype=torch.float64)
 
     def no_sync(*_):
         raise AssertionError("host-device sync inside the training step")
@@ -279,8 +281,8 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
     before = weight.detach().clone()
     with monkeypatch.context() as m:
         m.setattr(torch.Tensor, "item", no_sync)
-        train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
-    assert not torch.equal(weight, before) and stats[9] == 0
+        train_step(model, objective, [(batch, 1.0, 0)], optimizer, scheduler, None, cfg.train, 1.0, stats, info)
+    assert not torch.equal(weight, before) and stats[SKIPPED] == 0
     assert int(optimizer.state[weight]["step"]) == 1
 
     after_first = weight.detach().clone()
@@ -288,6 +290,6 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
         model.bert.embeddings.norm.weight[0] = float("nan")  # every activation, loss and gradient turn NaN
     with monkeypatch.context() as m:
         m.setattr(torch.Tensor, "item", no_sync)
-        _, loss = train_step(model, [batch], optimizer, scheduler, None, cfg, torch.device("cpu"), stats, info)
-    assert torch.isnan(loss) and stats[9] == 1
+        _, loss = train_step(model, objective, [(batch, 1.0, 0)], optimizer, scheduler, None, cfg.train, 1.0, stats, info)
+    assert torch.isnan(loss) and stats[SKIPPED] == 1
     assert torch.equal(weight, after_first) and int(optimizer.state[weight]["step"]) == 1
