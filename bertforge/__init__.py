@@ -16,7 +16,7 @@ _LAZY = {
     "BertForTokenClassification": "bertforge.model", "BertForQuestionAnswering": "bertforge.model",
     "BertForMultipleChoice": "bertforge.model", "MODEL_CLASSES": "bertforge.model", "PRESETS": "bertforge.model",
     "preset": "bertforge.model", "BertTokenizer": "bertforge.tokenization", "pipeline": "bertforge.pipelines",
-    "finetune": "bertforge.tasks.finetune", "FinetuneConfig": "bertforge.tasks.finetune",
+    "finetune": "bertforge.training.finetune", "FinetuneConfig": "bertforge.config",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

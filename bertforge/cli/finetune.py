@@ -1,18 +1,31 @@
-"""``bertforge finetune classification|ner|qa``: fine-tune a BERT checkpoint with BERT's recipe."""
+"""``bertforge finetune classification|ner|qa``: fine-tune a BERT checkpoint with BERT's recipe.
+
+The options are generated from ``FinetuneConfig``'s sections (``config.py``): optimizer and schedule, training,
+task, adaptation; only the files, ``--resume`` and ``--freeze-encoder`` (an alias of ``--strategy head``) are
+written here.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 
+# Training fields that fine-tuning does not take: it counts epochs, evaluates once per epoch, and its run directory
+# is --output (resumed with --resume).
+NOT_FOR_FINETUNING = frozenset({"train_iters", "save", "load", "eval_interval", "eval_iters", "export_hf"})
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import add_section
+    from bertforge.config import FinetuneConfig
+
+    defaults = FinetuneConfig()
     p = sub.add_parser("finetune", help="fine-tune a checkpoint: classification, ner or qa",
                        description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10%% warm-up then "
                                    "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
                                    "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
-                                   "id2label and the tokenizer; metrics per epoch go to OUTPUT/metrics.jsonl.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "id2label and the tokenizer; metrics go to OUTPUT/metrics.jsonl, checkpoints to "
+                                   "OUTPUT/checkpoints (--resume continues from the newest).", allow_abbrev=False)
     p.add_argument("task", choices=["classification", "ner", "qa"],
                    help="classification: CSV/TSV/JSONL (single-label, --multi-label, --regression; texts or pairs); "
                         "ner: CoNLL column files (IOB1 or IOB2); qa: SQuAD v1.1/v2.0 JSON")
@@ -21,80 +34,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--validation", required=True, help="file evaluated after each epoch (picks the best epoch)")
     p.add_argument("--test", default=None, help="file scored once with the best checkpoint")
     p.add_argument("--output", required=True, help="output directory")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=3)
-    g.add_argument("--lr", type=float, default=3e-5)
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--eval-batch-size", type=int, default=64)
-    g.add_argument("--max-length", type=int, default=None, help="tokens per window (default 128; 384 for qa)")
-    g.add_argument("--warmup-ratio", type=float, default=0.1)
-    g.add_argument("--weight-decay", type=float, default=0.01)
-    g.add_argument("--clip-grad", type=float, default=1.0)
-    g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (fast on CPUs with AMX and on GPUs)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when available)")
-    g.add_argument("--early-stopping-patience", type=int, default=None,
-                   help="stop after N epochs without improvement of the metric")
-    g.add_argument("--metric", default=None,
-                   help="metric that picks the best epoch (default accuracy / f1_micro / pearson; f1 for ner and qa)")
-    g.add_argument("--max-train-examples", type=int, default=None)
-    g.add_argument("--max-eval-examples", type=int, default=None)
-    g = p.add_argument_group("parameter-efficient training")
-    g.add_argument("--freeze-encoder", action="store_true", help="train the task head only")
-    g.add_argument("--lora-r", type=int, default=None, help="LoRA rank (enables LoRA)")
-    g.add_argument("--lora-alpha", type=float, default=16.0)
-    g.add_argument("--lora-dropout", type=float, default=0.0)
-    g.add_argument("--lora-targets", default="query,value",
-                   help="comma list of query,key,value,qkv,output,ffn_in,ffn_out")
-    g = p.add_argument_group("classification")
-    g.add_argument("--text-column", default="sentence")
-    g.add_argument("--text-pair-column", default=None)
-    g.add_argument("--label-column", default="label")
-    g.add_argument("--no-header", action="store_true", help="the files have no header row: name columns by index")
-    g.add_argument("--regression", action="store_true", help="numeric labels, MSE loss, Pearson/Spearman")
-    g.add_argument("--multi-label", action="store_true",
-                   help="any number of labels per row (JSON list or separated string), sigmoid outputs")
-    g.add_argument("--label-separator", default=",", help="separator of labels in a multi-label cell")
-    g = p.add_argument_group("ner")
-    g.add_argument("--scheme", default="auto", choices=["auto", "iob1", "iob2"], help="tag scheme of the files")
-    g.add_argument("--stride", type=int, default=None,
-                   help="overlap in tokens of windows of long inputs (ner: (max_length-2)//4; qa: 128)")
-    g = p.add_argument_group("qa")
-    g.add_argument("--doc-stride", type=int, default=None, help="alias of --stride for qa")
-    g.add_argument("--max-query-length", type=int, default=64)
-    g.add_argument("--n-best", type=int, default=20)
-    g.add_argument("--max-answer-length", type=int, default=30)
-    g.add_argument("--version-2", action=argparse.BooleanOptionalAction, default=None,
-                   help="allow no answer (default: when the training file has unanswerable questions)")
-    g.add_argument("--null-threshold", type=float, default=0.0)
+    p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its newest checkpoint")
+    add_section(p.add_argument_group("task"), "task", defaults.task)
+    add_section(p.add_argument_group("optimizer and schedule"), "optim", defaults.optim)
+    add_section(p.add_argument_group("training"), "train", defaults.train, skip=NOT_FOR_FINETUNING)
+    g = p.add_argument_group("adaptation (which parameters train)")
+    add_section(g, "adapt", defaults.adapt)
+    g.add_argument("--freeze-encoder", action="store_true", default=argparse.SUPPRESS,
+                   help="train the task head only (= --strategy head)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from bertforge.tasks.finetune import FinetuneConfig, finetune
+def build_config(args: argparse.Namespace):
+    """FinetuneConfig from the parsed flags (BERT's recipe where a flag is not given)."""
+    from bertforge.cli.fields import section_values
+    from bertforge.config import FinetuneConfig
 
-    stride = args.doc_stride if args.doc_stride is not None else args.stride
-    cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                         eval_batch_size=args.eval_batch_size, max_length=args.max_length,
-                         warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, clip_grad=args.clip_grad,
-                         seed=args.seed, bf16=args.bf16, device=args.device,
-                         early_stopping_patience=args.early_stopping_patience, freeze_encoder=args.freeze_encoder,
-                         lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
-                         lora_targets=tuple(args.lora_targets.split(",")), max_train_examples=args.max_train_examples,
-                         max_eval_examples=args.max_eval_examples, stride=stride,
-                         max_query_length=args.max_query_length, n_best=args.n_best,
-                         max_answer_length=args.max_answer_length, null_threshold=args.null_threshold)
-    kwargs: dict = {"cfg": cfg, "test_file": args.test}
-    if args.task == "classification":
-        kwargs.update(text_column=args.text_column, label_column=args.label_column,
-                      text_pair_column=args.text_pair_column, has_header=not args.no_header,
-                      regression=args.regression, multi_label=args.multi_label, label_separator=args.label_separator,
-                      metric=args.metric)
-    elif args.task == "ner":
-        kwargs.update(scheme=args.scheme, metric=args.metric or "f1")
-    else:
-        kwargs.update(version_2=args.version_2, metric=args.metric or "f1")
-    result = finetune(args.task, args.model, args.train, args.validation, args.output, **kwargs)
+    values = section_values(args)
+    if getattr(args, "freeze_encoder", False):
+        values.setdefault("adapt", {})["strategy"] = "head"
+    return FinetuneConfig().merged(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bertforge.training.finetune import finetune
+
+    cfg = build_config(args)
+    result = finetune(args.task, args.model, args.train, args.validation, args.output, cfg=cfg, test_file=args.test,
+                      resume=args.resume)
     print(json.dumps(result, indent=2))
     print(f"best model: {args.output}/best")
     return 0

@@ -8,7 +8,7 @@ from bertforge.utils import atomic_path
 
 
 def plot_metrics(metrics_path: str, png_path: str) -> None:
-    """Plot training loss / MLM accuracy (and evaluation points) from ``metrics_path`` into ``png_path``."""
+    """Plot the training losses and accuracies, and the evaluation scores, of ``metrics_path`` into ``png_path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,25 +19,34 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
         for line in fh:
             if line.strip():
                 r = json.loads(line)
-                (evals if "eval_mlm_loss" in r else train).append(r)
+                (evals if any(k.startswith("eval_") for k in r) else train).append(r)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        steps = [r["step"] for r in train]
-        ax_loss.plot(steps, [r["loss"] for r in train], label="train loss")
-        ax_loss.plot(steps, [r["mlm_loss"] for r in train], label="train MLM loss", alpha=0.7)
-        ax_acc.plot(steps, [r["mlm_accuracy"] for r in train], label="train MLM accuracy")
-        if "binary_accuracy" in train[0]:
-            ax_acc.plot(steps, [r.get("binary_accuracy", float("nan")) for r in train], label="train NSP/SOP accuracy")
-    if evals:
-        steps = [r["step"] for r in evals]
-        ax_loss.plot(steps, [r["eval_mlm_loss"] for r in evals], "o-", label="valid MLM loss")
-        ax_acc.plot(steps, [r["eval_mlm_accuracy"] for r in evals], "o-", label="valid MLM accuracy")
+
+    def curve(ax, records, key, label, style="-"):
+        points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+
+    # Training records: the loss and the objective's own losses and accuracies (MLM, NSP/SOP).
+    curve(ax_loss, train, "loss", "train loss")
+    for key in sorted({k for r in train for k in r if k.endswith("_loss")}):
+        curve(ax_loss, train, key, f"train {key.replace('_', ' ')}")
+    for key in sorted({k for r in train for k in r if k.endswith("_accuracy")}):
+        curve(ax_acc, train, key, f"train {key.replace('_', ' ')}")
+    # Evaluation records: losses on the left, every other score (accuracy, F1, ...) on the right.
+    for key in sorted({k for r in evals for k in r if k.startswith("eval_")}):
+        if key.endswith("perplexity"):
+            continue
+        curve(ax_loss if key.endswith("loss") or key.endswith("mse") else ax_acc, evals, key,
+              "valid " + key.removeprefix("eval_").replace("_", " "), "o-")
+    curve(ax_loss, evals, "train_loss", "train loss (mean since last evaluation)", "s--")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")
     ax_acc.set_xlabel("step")
-    ax_acc.set_ylabel("accuracy")
-    ax_loss.legend()
-    ax_acc.legend()
+    ax_acc.set_ylabel("accuracy / score")
+    for ax in (ax_loss, ax_acc):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     ax_loss.grid(alpha=0.3)
     ax_acc.grid(alpha=0.3)
     fig.tight_layout()

@@ -7,13 +7,14 @@ import json
 import pytest
 
 from bertforge.model import BertForSequenceClassification
-from bertforge.tasks.finetune import FinetuneConfig, finetune_classification
+from bertforge.config import FinetuneConfig
+from bertforge.training.finetune import finetune_classification
 
 
 @pytest.mark.parametrize("mode", ["full", "freeze", "lora"])
 def test_sst2_slice(minilm, data_dir, tmp_path, mode):
     sst = data_dir / "glue" / "SST-2"
-    cfg = FinetuneConfig(epochs=1, batch_size=16, max_length=48, lr=1e-4 if mode != "full" else 5e-5,
+    cfg = FinetuneConfig.build(epochs=1, batch_size=16, max_length=48, lr=1e-4 if mode != "full" else 5e-5,
                          max_train_examples=96, freeze_encoder=mode == "freeze",
                          lora_r=4 if mode == "lora" else None)
     result = finetune_classification(str(minilm), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(tmp_path),
@@ -23,7 +24,7 @@ def test_sst2_slice(minilm, data_dir, tmp_path, mode):
         assert result["trainable_parameters"] == 384 * 2 + 2  # the head alone
     if mode == "lora":
         assert result["trainable_parameters"] == 6 * 2 * (4 * 384 + 384 * 4) + 384 * 2 + 2
-    record = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    record = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "epoch" in r)
     assert record["epoch"] == 1 and "eval_accuracy" in record
     best = BertForSequenceClassification.from_pretrained(tmp_path / "best")
     assert best.config.id2label == {0: "0", 1: "1"} and not best.load_report.missing

@@ -9,7 +9,8 @@ import torch
 
 from bertforge import pipeline
 from bertforge.model import BertForQuestionAnswering, BertForTokenClassification
-from bertforge.tasks.finetune import FinetuneConfig, finetune_classification, finetune_ner, finetune_qa
+from bertforge.config import FinetuneConfig
+from bertforge.training.finetune import finetune_classification, finetune_ner, finetune_qa
 
 FAST = dict(epochs=1, batch_size=16, lr=1e-3, eval_batch_size=32)
 
@@ -35,7 +36,7 @@ def squad_slice(data_dir, path, articles=slice(0, 2), paragraphs=2, drop_answers
 
 def test_ner_on_conll_slice(tiny_checkpoint, data_dir, tmp_path):
     conll = data_dir / "conll2003"
-    cfg = FinetuneConfig(**FAST, max_length=24, max_train_examples=160, max_eval_examples=60)
+    cfg = FinetuneConfig.build(**FAST, max_length=24, max_train_examples=160, max_eval_examples=60)
     result = finetune_ner(str(tiny_checkpoint), str(conll / "eng.train"), str(conll / "eng.testa"), str(tmp_path),
                           test_file=str(conll / "eng.testa"), cfg=cfg, show_progress=False)
     assert {"precision", "recall", "f1", "f1_PER", "test_f1"} <= set(result)
@@ -53,7 +54,7 @@ def test_ner_on_conll_slice(tiny_checkpoint, data_dir, tmp_path):
 def test_ner_lora_trains_only_adapters_and_head(tiny_checkpoint, data_dir, tmp_path):
     conll = data_dir / "conll2003"
     before = BertForTokenClassification.from_pretrained(tiny_checkpoint, num_labels=9)
-    cfg = FinetuneConfig(**FAST, max_length=32, max_train_examples=48, max_eval_examples=16, lora_r=2)
+    cfg = FinetuneConfig.build(**FAST, max_length=32, max_train_examples=48, max_eval_examples=16, lora_r=2)
     finetune_ner(str(tiny_checkpoint), str(conll / "eng.train"), str(conll / "eng.testa"), str(tmp_path), cfg=cfg,
                  show_progress=False)
     after = BertForTokenClassification.from_pretrained(tmp_path / "best")
@@ -71,7 +72,7 @@ def test_ner_lora_trains_only_adapters_and_head(tiny_checkpoint, data_dir, tmp_p
 def test_qa_on_squad_slice(tiny_checkpoint, data_dir, tmp_path, version_2):
     train = squad_slice(data_dir, tmp_path / "train.json", slice(0, 2), drop_answers_every=3 if version_2 else None)
     valid = squad_slice(data_dir, tmp_path / "valid.json", slice(2, 3), drop_answers_every=3 if version_2 else None)
-    cfg = FinetuneConfig(**FAST, max_length=128, stride=32, max_query_length=32)
+    cfg = FinetuneConfig.build(**FAST, max_length=128, stride=32, max_query_length=32)
     result = finetune_qa(str(tiny_checkpoint), str(train), str(valid), str(tmp_path / "out"), cfg=cfg,
                          show_progress=False)
     assert 0.0 <= result["exact_match"] <= result["f1"] <= 100.0
@@ -93,7 +94,7 @@ def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
              "labels": (["positive"] if i % 2 else []) + (["long"] if i % 3 == 0 else [])} for i in range(96)]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = FinetuneConfig(epochs=8, batch_size=16, lr=3e-3)
+    cfg = FinetuneConfig.build(epochs=8, batch_size=16, lr=3e-3)
     result = finetune_classification(str(tiny_checkpoint), str(path), str(path), str(tmp_path / "out"),
                                      text_column="text", label_column="labels", multi_label=True, cfg=cfg,
                                      show_progress=False)
