@@ -118,3 +118,70 @@ def test_bf16_warns_where_it_is_emulated(monkeypatch, caplog):
     assert "--bf16: this CPU has no native bf16 matrix units" in caplog.text
     monkeypatch.setattr(utils, "fast_bf16", lambda device_type="cpu": True)
     assert utils.warn_if_emulated_bf16("cpu", "--bf16") is False
+
+
+def test_a_new_config_field_appears_as_a_flag_with_no_other_edit():
+    """The CLI is generated from the config dataclasses: a field added to a section is a flag, typed, range-checked
+    and documented by its docstring."""
+    import argparse
+    import dataclasses
+
+    from bertforge.cli.fields import add_section, section_values
+    from bertforge.config import TrainConfig, opt
+
+    @dataclasses.dataclass(kw_only=True)
+    class Extended(TrainConfig):
+        warm_restarts: int = opt(2, minimum=1)
+        """Restarts of the schedule, in cycles."""
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_section(parser, "train", Extended())
+    assert "Restarts of the schedule, in cycles. (default: 2)" in parser.format_help()
+    args = parser.parse_args(["--warm-restarts", "5", "--batch-size", "3"])
+    assert section_values(args) == {"train": {"warm_restarts": 5, "micro_batch_size": 3}}
+    with pytest.raises(argparse.ArgumentError, match="must be >= 1"):
+        parser.parse_args(["--warm-restarts", "0"])
+
+
+def test_every_config_field_is_a_flag():
+    import dataclasses
+
+    from bertforge.cli.fields import flag_of
+    from bertforge.cli.finetune import NOT_FOR_FINETUNING
+    from bertforge.config import AdaptConfig, DataConfig, OptimConfig, TaskConfig, TrainConfig
+    from bertforge.model.config import BertConfig
+
+    def flags(command):
+        parser = bertforge.cli.main.build_parser()
+        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+        return {s for a in sub._actions for s in a.option_strings}
+
+    pretrain, finetune = flags("pretrain"), flags("finetune")
+    def expected(section):  # a switch that defaults to True is written --no-NAME
+        return {flag_of(f).replace("--", "--no-") if f.default is True else flag_of(f)
+                for f in dataclasses.fields(section)}
+
+    for section in (DataConfig, OptimConfig, TrainConfig):
+        assert expected(section) <= pretrain
+    assert "--no-export-hf" in pretrain and "--num-layers" in pretrain and "--ffn-hidden-size" in pretrain
+    assert {flag_of(f) for f in dataclasses.fields(BertConfig) if f.metadata.get("flag")} <= pretrain
+    for section in (TaskConfig, AdaptConfig, OptimConfig):
+        assert expected(section) <= finetune
+    not_fields = {"--" + name.replace("_", "-") for name in NOT_FOR_FINETUNING} | {"--no-export-hf"}
+    assert expected(TrainConfig) - not_fields <= finetune and not (not_fields & finetune)
+    assert {"--batch-size", "--warmup-ratio", "--doc-stride"} <= finetune
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pretrain", "--micro-batch-size", "0"], "argument --micro-batch-size/--batch-size: must be >= 1"),
+    (["pretrain", "--lr", "fast"], "argument --lr: 'fast' is not a number"),
+    (["pretrain", "--binary-head", "xyz"], "argument --binary-head: invalid choice"),
+    (["finetune", "ner", "--model", "m", "--train", "t", "--validation", "v", "--output", "o", "--strategy", "x"],
+     "argument --strategy: invalid choice"),
+    (["finetune", "qa", "--model", "m", "--train", "t", "--validation", "v", "--output", "o", "--lora-targets",
+      "query,nope"], "argument --lora-targets: 'query,nope': choose a comma list"),
+])
+def test_bad_flag_values_fail_by_name_before_any_work(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err
