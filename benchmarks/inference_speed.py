@@ -32,7 +32,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import matmul_peak  # noqa: E402
 
 
-
 def workloads(vocab: int) -> dict[str, dict]:
     g = torch.Generator().manual_seed(0)
     out = {}

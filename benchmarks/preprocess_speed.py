@@ -94,7 +94,6 @@ def main() -> int:
     print(f"ceiling: tokenizers encode_batch alone {results['tokenizers_encode_MB/s']:.2f} MB/s; "
           f"sentence splitting alone {results['sentence_split_MB/s']:.2f} MB/s")
     # Sample builder + masking.
-    import numpy as np
 
     from bertforge.data.dataset import PretrainingStream
     from bertforge.data.indexed import IndexedDataset

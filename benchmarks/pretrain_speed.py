@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -28,7 +29,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import matmul_peak, profile_shares  # noqa: E402
-
 
 
 def main() -> int:
@@ -95,7 +95,7 @@ def main() -> int:
         first: dict[str, float] = {}
         ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype_name == "bf16" else contextlib.nullcontext
 
-        def one_step(model, loss_fn, opt):
+        def one_step(model, loss_fn, opt, ctx=ctx):
             with ctx():
                 loss = loss_fn(model)
             loss.backward()
@@ -118,7 +118,7 @@ def main() -> int:
                          "first_step_s": first[name], "all_steps_s": [round(t, 3) for t in ts]}
         row["ratio"] = row["bertforge"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
         if args.profile:
-            row["profile"] = {name: profile_shares(lambda: one_step(model, loss_fn, opts[name]))
+            row["profile"] = {name: profile_shares(functools.partial(one_step, model, loss_fn, opts[name]))
                               for name, (model, loss_fn) in systems.items()}
         results[dtype_name] = row
         print(f"{dtype_name}: peak {peak / 1e12:.2f} TFLOP/s | bertforge {row['bertforge']['tokens_per_s']:,.0f} tok/s "

@@ -23,7 +23,7 @@ import typing
 from typing import Any
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring under each field of a dataclass (the string literal that follows its annotation)."""
     try:
@@ -84,7 +84,7 @@ def add_section(parser: argparse.ArgumentParser | argparse._ArgumentGroup, secti
     ``skip``: field names left out; ``flagged_only``: only fields whose metadata names a flag (the model config,
     whose other fields are not command-line options). Returns the flags added."""
     hints = typing.get_type_hints(type(instance))
-    docs = field_docs(type(instance))
+    docs = field_docs(type(instance))  # type: ignore[arg-type]  # classes are hashable
     added = []
     for f in dataclasses.fields(instance):
         meta = f.metadata

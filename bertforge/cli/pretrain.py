@@ -107,7 +107,7 @@ def _preset(name: str) -> dict:
 
 def _recipe(bf16: bool) -> dict:
     """DEFAULT_RECIPE as {section: {field: value}}."""
-    r = DEFAULT_RECIPE
+    r: dict = DEFAULT_RECIPE
     return {"model": {**_preset(r["preset"]), "hidden_dropout_prob": r["hidden_dropout"],
                       "attention_probs_dropout_prob": r["attention_dropout"],
                       "max_position_embeddings": r["max_position_embeddings"]},

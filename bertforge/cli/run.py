@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _read_inputs(path: str, task: str) -> list:
     from bertforge.tasks.readers import read_jsonl
 
-    items = []
+    items: list = []
     for number, obj in read_jsonl(path):
         if task == "question-answering":
             if not isinstance(obj, dict) or "question" not in obj or "context" not in obj:

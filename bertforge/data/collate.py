@@ -12,7 +12,8 @@ sample. No padding token is stored.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,7 @@ def collate_padded(samples: Sequence[dict], pad_id: int, pad_to: int | None = No
     return batch
 
 
-def collate_packed(samples: Sequence[dict]) -> dict[str, torch.Tensor | int]:
+def collate_packed(samples: Sequence[dict]) -> dict[str, Any]:
     """Concatenate samples into one packed row: (T,) tensors plus cu_seqlens (B + 1,) and max_seqlen."""
     lengths = np.array([len(s["input_ids"]) for s in samples], dtype=np.int32)
     cu = np.zeros(len(samples) + 1, dtype=np.int32)

@@ -11,7 +11,7 @@ import ast
 import os
 import re
 import sysconfig
-from typing import Iterator
+from collections.abc import Iterator
 
 _CODE_LINE = re.compile(r"^\s*(>>>|\.\.\.|[$#]|[\w.]+\(.*\)\s*$)")
 
@@ -30,7 +30,9 @@ def python_docs(max_docs: int | None = None, min_chars: int = 200) -> Iterator[s
     """Documents of English prose from the Python installation: pydoc topics, then stdlib docstrings (sorted order)."""
     count = 0
     try:
-        from pydoc_data.topics import topics
+        from pydoc_data.topics import topics as found
+
+        topics: dict[str, str] = dict(found)
     except ImportError:  # some distributions strip pydoc_data
         topics = {}
     for key in sorted(topics):

@@ -8,8 +8,8 @@ without changing what any sample is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,7 @@ class PretrainingStream:
         self.seed = seed
         self.weights = np.asarray(weights if weights is not None else [len(s) for s in sources], dtype=np.float64)
         self.epoch_size = int(sum(len(s) for s in self.sources))
-        self._which, self._kth = blend_indices(self.weights, self.epoch_size)
+        self._which, self._kth = blend_indices(self.weights.tolist(), self.epoch_size)
 
     def __len__(self) -> int:
         """Samples per epoch."""

@@ -99,7 +99,7 @@ class Masker:
         words: list[list[int]] = []
         for pos in candidates.tolist():
             if (self.whole_word_mask and words and words[-1][-1] == pos - 1
-                    and self.is_continuation[tokens[pos]]):
+                    and self.is_continuation[tokens[pos]]):  # type: ignore[index]  # set with whole_word_mask
                 words[-1].append(pos)
             else:
                 words.append([pos])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class PretrainingSamples:
     def __len__(self) -> int:
         return len(self.index)
 
-    def get(self, index: int, epoch: int = 0) -> dict[str, np.ndarray | int]:
+    def get(self, index: int, epoch: int = 0) -> dict[str, Any]:
         """Sample ``index`` of ``epoch``: input ids (with specials), segment ids and the binary label (-100 if none)."""
         doc, first, end, target = (int(x) for x in self.index[index])
         rng = np.random.default_rng([self.seed, epoch, index, 1])

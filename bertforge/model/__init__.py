@@ -17,7 +17,7 @@ from bertforge.model.heads import (
 )
 from bertforge.model.pretrained import LoadReport, PreTrainedBert
 
-MODEL_CLASSES = {"BertModel": BertModel, **HEAD_CLASSES}
+MODEL_CLASSES: dict[str, type[PreTrainedBert]] = {"BertModel": BertModel, **HEAD_CLASSES}
 
 __all__ = [
     "BaseModelOutput", "BertConfig", "BertForMaskedLM", "BertForMultipleChoice", "BertForPreTraining",

@@ -28,7 +28,7 @@ from bertforge.model.padding import Packing, pad, unpad
 try:  # PyTorch's FlashAttention varlen kernel (CUDA, fp16/bf16)
     from torch.nn.attention.varlen import varlen_attn as _varlen_attn
 except ImportError:  # older PyTorch
-    _varlen_attn = None
+    _varlen_attn = None  # type: ignore[assignment]
 
 PER_SEQUENCE_MIN_LENGTH = 128
 """CPU training with attention dropout computes attention one sequence at a time from this batch length on (sum of
@@ -66,7 +66,8 @@ def _packed(qkv: torch.Tensor, num_heads: int, D: int, key_mask: torch.Tensor | 
     H = H3 // 3
     if _varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
         q, k, v = qkv.view(T, 3, num_heads, D).unbind(1)  # each (T, N, D)
-        return _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen).reshape(T, H)
+        ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)
+        return ctx.reshape(T, H)  # type: ignore[union-attr]  # a tensor unless return_aux is asked for
     if dropout_p > 0.0 and not qkv.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
         return _per_sequence(qkv, num_heads, D, p, dropout_p)
     B, S = p.batch, p.seq

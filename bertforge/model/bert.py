@@ -36,8 +36,15 @@ from torch import nn
 from bertforge.model.attention import attend
 from bertforge.model.config import BertConfig
 from bertforge.model.dropout import Dropout
-from bertforge.model.padding import (Packing, key_mask_from_cu_seqlens, pad, packing, packing_from_cu_seqlens,
-                                     unpad, worth_unpadding)
+from bertforge.model.padding import (
+    Packing,
+    key_mask_from_cu_seqlens,
+    packing,
+    packing_from_cu_seqlens,
+    pad,
+    unpad,
+    worth_unpadding,
+)
 from bertforge.model.pretrained import PreTrainedBert
 
 ATTENTION_BACKENDS = ("sdpa", "eager")
@@ -225,7 +232,7 @@ class BertModel(PreTrainedBert):
             padding = longest = -1
         else:
             padding, longest = torch.stack([(~real).sum(), real.sum(-1).max()]).tolist() if real.numel() else (0, 0)
-        key_mask = real[:, None, None, :] if padding else None
+        key_mask = real[:, None, None, :] if padding and real is not None else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
         if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
@@ -246,7 +253,7 @@ class BertModel(PreTrainedBert):
         """The layer stack on embeddings x (padded or packed): last hidden state, and the per-layer hidden states
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
-        attentions = [] if output_attentions else None
+        attentions: list | None = [] if output_attentions else None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, probs = torch.utils.checkpoint.checkpoint(layer, x, key_mask, backend, packed, use_reentrant=False)

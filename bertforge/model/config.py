@@ -131,7 +131,7 @@ class BertConfig:
                 out[f.name] = getattr(self, f.name)
         if out["architectures"] is None:
             del out["architectures"]
-        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["id2label"] = {str(k): v for k, v in (self.id2label or {}).items()}
         out["model_type"] = self.model_type
         return dict(sorted(out.items()))
 

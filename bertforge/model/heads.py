@@ -181,7 +181,7 @@ def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, label
             return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).float())
         return F.mse_loss(logits, labels.float())
     if problem == "single_label_classification":
-        return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1).long(), ignore_index=IGNORE_INDEX)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1).long(), ignore_index=IGNORE_INDEX)
     return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
@@ -193,7 +193,7 @@ class BertForSequenceClassification(PreTrainedBert):
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=True)
         self.dropout = _classifier_dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels or 2)
         init_weights(self.classifier, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
@@ -214,7 +214,7 @@ class BertForTokenClassification(PreTrainedBert):
         self.num_labels = config.num_labels
         self.bert = BertModel(config, add_pooling_layer=False)
         self.dropout = _classifier_dropout(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels or 2)
         init_weights(self.classifier, config)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,

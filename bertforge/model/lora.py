@@ -11,6 +11,7 @@ Target names: ``query``, ``key``, ``value`` (rows of our fused ``qkv_proj``: eac
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,7 +81,7 @@ class LoRALinear(nn.Module):
             self.merged = False
 
 
-def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+def apply_lora(model: Any, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
                targets: tuple[str, ...] = ("query", "value")) -> list[LoRALinear]:
     """Wrap the target projections of every encoder layer; freeze all but LoRA and the task head. Returns wrappers."""
     bad = [t for t in targets if t not in TARGETS]
@@ -96,7 +97,8 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float
         if "qkv" in targets:
             qkv_slices = [(0, 3 * H)]
         else:
-            qkv_slices = [(_QKV_SLICE[t] * H, (_QKV_SLICE[t] + 1) * H) for t in sorted(qkv_parts, key=_QKV_SLICE.get)]
+            parts = sorted(qkv_parts, key=_QKV_SLICE.__getitem__)
+            qkv_slices = [(_QKV_SLICE[t] * H, (_QKV_SLICE[t] + 1) * H) for t in parts]
         if qkv_slices:
             layer.attn.qkv_proj = LoRALinear(layer.attn.qkv_proj, r, alpha, dropout, qkv_slices)
             wrapped.append(layer.attn.qkv_proj)

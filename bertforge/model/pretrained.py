@@ -6,8 +6,8 @@ A directory holds ``config.json`` and ``model.safetensors`` (or ``pytorch_model.
 
 from __future__ import annotations
 
-import json
 import inspect
+import json
 import os
 from dataclasses import dataclass, field
 

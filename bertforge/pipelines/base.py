@@ -4,7 +4,8 @@ length-sorted batches with results in input order, and the windows that keep lon
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,9 @@ class Pipeline:
         max_length: tokens per window (default: the smaller of the tokenizer's and the model's limits); longer
             inputs are split into overlapping windows, never truncated.
     """
+
+    __call__: Callable[..., Any]  # each task's pipeline defines its own call
+
 
     task = ""
     model_class: type[PreTrainedBert]

@@ -87,7 +87,7 @@ class QuestionAnsweringPipeline(Pipeline):
         answers = [{"score": score, "start": a, "end": b, "answer": ex.context[a:b]} for (a, b), score in spans.items()]
         if impossible:
             answers.append({"score": null, "start": 0, "end": 0, "answer": ""})
-        answers.sort(key=lambda a: -a["score"])
+        answers.sort(key=lambda a: -float(a["score"]))  # type: ignore[arg-type]
         if not answers:
             answers = [{"score": 0.0, "start": 0, "end": 0, "answer": ""}]
         return answers[:top_k]

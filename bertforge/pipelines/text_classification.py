@@ -53,13 +53,15 @@ class TextClassificationPipeline(Pipeline):
             raise ValueError(f"function_to_apply={function!r} is not one of {FUNCTIONS}")
         if window_aggregation not in ("mean", "max"):
             raise ValueError(f"window_aggregation={window_aggregation!r} must be 'mean' or 'max'")
-        feats, owner = [], []
+        feats: list[dict] = []
+        owner: list[int] = []
         for with_pair in (False, True):  # single texts and pairs are encoded apart (a batch may mix them)
             chosen = [i for i, p in enumerate(pairs) if (p is not None) == with_pair]
             if not chosen:
                 continue
             enc, window_owner = self._windows([texts[i] for i in chosen],
-                                              [pairs[i] for i in chosen] if with_pair else None, stride)
+                                              [pairs[i] for i in chosen] if with_pair else None,  # type: ignore[misc]
+                                              stride)
             feats.extend(self._features(enc))
             owner.extend(chosen[k] for k in window_owner)
         logits = self._predict(feats, lambda out: [out.logits])
@@ -68,7 +70,7 @@ class TextClassificationPipeline(Pipeline):
             x = logits[j][0]
             per_input[i].append(softmax(x) if function == "softmax" else sigmoid(x) if function == "sigmoid" else x)
         id2label = self.config.id2label
-        results = []
+        results: list = []
         for windows in per_input:
             stacked = np.stack(windows)
             scores = stacked.mean(0) if window_aggregation == "mean" else stacked.max(0)

@@ -43,7 +43,7 @@ def classification_labels(rows: list[dict], path: str, kind: str, label2id: dict
         if not names:
             raise ValueError(f"{path}: no labels found in column for labels")
         label2id = {name: i for i, name in enumerate(names)}
-    values = []
+    values: list = []
     for r, names in zip(rows, per_row):
         for name in names:
             if name not in label2id:

@@ -8,7 +8,7 @@ sequences of similar length (little padding), and returns the results in the inp
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

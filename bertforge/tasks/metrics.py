@@ -15,7 +15,7 @@ import math
 import re
 import string
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -60,7 +60,7 @@ def matthews_corrcoef(pred: Sequence[int], gold: Sequence[int]) -> float:
     return float((c * s - (t * p).sum()) / denom) if denom else 0.0
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     _same_length(x, y)
     x, y = x - x.mean(), y - y.mean()

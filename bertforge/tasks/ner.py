@@ -8,7 +8,7 @@ some window, and a word's prediction is read from the window where it has the mo
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -57,7 +57,8 @@ def ner_features(tok: BertTokenizer, sentences: Sequence[Sequence[str]], max_len
                 return_attention_mask=False, return_token_type_ids=False) if sentences else None
     features: list[dict] = []
     for i, words in enumerate(sentences):
-        counts = np.bincount([w for w in whole.word_ids(i) if w is not None], minlength=len(words)).tolist()
+        counts = np.bincount([w for w in whole.word_ids(i) if w is not None],  # type: ignore[union-attr]
+                             minlength=len(words)).tolist()
         for start, end in word_windows(counts, max_length - 2, stride):
             features.append({"sentence": i, "start": start, "end": end, "words": list(words[start:end])})
     if not features:

@@ -13,8 +13,8 @@ score is the lowest [CLS] start + end over the windows; the answer is empty when
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -72,7 +72,7 @@ def read_table(path: str, text_column: str | int, label_column: str | int | None
                 continue
             if len(row) < width:
                 raise ValueError(f"{path}: line {number}: {len(row)} columns, expected at least {width}")
-            rows.append({"text": row[cols[0]], "text_pair": None if cols[1] is None else row[cols[1]],
+            rows.append({"text": row[cols[0]], "text_pair": None if cols[1] is None else row[cols[1]],  # type: ignore[index]
                          "label": None if cols[2] is None else row[cols[2]], "line": number})
     return rows
 

@@ -6,7 +6,7 @@ any window of an overflowing encoding.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from bertforge.constants import IGNORE_INDEX
 

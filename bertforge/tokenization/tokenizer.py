@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
@@ -103,6 +104,18 @@ class BertTokenizer:
         tokenize_chinese_chars: put spaces around CJK characters so each is its own word.
         model_max_length: the length used when truncation or max_length padding is asked for without max_length.
     """
+
+    # The special tokens and their ids, set from SPECIAL_TOKENS and the vocabulary.
+    pad_token: str
+    unk_token: str
+    cls_token: str
+    sep_token: str
+    mask_token: str
+    pad_token_id: int
+    unk_token_id: int
+    cls_token_id: int
+    sep_token_id: int
+    mask_token_id: int
 
     def __init__(self, vocab_file: str | os.PathLike | None = None, lowercase: bool = True,
                  strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
@@ -320,7 +333,7 @@ class BertTokenizer:
     def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False):
         """Id(s) -> token string(s)."""
         if isinstance(ids, int) or (hasattr(ids, "dim") and ids.dim() == 0):
-            return self._ids_to_tokens[int(ids)]
+            return self._ids_to_tokens[int(ids)]  # type: ignore[arg-type]  # an int or a 0-d tensor
         skip = set(self.all_special_ids) if skip_special_tokens else set()
         return [self._ids_to_tokens[int(i)] for i in ids if int(i) not in skip]
 

@@ -8,7 +8,7 @@ distinct words, not with the corpus size. Bytes that are not UTF-8 are an error 
 from __future__ import annotations
 
 import os
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import WordPiece
@@ -72,7 +72,7 @@ def train_vocab(files: Sequence[str | os.PathLike] | None = None, *, texts: Iter
     if files is not None:
         batches: Iterable = iter_text_files(files, errors=errors, bar=show_progress)
     else:
-        batches = ([t] for t in texts)
+        batches = ([t] for t in texts or ())
     seen = {"chars": 0}
 
     def counted():

@@ -30,8 +30,9 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ class BatchPlan:
     def step_range(self, step: int) -> tuple[int, int]:
         if self.epoch_size is None:
             return step * self.global_batch, (step + 1) * self.global_batch
-        epoch, b = divmod(step, self.steps_per_epoch)  # type: ignore[arg-type]
+        epoch, b = divmod(step, math.ceil(self.epoch_size / self.global_batch))
         start = epoch * self.epoch_size + b * self.global_batch
         return start, min(start + self.global_batch, (epoch + 1) * self.epoch_size)
 
@@ -157,7 +158,7 @@ def train_step(model: nn.Module, objective: Objective, micro_batches: list[tuple
     for j, (batch, weight, seed) in enumerate(micro_batches):
         sync = j == n - 1 or not hasattr(model, "no_sync")
         torch.manual_seed(seed)  # dropout: a function of (seed, sample position), whatever the number of ranks
-        with contextlib.nullcontext() if sync else model.no_sync():
+        with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
             with autocast(info.device, train.bf16, train.fp16):
                 out = objective.forward(model, batch)
             loss = out.loss * weight
@@ -276,7 +277,7 @@ class TrainResult:
 def wrap(model: nn.Module, train: TrainConfig, info: dist_.DistInfo) -> nn.Module:
     """The model as training runs it: FSDP shards each encoder layer and the whole model in place; DDP wraps a
     finished model; compile last."""
-    wrapped = model
+    wrapped: Any = model
     if train.fsdp:
         from torch.distributed.fsdp import fully_shard
 
@@ -287,7 +288,7 @@ def wrap(model: nn.Module, train: TrainConfig, info: dist_.DistInfo) -> nn.Modul
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
     if train.compile:
-        wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+        wrapped = torch.compile(wrapped)
         logger.info("torch.compile: the first step includes compilation")
     return wrapped
 
@@ -353,18 +354,18 @@ def fit(job: Job) -> TrainResult:
             if step % t.log_interval == 0 or step == stop_at:
                 check_nonfinite(stats, t.on_nonfinite, last_log_step + 1, step)
                 now = time.perf_counter()
-                record = _log_record(job.objective, stats, info, step, scheduler.get_last_lr()[0], grad_norm,
-                                     now - last_log_time, step - last_log_step)
+                log = _log_record(job.objective, stats, info, step, scheduler.get_last_lr()[0], grad_norm,
+                                  now - last_log_time, step - last_log_step)
                 stats.zero_()
                 last_log_time, last_log_step = now, step
-                result.last_log = record
-                bar.set_postfix_str(job.postfix(record))
+                result.last_log = log
+                bar.set_postfix_str(job.postfix(log))
                 if metrics_path and info.is_main:
-                    _append(metrics_path, record)
+                    _append(metrics_path, log)
             evaluated = False
             if job.evaluate is not None and ((job.eval_every and step % job.eval_every == 0) or step == job.steps):
                 evaluated = True
-                record = {"step": step}
+                record: dict[str, float] = {"step": step}
                 if plan.steps_per_epoch:
                     record["epoch"] = step / plan.steps_per_epoch
                 record["train_loss"] = float(dist_.mean(since_eval, info)) / max(steps_since_eval, 1)
@@ -439,12 +440,12 @@ def full_state(model: nn.Module, optimizer=None) -> tuple[dict, dict | None]:
 
 def _save(job: Job, step: int, model, optimizer, scheduler, scaler, loop: dict, info: dist_.DistInfo) -> None:
     model_state, optim_state = full_state(model, optimizer)
-    states = [None] * info.world_size
+    states: list[Any] = [None] * info.world_size
     if info.enabled:
         torch.distributed.all_gather_object(states, ckpt.rng_state())
     else:
         states = [ckpt.rng_state()]
-    if info.is_main:
+    if info.is_main and job.run_dir:
         state = {"step": step, "consumed_samples": job.plan.step_range(step)[0], "optimizer": optim_state,
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                  "rng": states, "world_size": info.world_size, "loop": loop}
@@ -452,9 +453,9 @@ def _save(job: Job, step: int, model, optimizer, scheduler, scaler, loop: dict, 
                                     job.config_yaml, job.train.keep_last)
         if job.after_save is not None:
             job.after_save(path)
-        metrics = os.path.join(job.run_dir, "metrics.jsonl")  # type: ignore[arg-type]
+        metrics = os.path.join(job.run_dir, "metrics.jsonl")
         if os.path.exists(metrics):
-            plot_metrics(metrics, os.path.join(job.run_dir, "curves.png"))  # type: ignore[arg-type]
+            plot_metrics(metrics, os.path.join(job.run_dir, "curves.png"))
         logger.info("step %d: checkpoint %s", step, path)
     dist_.barrier(info)
 

@@ -27,8 +27,9 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ import torch
 from bertforge.config import AdaptConfig, FinetuneConfig
 from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertforge.model.lora import LoRALinear, apply_lora, merge_lora
+from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tasks import metrics as M
 from bertforge.tasks.classification import classification_labels, classification_metrics, encode_rows, predictions
 from bertforge.tasks.features import collate, predict
@@ -95,7 +97,7 @@ def _has_adapters(model: torch.nn.Module) -> bool:
     return any(isinstance(m, LoRALinear) for m in model.modules())
 
 
-def _plain(model: torch.nn.Module, state: dict, cfg: AdaptConfig) -> torch.nn.Module:
+def _plain(model: PreTrainedBert, state: dict, cfg: AdaptConfig) -> PreTrainedBert:
     """A CPU copy of ``model`` with the weights ``state`` (bertforge names, as trained) and adapters merged in: an
     ordinary BERT that saves as a Hugging Face directory. Built from the config, so FSDP shards never need copying."""
     plain = type(model)(model.config)
@@ -120,7 +122,7 @@ class _Task:
     """What a task function hands the common driver."""
 
     name: str
-    model: torch.nn.Module
+    model: PreTrainedBert
     tokenizer: BertTokenizer
     train_features: list[dict]
     evaluate: Callable[[torch.nn.Module], tuple[dict, list]]
@@ -291,8 +293,8 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
     valid_features = encode_rows(tok, valid_rows, max_length, None)  # encoded once, evaluated every epoch
 
     def test(best):
-        rows = rows_of(test_file)  # type: ignore[arg-type]
-        gold, _ = classification_labels(rows, test_file, kind, label2id, tc.label_separator)  # type: ignore[arg-type]
+        rows = rows_of(test_file)
+        gold, _ = classification_labels(rows, test_file, kind, label2id, tc.label_separator)
         return evaluate_rows(best, rows, encode_rows(tok, rows, max_length, None), gold)
 
     task = _Task("classification", model, tok, encode_rows(tok, train_rows, max_length, y_train),
@@ -342,7 +344,7 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
     valid_features = features(valid)  # encoded once, evaluated every epoch
 
     def test(best):
-        sentences = read_conll(test_file, tc.scheme)  # type: ignore[arg-type]
+        sentences = read_conll(test_file, tc.scheme)
         return evaluate_sentences(best, sentences, features(sentences))
 
     train_features = ner_features(tok, [s["tokens"] for s in train], max_length, stride, [s["tags"] for s in train],
@@ -396,7 +398,7 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
     valid_features = features(valid)  # encoded once, evaluated every epoch
 
     def test(best):
-        examples = read_squad(test_file)  # type: ignore[arg-type]
+        examples = read_squad(test_file)
         return evaluate_examples(best, examples, features(examples))
 
     task = _Task("qa", model, tok, qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),

@@ -14,7 +14,8 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train, evals = [], []
+    train: list[dict] = []
+    evals: list[dict] = []
     with open(metrics_path, encoding="utf-8") as fh:
         for line in fh:
             if line.strip():

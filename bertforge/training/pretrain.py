@@ -31,9 +31,8 @@ from bertforge.model import BertForMaskedLM, BertForPreTraining
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
-from bertforge.training.engine import (BatchPlan, Job, NonFiniteLossError, Objective, TrainResult, fit, loader,
-                                       to_device)
-from bertforge.utils import autocast, atomic_directory, logger
+from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, Objective, TrainResult, fit, loader, to_device
+from bertforge.utils import atomic_directory, autocast, logger
 
 __all__ = ["Data", "MLMObjective", "NonFiniteLossError", "TrainResult", "build_data", "build_model", "evaluate",
            "pretrain"]
@@ -61,11 +60,11 @@ def build_data(cfg: RunConfig) -> Data:
     train, valid, weights, valid_weights = [], [], [], []
     for weight, prefix in parse_data_path(d.data_path):
         ds = IndexedDataset(prefix)
-        if ds.dtype.kind in "iu" and tok.vocab_size > np.iinfo(ds.dtype).max + 1:
+        if ds.dtype.kind in "iu" and tok.vocab_size > int(np.iinfo(ds.dtype).max) + 1:  # type: ignore[type-var]
             raise ValueError(f"{prefix}: {ds.dtype} tokens cannot hold the {tok.vocab_size}-token vocabulary of "
                              f"{d.vocab_file}; was it preprocessed with another vocabulary?")
         (t0, t1), (v0, v1), _ = split_ranges(ds.num_documents, d.split)
-        common = dict(max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head,
+        common: dict = dict(max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head,
                       seed=cfg.train.seed)
         train.append(PretrainingSamples(ds, specials, documents=np.arange(t0, t1), **common))
         weights.append(weight)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bertforge.model import BertForSequenceClassification
 from bertforge.config import FinetuneConfig
+from bertforge.model import BertForSequenceClassification
 from bertforge.training.finetune import finetune_classification
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from bertforge import pipeline
-from bertforge.model import BertForQuestionAnswering, BertForTokenClassification
 from bertforge.config import FinetuneConfig
+from bertforge.model import BertForQuestionAnswering, BertForTokenClassification
 from bertforge.training.finetune import finetune_classification, finetune_ner, finetune_qa
 
 FAST = dict(epochs=1, batch_size=16, lr=1e-3, eval_batch_size=32)

@@ -258,8 +258,8 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
     """The fused AdamW path decides "skip this update" on the device: no .item() in the step, and a NaN step leaves
     every weight and the optimizer's step count as they were."""
     from bertforge.training import distributed as dist_
-    from bertforge.training.optim import build_optimizer, build_scheduler
     from bertforge.training.engine import N_ENGINE_STATS, SKIPPED, BatchPlan, loader, train_step
+    from bertforge.training.optim import build_optimizer, build_scheduler
     from bertforge.training.pretrain import MLMObjective, build_data, build_model, collate_fn
 
     cfg = tiny_run(corpus)

@@ -230,7 +230,7 @@ def test_mlm_at_masked_positions_only_matches_full_head(config):
 
 
 def test_packing_round_trip_and_left_padding():
-    from bertforge.model.padding import pad, packing, unpad, worth_unpadding
+    from bertforge.model.padding import packing, pad, unpad, worth_unpadding
 
     mask = torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1], [1, 0, 0, 0]])
     p = packing(mask)

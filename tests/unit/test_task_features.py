@@ -104,7 +104,7 @@ def test_best_answer_across_windows_and_null(tok):
     feats = qa_features(tok, [ex], max_length=12, doc_stride=2, max_query_length=4)
     assert len(feats) >= 2
     logits = []
-    for j, f in enumerate(feats):
+    for f in feats:
         s, e = np.zeros(len(f["input_ids"])), np.zeros(len(f["input_ids"]))
         for t, off in enumerate(f["offsets"]):
             if off == (context.index("the mat"), context.index("the mat") + 3):
