@@ -1,6 +1,7 @@
 # bertforge: two commands for a fresh machine with only Python on it.
 #   make demo   set up .venv and run the main job: pretraining on the embedded corpus (bertforge pretrain)
 #   make test   set up .venv (with the test extras) and run the test suite
+#   make lint   ruff (lint + format check) and mypy on the package
 # Torch: if the Python that creates the venv already has torch, the venv sees it (yours is kept); otherwise the CPU build
 # TORCH_SPEC is installed. Off this machine, add TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU wheel.
 
@@ -12,7 +13,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup setup-test demo test clean
+.PHONY: setup setup-test demo test lint clean
 
 $(VENV)/.created:
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -40,6 +41,11 @@ demo: setup
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup-test
+	$(BIN)/ruff check bertforge tests benchmarks
+	$(BIN)/ruff format --check bertforge tests benchmarks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -95,7 +95,7 @@ def add_section(parser: argparse.ArgumentParser | argparse._ArgumentGroup, secti
         kind, optional = _base_type(hints[f.name])
         default = getattr(instance, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = docs.get(f.name, "") + (f" (default: {shown})" if default not in (None, False) else "")
+        help_text = docs.get(f.name, "") + (f" (default: {shown})" if default is not None and default is not False else "")
         kw: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
                               "help": help_text.replace("%", "%%")}
         if kind is bool and optional:

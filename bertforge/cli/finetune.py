@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     defaults = FinetuneConfig()
     p = sub.add_parser("finetune", help="fine-tune a checkpoint: classification, ner or qa",
-                       description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10%% warm-up then "
+                       description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
                                    "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
                                    "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
                                    "id2label and the tokenizer; metrics go to OUTPUT/metrics.jsonl, checkpoints to "
