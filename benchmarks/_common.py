@@ -17,7 +17,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3, trials: int = 
         start = time.perf_counter()
         for _ in range(reps):
             a @ b
-        best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - start))
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
     return best
 
 

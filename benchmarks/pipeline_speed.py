@@ -46,21 +46,33 @@ def main() -> int:
     bertforge.BertTokenizer.from_pretrained(minilm).save_pretrained(cls_dir)
     systems = {
         "text-classification": {
-            "bertforge": (bertforge.pipeline("text-classification", model=cls_dir, batch_size=args.batch_size),
-                          lambda p: p(texts)),
-            "transformers": (transformers.pipeline("text-classification", model=cls_dir, device="cpu"),
-                             lambda p: p(texts, batch_size=args.batch_size)),
+            "bertforge": (
+                bertforge.pipeline("text-classification", model=cls_dir, batch_size=args.batch_size),
+                lambda p: p(texts),
+            ),
+            "transformers": (
+                transformers.pipeline("text-classification", model=cls_dir, device="cpu"),
+                lambda p: p(texts, batch_size=args.batch_size),
+            ),
         },
         "feature-extraction": {
-            "bertforge": (bertforge.pipeline("sentence-embedding", model=minilm, batch_size=args.batch_size),
-                          lambda p: p(texts)),
-            "transformers": (transformers.pipeline("feature-extraction", model=minilm, device="cpu"),
-                             lambda p: [np.asarray(x)[0].mean(0) for x in p(texts, batch_size=args.batch_size)]),
+            "bertforge": (
+                bertforge.pipeline("sentence-embedding", model=minilm, batch_size=args.batch_size),
+                lambda p: p(texts),
+            ),
+            "transformers": (
+                transformers.pipeline("feature-extraction", model=minilm, device="cpu"),
+                lambda p: [np.asarray(x)[0].mean(0) for x in p(texts, batch_size=args.batch_size)],
+            ),
         },
     }
-    results = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-               "torch": torch.__version__, "transformers": transformers.__version__, "sentences": len(texts),
-               "batch_size": args.batch_size}
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "sentences": len(texts),
+        "batch_size": args.batch_size,
+    }
     for task, pair in systems.items():
         best = {name: float("inf") for name in pair}
         for _ in range(args.rounds):

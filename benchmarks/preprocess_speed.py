@@ -31,17 +31,26 @@ def vocab_file() -> str:
 
 def run_preprocess(inputs: list[str], prefix: str, workers: int) -> dict:
     """Preprocess in a child process; report its wall time and peak RSS (ru_maxrss of the children)."""
-    code = ("import sys, json; from bertforge.data.preprocess import preprocess; "
-            f"s = preprocess({inputs!r}, {prefix!r}, {vocab_file()!r}, workers={workers}, errors='replace', "
-            "show_progress=False); print(json.dumps(s.__dict__))")
+    code = (
+        "import sys, json; from bertforge.data.preprocess import preprocess; "
+        f"s = preprocess({inputs!r}, {prefix!r}, {vocab_file()!r}, workers={workers}, errors='replace', "
+        "show_progress=False); print(json.dumps(s.__dict__))"
+    )
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     secs = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     stats = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"workers": workers, "MB": stats["bytes_read"] / 1e6, "seconds": secs, "MB/s": stats["bytes_read"] / 1e6 / secs,
-            "peak_rss_MB_max_child": max(peak, before) / 1024, "tokens": stats["tokens"], "documents": stats["documents"]}
+    return {
+        "workers": workers,
+        "MB": stats["bytes_read"] / 1e6,
+        "seconds": secs,
+        "MB/s": stats["bytes_read"] / 1e6 / secs,
+        "peak_rss_MB_max_child": max(peak, before) / 1024,
+        "tokens": stats["tokens"],
+        "documents": stats["documents"],
+    }
 
 
 def main() -> int:
@@ -65,17 +74,21 @@ def main() -> int:
     small.write_bytes(big.read_bytes()[: 10 * 1024 * 1024])
     # Fresh processes so that each peak RSS is its own (ru_maxrss of children is a running max, so small runs first).
     for name, path in (("10MB", small), ("100MB", big)):
-        code = ("import json, resource; from bertforge.data.preprocess import preprocess; "
-                f"s = preprocess([{str(path)!r}], {str(work / name)!r}, {vocab_file()!r}, workers=2, errors='replace',"
-                " show_progress=False); "
-                "print(json.dumps({'MB': s.bytes_read / 1e6, 's': s.seconds, "
-                "'rss_MB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
-                "'worker_rss_MB': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+        code = (
+            "import json, resource; from bertforge.data.preprocess import preprocess; "
+            f"s = preprocess([{str(path)!r}], {str(work / name)!r}, {vocab_file()!r}, workers=2, errors='replace',"
+            " show_progress=False); "
+            "print(json.dumps({'MB': s.bytes_read / 1e6, 's': s.seconds, "
+            "'rss_MB': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+            "'worker_rss_MB': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+        )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         results[f"memory_{name}"] = r
-        print(f"{name}: {r['MB']:.0f} MB in {r['s']:.1f}s ({r['MB'] / r['s']:.2f} MB/s); peak RSS main "
-              f"{r['rss_MB']:.0f} MB, largest worker {r['worker_rss_MB']:.0f} MB")
+        print(
+            f"{name}: {r['MB']:.0f} MB in {r['s']:.1f}s ({r['MB'] / r['s']:.2f} MB/s); peak RSS main "
+            f"{r['rss_MB']:.0f} MB, largest worker {r['worker_rss_MB']:.0f} MB"
+        )
     # Ceiling: the tokenizer alone on the same sentences.
     from bertforge.data.sentences import split_sentences
     from bertforge.tokenization import BertTokenizer
@@ -85,14 +98,16 @@ def main() -> int:
     sentences = [s for block in text.split("\n\n") for s in split_sentences(block)]
     start = time.perf_counter()
     for i in range(0, len(sentences), 4096):
-        tok.encode_batch(sentences[i:i + 4096], add_special_tokens=False)
+        tok.encode_batch(sentences[i : i + 4096], add_special_tokens=False)
     secs = time.perf_counter() - start
     results["tokenizers_encode_MB/s"] = len(text) / 1e6 / secs
     start = time.perf_counter()
     split_sentences(text)
     results["sentence_split_MB/s"] = len(text) / 1e6 / (time.perf_counter() - start)
-    print(f"ceiling: tokenizers encode_batch alone {results['tokenizers_encode_MB/s']:.2f} MB/s; "
-          f"sentence splitting alone {results['sentence_split_MB/s']:.2f} MB/s")
+    print(
+        f"ceiling: tokenizers encode_batch alone {results['tokenizers_encode_MB/s']:.2f} MB/s; "
+        f"sentence splitting alone {results['sentence_split_MB/s']:.2f} MB/s"
+    )
     # Sample builder + masking.
 
     from bertforge.data.dataset import PretrainingStream
@@ -103,8 +118,9 @@ def main() -> int:
     full = BertTokenizer(vocab_file())
     ds = IndexedDataset(str(work / "g1_text_sentence"))
     start = time.perf_counter()
-    samples = PretrainingSamples(ds, SpecialIds.from_tokenizer(full), max_seq_length=128, binary_head="nsp", seed=0,
-                                 cache_dir=str(work))
+    samples = PretrainingSamples(
+        ds, SpecialIds.from_tokenizer(full), max_seq_length=128, binary_head="nsp", seed=0, cache_dir=str(work)
+    )
     index_secs = time.perf_counter() - start
     stream = PretrainingStream([samples], Masker.from_tokenizer(full), seed=0)
     n = 20000
@@ -114,8 +130,10 @@ def main() -> int:
     secs = time.perf_counter() - start
     results["sample_index"] = {"samples": len(samples), "build_seconds": index_secs}
     results["samples_per_second"] = n / secs
-    print(f"sample index: {len(samples):,} samples in {index_secs:.1f}s; sample + mask: {n / secs:,.0f} samples/s "
-          f"(seq 128, NSP, one process)")
+    print(
+        f"sample index: {len(samples):,} samples in {index_secs:.1f}s; sample + mask: {n / secs:,.0f} samples/s "
+        f"(seq 128, NSP, one process)"
+    )
     out_dir = Path(args.out) if args.out else work
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "preprocess_results.json").write_text(json.dumps(results, indent=2))

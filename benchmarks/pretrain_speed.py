@@ -39,10 +39,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--dtypes", default="fp32")
     ap.add_argument("--compile", action="store_true", help="add bertforge under torch.compile (compile time recorded)")
-    ap.add_argument("--tune-malloc", action="store_true",
-                    help="call bertforge.utils.tune_malloc() first (as the CLI does)")
-    ap.add_argument("--profile", action="store_true",
-                    help="after timing, profile one more step of each system: top operators' share of the step")
+    ap.add_argument(
+        "--tune-malloc", action="store_true", help="call bertforge.utils.tune_malloc() first (as the CLI does)"
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="after timing, profile one more step of each system: top operators' share of the step",
+    )
     args = ap.parse_args()
     import transformers
 
@@ -66,9 +70,13 @@ def main() -> int:
     chosen[:, 0] = chosen[:, -1] = False
     labels[chosen] = ids[chosen]
     masked = ids.masked_fill(chosen, 103)
-    batch = dict(input_ids=masked, attention_mask=torch.ones(B, S, dtype=torch.long),
-                 token_type_ids=torch.zeros(B, S, dtype=torch.long), labels=labels,
-                 next_sentence_label=torch.randint(0, 2, (B,), generator=g))
+    batch = dict(
+        input_ids=masked,
+        attention_mask=torch.ones(B, S, dtype=torch.long),
+        token_type_ids=torch.zeros(B, S, dtype=torch.long),
+        labels=labels,
+        next_sentence_label=torch.randint(0, 2, (B,), generator=g),
+    )
     positions = (labels.flatten() != -100).nonzero().flatten()
     systems = {
         "bertforge": (ours, lambda m: m(**batch, mlm_positions=positions).loss),
@@ -84,9 +92,15 @@ def main() -> int:
     emb = sum(p.numel() for p in ours.bert.embeddings.parameters())
     # Model FLOPs of the work the step needs (fwd + bwd = 3 x fwd): encoder and heads' matrices on every token, the
     # decoder (H x V) on the predicted tokens, attention scores and context; embedding lookups are not FLOPs.
-    flops_per_step = (6 * (params - emb) * B * S + 6 * H * V * len(positions) + 12 * L * B * S * S * H)
-    results: dict = {"machine": f"{os.cpu_count()} cores, bf16 native: {fast_bf16()}", "preset": args.preset,
-                     "batch": B, "seq": S, "params": params, "tune_malloc": tuned}
+    flops_per_step = 6 * (params - emb) * B * S + 6 * H * V * len(positions) + 12 * L * B * S * S * H
+    results: dict = {
+        "machine": f"{os.cpu_count()} cores, bf16 native: {fast_bf16()}",
+        "preset": args.preset,
+        "batch": B,
+        "seq": S,
+        "params": params,
+        "tune_malloc": tuned,
+    }
     for dtype_name in args.dtypes.split(","):
         dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
         peak = matmul_peak(dtype)
@@ -114,16 +128,25 @@ def main() -> int:
         row = {"matmul_peak_TFLOPs": peak / 1e12}
         for name, ts in times.items():
             best = sorted(ts)[len(ts) // 2]
-            row[name] = {"tokens_per_s": B * S / best, "step_s": best, "MFU": flops_per_step / best / peak,
-                         "first_step_s": first[name], "all_steps_s": [round(t, 3) for t in ts]}
+            row[name] = {
+                "tokens_per_s": B * S / best,
+                "step_s": best,
+                "MFU": flops_per_step / best / peak,
+                "first_step_s": first[name],
+                "all_steps_s": [round(t, 3) for t in ts],
+            }
         row["ratio"] = row["bertforge"]["tokens_per_s"] / row["transformers"]["tokens_per_s"]
         if args.profile:
-            row["profile"] = {name: profile_shares(functools.partial(one_step, model, loss_fn, opts[name]))
-                              for name, (model, loss_fn) in systems.items()}
+            row["profile"] = {
+                name: profile_shares(functools.partial(one_step, model, loss_fn, opts[name]))
+                for name, (model, loss_fn) in systems.items()
+            }
         results[dtype_name] = row
-        print(f"{dtype_name}: peak {peak / 1e12:.2f} TFLOP/s | bertforge {row['bertforge']['tokens_per_s']:,.0f} tok/s "
-              f"(MFU {row['bertforge']['MFU']:.0%}) | transformers {row['transformers']['tokens_per_s']:,.0f} tok/s "
-              f"(MFU {row['transformers']['MFU']:.0%}) | ratio {row['ratio']:.2f}x")
+        print(
+            f"{dtype_name}: peak {peak / 1e12:.2f} TFLOP/s | bertforge {row['bertforge']['tokens_per_s']:,.0f} tok/s "
+            f"(MFU {row['bertforge']['MFU']:.0%}) | transformers {row['transformers']['tokens_per_s']:,.0f} tok/s "
+            f"(MFU {row['transformers']['MFU']:.0%}) | ratio {row['ratio']:.2f}x"
+        )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"pretrain_results_{args.preset}{'_tuned' if tuned else ''}.json").write_text(json.dumps(results, indent=2))

@@ -55,7 +55,7 @@ def main() -> int:
     ref = transformers.BertTokenizerFast.from_pretrained(vocab_dir)
     texts = load_text(args.mb)
     mb = sum(len(t) for t in texts) / 1e6
-    batches = [texts[i:i + args.batch] for i in range(0, len(texts), args.batch)]
+    batches = [texts[i : i + args.batch] for i in range(0, len(texts), args.batch)]
     kwargs = dict(truncation=True, max_length=512, return_offsets_mapping=True)
     n_tokens = sum(len(ids) for b in batches for ids in ours(b, **kwargs)["input_ids"])
     best = {"bertforge": float("inf"), "transformers": float("inf")}
@@ -65,8 +65,10 @@ def main() -> int:
             for b in batches:
                 tok(b, **kwargs)
             best[name] = min(best[name], time.perf_counter() - start)
-    print(f"{len(texts)} texts, {mb:.1f} MB, {n_tokens:,} tokens, batch {args.batch}, {os.cpu_count()} cores, "
-          f"best of {args.repeat}")
+    print(
+        f"{len(texts)} texts, {mb:.1f} MB, {n_tokens:,} tokens, batch {args.batch}, {os.cpu_count()} cores, "
+        f"best of {args.repeat}"
+    )
     for name, secs in best.items():
         print(f"{name:<13} {n_tokens / secs / 1e6:6.2f} M tokens/s  {mb / secs:6.2f} MB/s")
     print(f"ratio bertforge / transformers: {best['transformers'] / best['bertforge']:.2f}x")

@@ -11,12 +11,21 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "BertConfig": "bertforge.model", "BertModel": "bertforge.model", "BertForPreTraining": "bertforge.model",
-    "BertForMaskedLM": "bertforge.model", "BertForSequenceClassification": "bertforge.model",
-    "BertForTokenClassification": "bertforge.model", "BertForQuestionAnswering": "bertforge.model",
-    "BertForMultipleChoice": "bertforge.model", "MODEL_CLASSES": "bertforge.model", "PRESETS": "bertforge.model",
-    "preset": "bertforge.model", "BertTokenizer": "bertforge.tokenization", "pipeline": "bertforge.pipelines",
-    "finetune": "bertforge.training.finetune", "FinetuneConfig": "bertforge.config",
+    "BertConfig": "bertforge.model",
+    "BertModel": "bertforge.model",
+    "BertForPreTraining": "bertforge.model",
+    "BertForMaskedLM": "bertforge.model",
+    "BertForSequenceClassification": "bertforge.model",
+    "BertForTokenClassification": "bertforge.model",
+    "BertForQuestionAnswering": "bertforge.model",
+    "BertForMultipleChoice": "bertforge.model",
+    "MODEL_CLASSES": "bertforge.model",
+    "PRESETS": "bertforge.model",
+    "preset": "bertforge.model",
+    "BertTokenizer": "bertforge.tokenization",
+    "pipeline": "bertforge.pipelines",
+    "finetune": "bertforge.training.finetune",
+    "FinetuneConfig": "bertforge.config",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -32,9 +32,17 @@ STRATEGIES = ("full", "head", "lora")
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
 
 
-def opt(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, flag: str | None = None,
-        aliases: tuple[str, ...] = (), choices: tuple[str, ...] | None = None, cli: bool = True,
-        minimum: float | None = None, metavar: str | None = None) -> Any:
+def opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    flag: str | None = None,
+    aliases: tuple[str, ...] = (),
+    choices: tuple[str, ...] | None = None,
+    cli: bool = True,
+    minimum: float | None = None,
+    metavar: str | None = None,
+) -> Any:
     """A config field with command-line metadata: ``flag`` (default ``--field-name``), extra ``aliases``, allowed
     ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users."""
     meta = {"flag": flag, "aliases": aliases, "choices": choices, "cli": cli, "minimum": minimum, "metavar": metavar}
@@ -189,8 +197,10 @@ class TrainConfig:
         global_batch = self.global_batch_size or self.micro_batch_size * world_size
         per_step = self.micro_batch_size * world_size
         if global_batch % per_step:
-            raise ValueError(f"--global-batch-size ({global_batch}) must be a multiple of --micro-batch-size "
-                             f"({self.micro_batch_size}) x data-parallel ranks ({world_size}) = {per_step}")
+            raise ValueError(
+                f"--global-batch-size ({global_batch}) must be a multiple of --micro-batch-size "
+                f"({self.micro_batch_size}) x data-parallel ranks ({world_size}) = {per_step}"
+            )
         return global_batch // per_step
 
 
@@ -285,8 +295,11 @@ class _Sections:
         out = {}
         for name in self.SECTIONS:
             section = getattr(self, name)
-            out[name] = section.to_dict() if isinstance(section, BertConfig) else {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
+            out[name] = (
+                section.to_dict()
+                if isinstance(section, BertConfig)
+                else {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
+            )
         return out
 
     def to_yaml(self) -> str:
@@ -347,8 +360,10 @@ class RunConfig(_Sections):
     def __post_init__(self) -> None:
         t = self.train
         if self.data.seq_length > self.model.max_position_embeddings:
-            raise ValueError(f"data.seq_length ({self.data.seq_length}) exceeds model.max_position_embeddings "
-                             f"({self.model.max_position_embeddings})")
+            raise ValueError(
+                f"data.seq_length ({self.data.seq_length}) exceeds model.max_position_embeddings "
+                f"({self.model.max_position_embeddings})"
+            )
         for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
             if getattr(t, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")

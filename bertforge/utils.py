@@ -56,8 +56,12 @@ def warn_if_emulated_bf16(device_type: str, what: str) -> bool:
     0.87 s in fp32, bf16 inference ran 6x slower than fp32."""
     if fast_bf16(device_type):
         return False
-    logger.warning("%s: this %s has no native bf16 matrix units (%s); bf16 is emulated here and far slower than fp32",
-                   what, device_type.upper(), "AMX / AVX512-BF16" if device_type == "cpu" else "bf16 support")
+    logger.warning(
+        "%s: this %s has no native bf16 matrix units (%s); bf16 is emulated here and far slower than fp32",
+        what,
+        device_type.upper(),
+        "AMX / AVX512-BF16" if device_type == "cpu" else "bf16 support",
+    )
     return True
 
 
@@ -146,8 +150,14 @@ class _LogProgress:
 
 
 @contextmanager
-def progress(total: float | None = None, desc: str = "", unit: str = "it", unit_scale: bool = False,
-             enabled: bool = True, interval: float = 10.0):
+def progress(
+    total: float | None = None,
+    desc: str = "",
+    unit: str = "it",
+    unit_scale: bool = False,
+    enabled: bool = True,
+    interval: float = 10.0,
+):
     """The one progress display: a tqdm bar on a terminal, log lines every ``interval`` seconds otherwise.
 
     Yields an object with ``update(n)`` and ``set_postfix_str(text)``.

@@ -15,8 +15,15 @@ DATA_DIR = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parent
 
 def tiny_config(**overrides) -> BertConfig:
     """Odd, coprime sizes (vocab 99, hidden 32, intermediate 37) so that a swapped dimension cannot pass."""
-    fields = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-                  max_position_embeddings=64, type_vocab_size=2)
+    fields = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+    )
     fields.update(overrides)
     return BertConfig(**fields)
 
@@ -26,12 +33,12 @@ def random_batch(config: BertConfig, batch: int = 3, seq: int = 7, seed: int = 0
     g = torch.Generator().manual_seed(seed)
     input_ids = torch.randint(1, config.vocab_size, (batch, seq), generator=g)
     token_type_ids = torch.zeros_like(input_ids)
-    token_type_ids[:, seq // 2:] = 1
+    token_type_ids[:, seq // 2 :] = 1
     attention_mask = torch.ones_like(input_ids)
     if pad:
         for row in range(1, batch):
             n = seq - 2 * row
-            attention_mask[row, max(n, 1):] = 0
+            attention_mask[row, max(n, 1) :] = 0
         input_ids = input_ids.masked_fill(attention_mask == 0, config.pad_token_id)
     return dict(input_ids=input_ids, token_type_ids=token_type_ids, attention_mask=attention_mask)
 

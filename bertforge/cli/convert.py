@@ -9,12 +9,14 @@ import os
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="training checkpoint / run / BERT dir -> clean Hugging Face directory",
-                       description=__doc__)
+    p = sub.add_parser(
+        "convert", help="training checkpoint / run / BERT dir -> clean Hugging Face directory", description=__doc__
+    )
     p.add_argument("source", help="checkpoint directory, run directory, or Hugging Face BERT directory")
     p.add_argument("--output", required=True, help="directory to write")
-    p.add_argument("--architecture", default=None,
-                   help="class to save as (default: the one in config.json), e.g. BertForMaskedLM")
+    p.add_argument(
+        "--architecture", default=None, help="class to save as (default: the one in config.json), e.g. BertForMaskedLM"
+    )
     p.set_defaults(func=run)
 
 

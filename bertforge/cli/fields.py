@@ -33,8 +33,13 @@ def field_docs(cls: type) -> dict[str, str]:
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs = {}
     for node, following in zip(body, body[1:]):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
             docs[node.target.id] = " ".join(following.value.value.split())
     return docs
 
@@ -77,8 +82,14 @@ def flag_of(f: dataclasses.Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def add_section(parser: argparse.ArgumentParser | argparse._ArgumentGroup, section: str, instance: Any, *,
-                skip: frozenset[str] | set[str] = frozenset(), flagged_only: bool = False) -> list[str]:
+def add_section(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    section: str,
+    instance: Any,
+    *,
+    skip: frozenset[str] | set[str] = frozenset(),
+    flagged_only: bool = False,
+) -> list[str]:
     """Add a flag for every field of the dataclass ``instance`` (its values are the defaults shown in --help).
 
     ``skip``: field names left out; ``flagged_only``: only fields whose metadata names a flag (the model config,
@@ -95,9 +106,14 @@ def add_section(parser: argparse.ArgumentParser | argparse._ArgumentGroup, secti
         kind, optional = _base_type(hints[f.name])
         default = getattr(instance, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
-        help_text = docs.get(f.name, "") + (f" (default: {shown})" if default is not None and default is not False else "")
-        kw: dict[str, Any] = {"dest": f"{section}.{f.name}", "default": argparse.SUPPRESS,
-                              "help": help_text.replace("%", "%%")}
+        help_text = docs.get(f.name, "") + (
+            f" (default: {shown})" if default is not None and default is not False else ""
+        )
+        kw: dict[str, Any] = {
+            "dest": f"{section}.{f.name}",
+            "default": argparse.SUPPRESS,
+            "help": help_text.replace("%", "%%"),
+        }
         if kind is bool and optional:
             kw["action"] = argparse.BooleanOptionalAction
         elif kind is bool and default:

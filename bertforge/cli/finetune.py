@@ -20,15 +20,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     from bertforge.config import FinetuneConfig
 
     defaults = FinetuneConfig()
-    p = sub.add_parser("finetune", help="fine-tune a checkpoint: classification, ner or qa",
-                       description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
-                                   "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
-                                   "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
-                                   "id2label and the tokenizer; metrics go to OUTPUT/metrics.jsonl, checkpoints to "
-                                   "OUTPUT/checkpoints (--resume continues from the newest).", allow_abbrev=False)
-    p.add_argument("task", choices=["classification", "ner", "qa"],
-                   help="classification: CSV/TSV/JSONL (single-label, --multi-label, --regression; texts or pairs); "
-                        "ner: CoNLL column files (IOB1 or IOB2); qa: SQuAD v1.1/v2.0 JSON")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint: classification, ner or qa",
+        description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
+        "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
+        "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
+        "id2label and the tokenizer; metrics go to OUTPUT/metrics.jsonl, checkpoints to "
+        "OUTPUT/checkpoints (--resume continues from the newest).",
+        allow_abbrev=False,
+    )
+    p.add_argument(
+        "task",
+        choices=["classification", "ner", "qa"],
+        help="classification: CSV/TSV/JSONL (single-label, --multi-label, --regression; texts or pairs); "
+        "ner: CoNLL column files (IOB1 or IOB2); qa: SQuAD v1.1/v2.0 JSON",
+    )
     p.add_argument("--model", required=True, help="Hugging Face BERT directory")
     p.add_argument("--train", required=True, help="training file")
     p.add_argument("--validation", required=True, help="file evaluated after each epoch (picks the best epoch)")
@@ -40,8 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_section(p.add_argument_group("training"), "train", defaults.train, skip=NOT_FOR_FINETUNING)
     g = p.add_argument_group("adaptation (which parameters train)")
     add_section(g, "adapt", defaults.adapt)
-    g.add_argument("--freeze-encoder", action="store_true", default=argparse.SUPPRESS,
-                   help="train the task head only (= --strategy head)")
+    g.add_argument(
+        "--freeze-encoder",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="train the task head only (= --strategy head)",
+    )
     p.set_defaults(func=run)
 
 
@@ -60,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
     from bertforge.training.finetune import finetune
 
     cfg = build_config(args)
-    result = finetune(args.task, args.model, args.train, args.validation, args.output, cfg=cfg, test_file=args.test,
-                      resume=args.resume)
+    result = finetune(
+        args.task,
+        args.model,
+        args.train,
+        args.validation,
+        args.output,
+        cfg=cfg,
+        test_file=args.test,
+        resume=args.resume,
+    )
     print(json.dumps(result, indent=2))
     print(f"best model: {args.output}/best")
     return 0

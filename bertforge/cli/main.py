@@ -19,7 +19,8 @@ COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "run", "convert",
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertforge",
-        description="Pretrain, fine-tune and run BERT encoders (Hugging Face and Megatron-LM compatible).")
+        description="Pretrain, fine-tune and run BERT encoders (Hugging Face and Megatron-LM compatible).",
+    )
     parser.add_argument("--version", action="version", version=f"bertforge {bertforge.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

@@ -9,37 +9,73 @@ from bertforge.tokenization.tokenizer import TOKENIZER_TYPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("preprocess", help="tokenize a corpus into Megatron .bin/.idx files",
-                       description="Tokenize text into Megatron-LM MMIDIDX datasets ({prefix}_{key}_sentence.bin/.idx)."
-                                   " Streams with constant memory; output is written atomically.")
-    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
-                   help="JSON lines (.jsonl/.json, one document per line) or plain text files")
+    p = sub.add_parser(
+        "preprocess",
+        help="tokenize a corpus into Megatron .bin/.idx files",
+        description="Tokenize text into Megatron-LM MMIDIDX datasets ({prefix}_{key}_sentence.bin/.idx)."
+        " Streams with constant memory; output is written atomically.",
+    )
+    p.add_argument(
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="FILE",
+        help="JSON lines (.jsonl/.json, one document per line) or plain text files",
+    )
     p.add_argument("--json-keys", nargs="+", default=["text"], help="JSON fields to tokenize (one dataset each)")
     p.add_argument("--output-prefix", required=True, help="path prefix of the output files")
     p.add_argument("--vocab-file", required=True, help="BERT vocab.txt")
-    p.add_argument("--tokenizer-type", default="BertWordPieceLowerCase", choices=sorted(TOKENIZER_TYPES),
-                   help="uncased (BertWordPieceLowerCase) or cased (BertWordPieceCase)")
+    p.add_argument(
+        "--tokenizer-type",
+        default="BertWordPieceLowerCase",
+        choices=sorted(TOKENIZER_TYPES),
+        help="uncased (BertWordPieceLowerCase) or cased (BertWordPieceCase)",
+    )
     split = p.add_mutually_exclusive_group()
-    split.add_argument("--split-sentences", dest="split_sentences", action="store_true", default=True,
-                       help="one sequence per sentence (the default; BERT's sentence pairs need it)")
-    split.add_argument("--no-split-sentences", dest="split_sentences", action="store_false",
-                       help="one sequence per document (Megatron's default without --split-sentences)")
+    split.add_argument(
+        "--split-sentences",
+        dest="split_sentences",
+        action="store_true",
+        default=True,
+        help="one sequence per sentence (the default; BERT's sentence pairs need it)",
+    )
+    split.add_argument(
+        "--no-split-sentences",
+        dest="split_sentences",
+        action="store_false",
+        help="one sequence per document (Megatron's default without --split-sentences)",
+    )
     p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
     p.add_argument("--append-eod", action="store_true", help="append [SEP] to each document's last sentence")
-    p.add_argument("--document-per-file", action="store_true",
-                   help="plain text: each file is one document (default: each blank-line-separated block)")
-    p.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="non-UTF-8 bytes: fail naming file, line and offset (strict) or replace with U+FFFD")
+    p.add_argument(
+        "--document-per-file",
+        action="store_true",
+        help="plain text: each file is one document (default: each blank-line-separated block)",
+    )
+    p.add_argument(
+        "--errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="non-UTF-8 bytes: fail naming file, line and offset (strict) or replace with U+FFFD",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bertforge.data.preprocess import preprocess
 
-    stats = preprocess(args.input, args.output_prefix, args.vocab_file,
-                       lowercase=TOKENIZER_TYPES[args.tokenizer_type], json_keys=args.json_keys,
-                       split_sentences_=args.split_sentences, workers=args.workers, append_eod=args.append_eod,
-                       document_per_file=args.document_per_file, errors=args.errors)
+    stats = preprocess(
+        args.input,
+        args.output_prefix,
+        args.vocab_file,
+        lowercase=TOKENIZER_TYPES[args.tokenizer_type],
+        json_keys=args.json_keys,
+        split_sentences_=args.split_sentences,
+        workers=args.workers,
+        append_eod=args.append_eod,
+        document_per_file=args.document_per_file,
+        errors=args.errors,
+    )
     print(stats.summary())
     for prefix in stats.outputs:
         print(f"wrote {prefix}.bin and {prefix}.idx")

@@ -18,15 +18,31 @@ from bertforge.model.config import PRESETS
 # The embedded-corpus recipe: what learns most in a few CPU minutes (measured on 2 cores: the tiny preset with
 # dropout off and MLM only left the unigram plateau within 250 steps at lr 2e-3; mini with NSP, dropout and lr 1e-3
 # was still on it after 300). Any flag given on the command line overrides these.
-DEFAULT_RECIPE = dict(preset="tiny", seq_length=128, micro_batch_size=32, train_iters=900, lr=2e-3,
-                      lr_warmup_fraction=0.06, hidden_dropout=0.0, attention_dropout=0.0, binary_head="none",
-                      eval_interval=300, eval_iters=20, log_interval=50, save_interval=300,
-                      max_position_embeddings=512)
+DEFAULT_RECIPE = dict(
+    preset="tiny",
+    seq_length=128,
+    micro_batch_size=32,
+    train_iters=900,
+    lr=2e-3,
+    lr_warmup_fraction=0.06,
+    hidden_dropout=0.0,
+    attention_dropout=0.0,
+    binary_head="none",
+    eval_interval=300,
+    eval_iters=20,
+    log_interval=50,
+    save_interval=300,
+    max_position_embeddings=512,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="pretrain BERT (Megatron-LM pretrain_bert.py flags)",
-                       description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain BERT (Megatron-LM pretrain_bert.py flags)",
+        description=__doc__.split("\n\n")[0],
+        allow_abbrev=False,
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 
@@ -52,10 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_section(t, "train", TrainConfig())
     t.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
     t.add_argument("--config", default=S, help="YAML recipe with sections model, data, optim, train")
-    t.add_argument("--work-dir", default=S, help="where the default corpus and its vocabulary are built "
-                                               "(default: ~/.cache/bertforge)")
-    t.add_argument("--no-demo", dest="demo", action="store_false", default=S,
-                   help="skip the closing fill-mask demo")
+    t.add_argument(
+        "--work-dir",
+        default=S,
+        help="where the default corpus and its vocabulary are built (default: ~/.cache/bertforge)",
+    )
+    t.add_argument("--no-demo", dest="demo", action="store_false", default=S, help="skip the closing fill-mask demo")
 
 
 def build_config(args: argparse.Namespace):
@@ -69,8 +87,10 @@ def build_config(args: argparse.Namespace):
     given = vars(args)
     for flag in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
         if given.get(flag, 1) != 1:
-            raise ValueError(f"--{flag.replace('_', '-')} {given[flag]} is not supported: bertforge trains with "
-                             "data parallelism (DDP) only; use torchrun --nproc_per_node N")
+            raise ValueError(
+                f"--{flag.replace('_', '-')} {given[flag]} is not supported: bertforge trains with "
+                "data parallelism (DDP) only; use torchrun --nproc_per_node N"
+            )
     flags = section_values(args)
     if given.get("bert_no_binary_head"):
         flags.setdefault("data", {})["binary_head"] = "none"
@@ -108,13 +128,21 @@ def _preset(name: str) -> dict:
 def _recipe(bf16: bool) -> dict:
     """DEFAULT_RECIPE as {section: {field: value}}."""
     r: dict = DEFAULT_RECIPE
-    return {"model": {**_preset(r["preset"]), "hidden_dropout_prob": r["hidden_dropout"],
-                      "attention_probs_dropout_prob": r["attention_dropout"],
-                      "max_position_embeddings": r["max_position_embeddings"]},
-            "data": {"seq_length": r["seq_length"], "binary_head": r["binary_head"]},
-            "optim": {"lr": r["lr"], "lr_warmup_fraction": r["lr_warmup_fraction"]},
-            "train": {k: r[k] for k in ("micro_batch_size", "train_iters", "eval_interval", "eval_iters",
-                                        "log_interval", "save_interval")} | {"bf16": bf16}}
+    return {
+        "model": {
+            **_preset(r["preset"]),
+            "hidden_dropout_prob": r["hidden_dropout"],
+            "attention_probs_dropout_prob": r["attention_dropout"],
+            "max_position_embeddings": r["max_position_embeddings"],
+        },
+        "data": {"seq_length": r["seq_length"], "binary_head": r["binary_head"]},
+        "optim": {"lr": r["lr"], "lr_warmup_fraction": r["lr_warmup_fraction"]},
+        "train": {
+            k: r[k]
+            for k in ("micro_batch_size", "train_iters", "eval_interval", "eval_iters", "log_interval", "save_interval")
+        }
+        | {"bf16": bf16},
+    }
 
 
 def _apply(cfg, flags: dict):
@@ -146,16 +174,22 @@ def run(args: argparse.Namespace) -> int:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))
     if result.run_dir:
         print(f"run directory: {result.run_dir} (metrics.jsonl, curves.png, checkpoints/, hf/)")
-    if extras["demo"] and result.run_dir and os.path.exists(os.path.join(result.run_dir, "hf")) \
-            and int(os.environ.get("RANK", "0")) == 0:
+    if (
+        extras["demo"]
+        and result.run_dir
+        and os.path.exists(os.path.join(result.run_dir, "hf"))
+        and int(os.environ.get("RANK", "0")) == 0
+    ):
         fill_mask_demo(os.path.join(result.run_dir, "hf"), extras["default_corpus"])
     return 0
 
 
-DEMO_SENTENCES = ["The [MASK] statement is used to leave a loop early.",
-                  "A dictionary maps keys to [MASK].",
-                  "If the file does not exist, an [MASK] is raised.",
-                  "Return a new [MASK] containing all the items of the sequence."]
+DEMO_SENTENCES = [
+    "The [MASK] statement is used to leave a loop early.",
+    "A dictionary maps keys to [MASK].",
+    "If the file does not exist, an [MASK] is raised.",
+    "Return a new [MASK] containing all the items of the sequence.",
+]
 
 
 def fill_mask_demo(model_dir: str, default_corpus: bool) -> None:
@@ -171,8 +205,11 @@ def fill_mask_demo(model_dir: str, default_corpus: bool) -> None:
         model = BertForMaskedLM.from_pretrained(model_dir)
     finally:
         logging.disable(logging.NOTSET)
-    sentences = DEMO_SENTENCES if default_corpus else ["The capital of France is [MASK].",
-                                                       "She opened the [MASK] and walked in."]
+    sentences = (
+        DEMO_SENTENCES
+        if default_corpus
+        else ["The capital of France is [MASK].", "She opened the [MASK] and walked in."]
+    )
     print("fill-mask demo (top 5):")
     for text in sentences:
         enc = tok(text, return_tensors="pt")
@@ -181,6 +218,7 @@ def fill_mask_demo(model_dir: str, default_corpus: bool) -> None:
         pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
         probs = logits[pos].softmax(-1)
         top = probs.topk(5, dim=-1)
-        guesses = ", ".join(f"{tok.convert_ids_to_tokens(int(i))} ({p:.2f})" for p, i in zip(top.values[0],
-                                                                                              top.indices[0]))
+        guesses = ", ".join(
+            f"{tok.convert_ids_to_tokens(int(i))} ({p:.2f})" for p, i in zip(top.values[0], top.indices[0])
+        )
         print(f"  {text}\n    -> {guesses}")

@@ -15,10 +15,13 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     from bertforge.pipelines import TASKS
 
-    p = sub.add_parser("run", help="run a pipeline: fill-mask, text-classification, ner, question-answering, "
-                                   "zero-shot-classification, feature-extraction",
-                       description="Run a pipeline on texts given as arguments or in a JSON-lines file; results are "
-                                   "JSON lines in input order.")
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline: fill-mask, text-classification, ner, question-answering, "
+        "zero-shot-classification, feature-extraction",
+        description="Run a pipeline on texts given as arguments or in a JSON-lines file; results are "
+        "JSON lines in input order.",
+    )
     p.add_argument("task", choices=TASKS)
     p.add_argument("texts", nargs="*", help="texts (for question-answering: use --question/--context or --input)")
     p.add_argument("--model", required=True, help="Hugging Face BERT directory with the task's head")
@@ -31,8 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-k", type=int, default=None, help="fill-mask (5), text-classification (1), qa (1)")
     p.add_argument("--targets", default=None, help="fill-mask: comma-separated candidate tokens")
     p.add_argument("--function-to-apply", default=None, choices=["softmax", "sigmoid", "none"])
-    p.add_argument("--aggregation-strategy", default="simple", choices=["none", "simple", "first", "average", "max"],
-                   help="token-classification")
+    p.add_argument(
+        "--aggregation-strategy",
+        default="simple",
+        choices=["none", "simple", "first", "average", "max"],
+        help="token-classification",
+    )
     p.add_argument("--stride", type=int, default=None, help="overlap of windows of long inputs, in tokens")
     p.add_argument("--question", default=None)
     p.add_argument("--context", default=None)
@@ -42,8 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--candidate-labels", default=None, help="zero-shot: comma-separated labels")
     p.add_argument("--hypothesis-template", default="This example is {}.")
     p.add_argument("--multi-label", action="store_true")
-    p.add_argument("--pooling", default="default", choices=["default", "mean", "cls", "none"],
-                   help="feature-extraction (default none; mean for sentence-embedding)")
+    p.add_argument(
+        "--pooling",
+        default="default",
+        choices=["default", "mean", "cls", "none"],
+        help="feature-extraction (default none; mean for sentence-embedding)",
+    )
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     p.set_defaults(func=run)
 
@@ -60,8 +71,11 @@ def _read_inputs(path: str, task: str) -> list:
         elif isinstance(obj, str):
             items.append(obj)
         elif isinstance(obj, dict) and "text" in obj:
-            items.append({"text": obj["text"], "text_pair": obj["text_pair"]} if obj.get("text_pair") is not None
-                         else obj["text"])
+            items.append(
+                {"text": obj["text"], "text_pair": obj["text_pair"]}
+                if obj.get("text_pair") is not None
+                else obj["text"]
+            )
         else:
             raise ValueError(f"{path}: line {number}: needs a 'text' field (or a JSON string)")
     if not items:
@@ -87,8 +101,13 @@ def run(args: argparse.Namespace) -> int:
     from bertforge.pipelines import ALIASES, pipeline
 
     task = ALIASES.get(args.task, args.task)
-    kwargs = dict(batch_size=args.batch_size, max_length=args.max_length, device=args.device, dtype=args.dtype,
-                  show_progress=args.input is not None)
+    kwargs = dict(
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        device=args.device,
+        dtype=args.dtype,
+        show_progress=args.input is not None,
+    )
     if task == "feature-extraction":
         if args.pooling != "default":
             kwargs["pooling"] = None if args.pooling == "none" else args.pooling
@@ -115,13 +134,20 @@ def run(args: argparse.Namespace) -> int:
     elif task == "token-classification":
         call = {"aggregation_strategy": args.aggregation_strategy, "stride": args.stride}
     elif task == "question-answering":
-        call = {"top_k": args.top_k or 1, "doc_stride": args.doc_stride, "max_answer_len": args.max_answer_len,
-                "handle_impossible_answer": args.handle_impossible_answer}
+        call = {
+            "top_k": args.top_k or 1,
+            "doc_stride": args.doc_stride,
+            "max_answer_len": args.max_answer_len,
+            "handle_impossible_answer": args.handle_impossible_answer,
+        }
     elif task == "zero-shot-classification":
         if not args.candidate_labels:
             raise ValueError("zero-shot-classification needs --candidate-labels a,b,c")
-        call = {"candidate_labels": args.candidate_labels, "hypothesis_template": args.hypothesis_template,
-                "multi_label": args.multi_label}
+        call = {
+            "candidate_labels": args.candidate_labels,
+            "hypothesis_template": args.hypothesis_template,
+            "multi_label": args.multi_label,
+        }
     elif task == "feature-extraction":
         call = {"stride": args.stride}
     results = pipe(list(inputs), **call)

@@ -7,20 +7,28 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tokenizer", help="train a WordPiece vocabulary or encode text",
-                       description="Train a BERT WordPiece vocabulary, or show the tokens of a text.")
+    p = sub.add_parser(
+        "tokenizer",
+        help="train a WordPiece vocabulary or encode text",
+        description="Train a BERT WordPiece vocabulary, or show the tokens of a text.",
+    )
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     t = tsub.add_parser("train", help="train a vocabulary from text files (streamed)")
     t.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
     t.add_argument("--vocab-size", type=int, default=30522, help="vocabulary size, special tokens included")
     case = t.add_mutually_exclusive_group()
-    case.add_argument("--lowercase", dest="lowercase", action="store_true", default=True,
-                      help="uncased vocabulary (default)")
+    case.add_argument(
+        "--lowercase", dest="lowercase", action="store_true", default=True, help="uncased vocabulary (default)"
+    )
     case.add_argument("--cased", dest="lowercase", action="store_false", help="cased vocabulary")
     t.add_argument("--min-frequency", type=int, default=2, help="least count for a piece to be merged")
     t.add_argument("--limit-alphabet", type=int, default=1000, help="most distinct initial characters kept")
-    t.add_argument("--errors", choices=["strict", "replace"], default="strict",
-                   help="non-UTF-8 bytes: fail naming file and offset (strict) or replace with U+FFFD")
+    t.add_argument(
+        "--errors",
+        choices=["strict", "replace"],
+        default="strict",
+        help="non-UTF-8 bytes: fail naming file and offset (strict) or replace with U+FFFD",
+    )
     t.add_argument("--output", required=True, help="directory for vocab.txt and tokenizer files")
     t.set_defaults(func=run_train)
     e = tsub.add_parser("encode", help="print the tokens and ids of a text")
@@ -32,9 +40,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from bertforge.tokenization import train_vocab
 
-    tok = train_vocab(args.input, vocab_size=args.vocab_size, lowercase=args.lowercase,
-                      min_frequency=args.min_frequency, limit_alphabet=args.limit_alphabet, output=args.output,
-                      errors=args.errors)
+    tok = train_vocab(
+        args.input,
+        vocab_size=args.vocab_size,
+        lowercase=args.lowercase,
+        min_frequency=args.min_frequency,
+        limit_alphabet=args.limit_alphabet,
+        output=args.output,
+        errors=args.errors,
+    )
     print(f"wrote {args.output}/vocab.txt: {tok.vocab_size} tokens ({'uncased' if args.lowercase else 'cased'})")
     return 0
 

@@ -27,7 +27,9 @@ def parse_data_path(values: Sequence[str]) -> list[tuple[float, str]]:
         try:
             w = float(weight)
         except ValueError:
-            raise ValueError(f"--data-path: {weight!r} should be a weight (a number) before prefix {prefix!r}") from None
+            raise ValueError(
+                f"--data-path: {weight!r} should be a weight (a number) before prefix {prefix!r}"
+            ) from None
         if w <= 0:
             raise ValueError(f"--data-path: weight {w} for {prefix!r} must be positive")
         pairs.append((w, prefix))

@@ -2,8 +2,8 @@
 
 Padded batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` (1 = real token), ``labels`` (-100 = not
 predicted), ``mlm_positions`` (flat indices of the predicted positions, computed here on the CPU so that the model can
-run its MLM head on them alone without a device sync), ``next_sentence_label`` (B,), padded on the right to the longest sample (or to ``pad_to``, rounded up to
-``pad_to_multiple_of``).
+run its MLM head on them alone without a device sync), ``next_sentence_label`` (B,), padded on the right to the
+longest sample (or to ``pad_to``, rounded up to ``pad_to_multiple_of``).
 
 Packed batch (for padding-free execution): the samples' tokens back to back as one row, ``cu_seqlens`` (B + 1,) int32
 with the start of each sample and the total at the end, ``max_seqlen``, and ``position_ids`` that restart at 0 for each
@@ -21,8 +21,9 @@ import torch
 from bertforge.constants import IGNORE_INDEX
 
 
-def collate_padded(samples: Sequence[dict], pad_id: int, pad_to: int | None = None,
-                   pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+def collate_padded(
+    samples: Sequence[dict], pad_id: int, pad_to: int | None = None, pad_to_multiple_of: int | None = None
+) -> dict[str, torch.Tensor]:
     """Stack samples (dicts with input_ids, token_type_ids, labels, binary_label) into a padded batch."""
     lengths = [len(s["input_ids"]) for s in samples]
     width = max(lengths) if pad_to is None else pad_to
@@ -41,9 +42,13 @@ def collate_padded(samples: Sequence[dict], pad_id: int, pad_to: int | None = No
         attention_mask[i, :n] = 1
         if "labels" in s:
             labels[i, :n] = s["labels"]
-    batch = {"input_ids": torch.from_numpy(input_ids), "token_type_ids": torch.from_numpy(token_type_ids),
-             "attention_mask": torch.from_numpy(attention_mask), "labels": torch.from_numpy(labels),
-             "mlm_positions": torch.from_numpy(np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX))}
+    batch = {
+        "input_ids": torch.from_numpy(input_ids),
+        "token_type_ids": torch.from_numpy(token_type_ids),
+        "attention_mask": torch.from_numpy(attention_mask),
+        "labels": torch.from_numpy(labels),
+        "mlm_positions": torch.from_numpy(np.flatnonzero(labels.reshape(-1) != IGNORE_INDEX)),
+    }
     if "binary_label" in samples[0]:
         batch["next_sentence_label"] = torch.tensor([int(s["binary_label"]) for s in samples], dtype=torch.long)
     return batch

@@ -21,8 +21,13 @@ from bertforge.data.samples import PretrainingSamples
 class PretrainingStream:
     """``stream[p]`` -> dict(input_ids, token_type_ids, labels, binary_label) for any position p >= 0."""
 
-    def __init__(self, sources: Sequence[PretrainingSamples], masker: Masker, seed: int = 1234,
-                 weights: Sequence[float] | None = None):
+    def __init__(
+        self,
+        sources: Sequence[PretrainingSamples],
+        masker: Masker,
+        seed: int = 1234,
+        weights: Sequence[float] | None = None,
+    ):
         if not sources:
             raise ValueError("no data sources")
         self.sources = list(sources)

@@ -12,8 +12,9 @@ from bertforge.tokenization import train_vocab
 from bertforge.utils import atomic_path, logger
 
 
-def prepare_default_corpus(work_dir: str, vocab_size: int = 8192, vocab_file: str | None = None,
-                           lowercase: bool = True) -> tuple[str, str]:
+def prepare_default_corpus(
+    work_dir: str, vocab_size: int = 8192, vocab_file: str | None = None, lowercase: bool = True
+) -> tuple[str, str]:
     """Return (data prefix, vocab file) for the default corpus under ``work_dir``, building what is missing."""
     data_dir = os.path.join(work_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
@@ -29,8 +30,13 @@ def prepare_default_corpus(work_dir: str, vocab_size: int = 8192, vocab_file: st
         if not os.path.exists(vocab_file):
             logger.info("default corpus: training a %d-token WordPiece vocabulary", vocab_size)
             texts = (json.loads(line)["text"] for line in open(jsonl, encoding="utf-8"))
-            train_vocab(texts=texts, vocab_size=vocab_size, lowercase=lowercase, output=os.path.dirname(vocab_file),
-                        show_progress=False)
+            train_vocab(
+                texts=texts,
+                vocab_size=vocab_size,
+                lowercase=lowercase,
+                output=os.path.dirname(vocab_file),
+                show_progress=False,
+            )
     prefix = os.path.join(data_dir, "python_docs")
     out = output_prefix(prefix, "text", True)
     if not os.path.exists(out + ".idx"):

@@ -30,8 +30,16 @@ import numpy as np
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
-DTYPES: dict[int, type] = {1: np.uint8, 2: np.int8, 3: np.int16, 4: np.int32, 5: np.int64, 6: np.float64,
-                           7: np.float32, 8: np.uint16}
+DTYPES: dict[int, type] = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
 CODES = {np.dtype(v): k for k, v in DTYPES.items()}
 HEADER_SIZE = len(MAGIC) + 8 + 1 + 8 + 8
 CHUNK = 1 << 20  # sequences per chunk when streaming the index out
@@ -174,14 +182,18 @@ class IndexedDataset:
         idx, binf = index_file(self.prefix), data_file(self.prefix)
         for path in (idx, binf):
             if not os.path.exists(path):
-                raise FileNotFoundError(f"{path} does not exist (an indexed dataset is a {{prefix}}.bin + "
-                                        "{prefix}.idx pair; give the prefix, without the extension)")
+                raise FileNotFoundError(
+                    f"{path} does not exist (an indexed dataset is a {{prefix}}.bin + "
+                    "{prefix}.idx pair; give the prefix, without the extension)"
+                )
         size = os.path.getsize(idx)
         with open(idx, "rb") as fh:
             header = fh.read(HEADER_SIZE)
         if len(header) < HEADER_SIZE or header[: len(MAGIC)] != MAGIC:
-            raise ValueError(f"{idx} is not a Megatron MMIDIDX index (the file does not start with "
-                             f"{MAGIC!r}); it may be another format or truncated")
+            raise ValueError(
+                f"{idx} is not a Megatron MMIDIDX index (the file does not start with "
+                f"{MAGIC!r}); it may be another format or truncated"
+            )
         (version,) = struct.unpack("<Q", header[9:17])
         if version != VERSION:
             raise ValueError(f"{idx}: MMIDIDX version {version} is not supported (only version {VERSION})")
@@ -192,8 +204,10 @@ class IndexedDataset:
         n_seq, n_doc = struct.unpack("<QQ", header[18:34])
         expected = HEADER_SIZE + n_seq * 4 + n_seq * 8 + n_doc * 8
         if size < expected:
-            raise ValueError(f"{idx} is truncated: {size} bytes, the header promises {expected} "
-                             f"({n_seq} sequences, {n_doc - 1} documents); re-run preprocessing")
+            raise ValueError(
+                f"{idx} is truncated: {size} bytes, the header promises {expected} "
+                f"({n_seq} sequences, {n_doc - 1} documents); re-run preprocessing"
+            )
         self._index = np.memmap(idx, dtype=np.uint8, mode="r")
         off = HEADER_SIZE
         self.sequence_lengths = np.frombuffer(self._index, dtype=np.int32, count=n_seq, offset=off)
@@ -204,8 +218,10 @@ class IndexedDataset:
         n_tokens = int(self.sequence_lengths.sum(dtype=np.int64))
         bin_size = os.path.getsize(binf)
         if bin_size != n_tokens * self.dtype.itemsize:
-            raise ValueError(f"{binf} has {bin_size} bytes but the index describes {n_tokens} tokens of "
-                             f"{self.dtype} ({n_tokens * self.dtype.itemsize} bytes); the pair is truncated or mismatched")
+            raise ValueError(
+                f"{binf} has {bin_size} bytes but the index describes {n_tokens} tokens of "
+                f"{self.dtype} ({n_tokens * self.dtype.itemsize} bytes); the pair is truncated or mismatched"
+            )
         if n_doc == 0 or self.document_indices[0] != 0 or self.document_indices[-1] != n_seq:
             raise ValueError(f"{idx}: the document index does not cover the {n_seq} sequences")
         self._data = np.memmap(binf, dtype=self.dtype, mode="r") if n_tokens else np.zeros(0, self.dtype)
@@ -223,7 +239,7 @@ class IndexedDataset:
         if not -len(self) <= i < len(self):
             raise IndexError(f"sequence {i} out of range for {len(self)} sequences")
         start = int(self.sequence_pointers[i]) // self.dtype.itemsize
-        return self._data[start: start + int(self.sequence_lengths[i])]
+        return self._data[start : start + int(self.sequence_lengths[i])]
 
     def document_range(self, j: int) -> tuple[int, int]:
         """The sequence range [start, end) of document ``j``."""

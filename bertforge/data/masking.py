@@ -44,8 +44,10 @@ class Masker:
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.mask_token_prob < 0 or self.random_token_prob < 0 or self.mask_token_prob + self.random_token_prob > 1:
-            raise ValueError(f"mask_token_prob ({self.mask_token_prob}) + random_token_prob ({self.random_token_prob}) "
-                             "must lie in [0, 1]; the rest keeps the original token")
+            raise ValueError(
+                f"mask_token_prob ({self.mask_token_prob}) + random_token_prob ({self.random_token_prob}) "
+                "must lie in [0, 1]; the rest keeps the original token"
+            )
         if self.max_ngram < 1:
             raise ValueError(f"max_ngram must be >= 1, got {self.max_ngram}")
         if self.whole_word_mask and self.is_continuation is None:
@@ -67,8 +69,14 @@ class Masker:
         continuation = np.zeros(size, dtype=bool)
         for token, i in vocab.items():
             continuation[i] = token.startswith("##")
-        return cls(vocab_size=size, mask_id=tok.mask_token_id, special_ids=np.array(special, dtype=np.int64),
-                   replacement_ids=replacement, is_continuation=continuation, **options)
+        return cls(
+            vocab_size=size,
+            mask_id=tok.mask_token_id,
+            special_ids=np.array(special, dtype=np.int64),
+            replacement_ids=replacement,
+            is_continuation=continuation,
+            **options,
+        )
 
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Return (masked input ids, labels) for ``tokens`` (1-D int array, specials included)."""
@@ -93,13 +101,13 @@ class Masker:
         out[to_random] = self.replacement_ids[rng.integers(0, self.replacement_ids.size, size=to_random.size)]
         return out, labels
 
-    def _choose_spans(self, tokens: np.ndarray, candidates: np.ndarray, n_predict: int,
-                      rng: np.random.Generator) -> np.ndarray:
+    def _choose_spans(
+        self, tokens: np.ndarray, candidates: np.ndarray, n_predict: int, rng: np.random.Generator
+    ) -> np.ndarray:
         # Group candidate positions into words: a ## piece joins the word before it (whole-word masking only).
         words: list[list[int]] = []
         for pos in candidates.tolist():
-            if (self.whole_word_mask and words and words[-1][-1] == pos - 1
-                    and self.is_continuation[tokens[pos]]):  # type: ignore[index]  # set with whole_word_mask
+            if self.whole_word_mask and words and words[-1][-1] == pos - 1 and self.is_continuation[tokens[pos]]:  # type: ignore[index]  # set with whole_word_mask
                 words[-1].append(pos)
             else:
                 words.append([pos])
@@ -115,7 +123,7 @@ class Masker:
             while n > 0:
                 span = range(start, min(start + n, len(words)))
                 size = sum(len(words[w]) for w in span)
-                if len(chosen) + size <= n_predict and not covered[span.start:span.stop].any():
+                if len(chosen) + size <= n_predict and not covered[span.start : span.stop].any():
                     break
                 n -= 1
             if n == 0:

@@ -48,13 +48,16 @@ class PreprocessStats:
 
     def summary(self) -> str:
         rate = self.bytes_read / 1e6 / max(self.seconds, 1e-9)
-        return (f"{self.documents:,} documents ({self.empty_documents:,} empty, skipped), {self.sentences:,} "
-                f"sentences, {self.tokens:,} tokens from {self.bytes_read / 1e6:.1f} MB in {self.seconds:.1f}s "
-                f"({rate:.2f} MB/s, {self.documents / max(self.seconds, 1e-9):,.0f} docs/s)")
+        return (
+            f"{self.documents:,} documents ({self.empty_documents:,} empty, skipped), {self.sentences:,} "
+            f"sentences, {self.tokens:,} tokens from {self.bytes_read / 1e6:.1f} MB in {self.seconds:.1f}s "
+            f"({rate:.2f} MB/s, {self.documents / max(self.seconds, 1e-9):,.0f} docs/s)"
+        )
 
 
-def read_documents(paths: Sequence[str], json_keys: Sequence[str] = ("text",), document_per_file: bool = False,
-                   errors: str = "strict") -> Iterator[tuple[list[str], int]]:
+def read_documents(
+    paths: Sequence[str], json_keys: Sequence[str] = ("text",), document_per_file: bool = False, errors: str = "strict"
+) -> Iterator[tuple[list[str], int]]:
     """Yield (one text per json key, bytes consumed) per document, in input order."""
     if errors not in ("strict", "replace"):
         raise ValueError(f"errors={errors!r} must be 'strict' or 'replace'")
@@ -77,8 +80,10 @@ def _decode(raw: bytes, path: str, line: int, offset: int, errors: str) -> str:
     try:
         return raw.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: line {line}, byte offset {offset + e.start}: not valid UTF-8; convert the file to "
-                         "UTF-8 or pass --errors replace") from None
+        raise ValueError(
+            f"{path}: line {line}, byte offset {offset + e.start}: not valid UTF-8; convert the file to "
+            "UTF-8 or pass --errors replace"
+        ) from None
 
 
 def _read_jsonl(path: str, keys: Sequence[str], errors: str) -> Iterator[tuple[list[str], int]]:
@@ -94,15 +99,19 @@ def _read_jsonl(path: str, keys: Sequence[str], errors: str) -> Iterator[tuple[l
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {number}: not valid JSON ({e.msg} at column {e.colno}); each line must "
-                                 "be one JSON object") from None
+                raise ValueError(
+                    f"{path}: line {number}: not valid JSON ({e.msg} at column {e.colno}); each line must "
+                    "be one JSON object"
+                ) from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{path}: line {number}: expected a JSON object, found {type(obj).__name__}")
             texts = []
             for key in keys:
                 if key not in obj:
-                    raise ValueError(f"{path}: line {number}: no key {key!r} (keys present: "
-                                     f"{', '.join(sorted(obj)) or 'none'}); choose the text field with --json-keys")
+                    raise ValueError(
+                        f"{path}: line {number}: no key {key!r} (keys present: "
+                        f"{', '.join(sorted(obj)) or 'none'}); choose the text field with --json-keys"
+                    )
                 value = obj[key]
                 if not isinstance(value, str):
                     raise ValueError(f"{path}: line {number}: {key!r} holds {type(value).__name__}, expected a string")
@@ -161,7 +170,7 @@ def _encode_chunk(docs: list[list[str]]) -> list[list[list[np.ndarray]]]:
     for counts in layout:
         per_key = []
         for n in counts:
-            per_key.append([a for a in ids[pos: pos + n] if a.size])
+            per_key.append([a for a in ids[pos : pos + n] if a.size])
             pos += n
         out.append(per_key)
     return out
@@ -173,10 +182,20 @@ def output_prefix(prefix: str, key: str, split_sentences_: bool) -> str:
     return f"{prefix}_{key}_{'sentence' if split_sentences_ else 'document'}"
 
 
-def preprocess(inputs: Sequence[str], output_prefix_: str, vocab_file: str, *, lowercase: bool = True,
-               json_keys: Sequence[str] = ("text",), split_sentences_: bool = True, workers: int = 1,
-               append_eod: bool = False, document_per_file: bool = False, errors: str = "strict",
-               show_progress: bool = True) -> PreprocessStats:
+def preprocess(
+    inputs: Sequence[str],
+    output_prefix_: str,
+    vocab_file: str,
+    *,
+    lowercase: bool = True,
+    json_keys: Sequence[str] = ("text",),
+    split_sentences_: bool = True,
+    workers: int = 1,
+    append_eod: bool = False,
+    document_per_file: bool = False,
+    errors: str = "strict",
+    show_progress: bool = True,
+) -> PreprocessStats:
     """Tokenize ``inputs`` into one indexed dataset per JSON key. Returns counts and timings."""
     from bertforge.tokenization import BertTokenizer
 
@@ -194,8 +213,9 @@ def preprocess(inputs: Sequence[str], output_prefix_: str, vocab_file: str, *, l
     try:
         if workers > 1:
             ctx = mp.get_context("spawn")
-            pool = ctx.Pool(workers, initializer=_init_worker,
-                            initargs=(os.fspath(vocab_file), lowercase, split_sentences_, False))
+            pool = ctx.Pool(
+                workers, initializer=_init_worker, initargs=(os.fspath(vocab_file), lowercase, split_sentences_, False)
+            )
         else:
             _init_worker(os.fspath(vocab_file), lowercase, split_sentences_, True)
         with progress(total=total_bytes, unit="B", unit_scale=True, desc="preprocess", enabled=show_progress) as bar:
@@ -207,8 +227,10 @@ def preprocess(inputs: Sequence[str], output_prefix_: str, vocab_file: str, *, l
             while pending:
                 _write(pending.popleft(), builders, stats, bar, append_eod, eod, bool(pool), start)
         if stats.tokens == 0:
-            raise ValueError(f"the corpus is empty: {stats.documents + stats.empty_documents} documents read from "
-                             f"{', '.join(inputs)}, none with any text; nothing was written")
+            raise ValueError(
+                f"the corpus is empty: {stats.documents + stats.empty_documents} documents read from "
+                f"{', '.join(inputs)}, none with any text; nothing was written"
+            )
         for b in builders:
             b.finalize()
     except BaseException:
@@ -236,8 +258,9 @@ def _chunks(docs: Iterator[tuple[list[str], int]]) -> Iterator[tuple[list[list[s
         yield chunk, size
 
 
-def _write(item, builders, stats: PreprocessStats, bar, append_eod: bool, eod: int, is_async: bool,
-           start: float) -> None:
+def _write(
+    item, builders, stats: PreprocessStats, bar, append_eod: bool, eod: int, is_async: bool, start: float
+) -> None:
     result, size = item
     docs = result.get() if is_async else result
     for per_key in docs:

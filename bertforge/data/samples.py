@@ -45,8 +45,9 @@ class SpecialIds:
         return cls(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id)
 
 
-def build_sample_index(ds: IndexedDataset, documents: np.ndarray, max_seq_length: int, short_seq_prob: float,
-                       binary_head: str, seed: int) -> np.ndarray:
+def build_sample_index(
+    ds: IndexedDataset, documents: np.ndarray, max_seq_length: int, short_seq_prob: float, binary_head: str, seed: int
+) -> np.ndarray:
     """Rows (document, first sentence, end sentence, target length) covering ``documents`` once, in document order.
 
     With a binary head a sample needs two sentences, so single-sentence documents (and a lone last sentence) are
@@ -83,12 +84,33 @@ def build_sample_index(ds: IndexedDataset, documents: np.ndarray, max_seq_length
     return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
 
 
-def cached_sample_index(ds: IndexedDataset, documents: np.ndarray, max_seq_length: int, short_seq_prob: float,
-                        binary_head: str, seed: int, cache_dir: str | None = None) -> np.ndarray:
-    """``build_sample_index``, cached as ``{prefix}_samples_{hash}.npy`` (or under ``cache_dir``), written atomically."""
-    key = hashlib.sha1(repr((len(ds), ds.num_documents, ds.num_tokens, int(documents[0]) if len(documents) else -1,
-                             int(documents[-1]) if len(documents) else -1, len(documents), max_seq_length,
-                             short_seq_prob, binary_head, seed)).encode()).hexdigest()[:16]
+def cached_sample_index(
+    ds: IndexedDataset,
+    documents: np.ndarray,
+    max_seq_length: int,
+    short_seq_prob: float,
+    binary_head: str,
+    seed: int,
+    cache_dir: str | None = None,
+) -> np.ndarray:
+    """``build_sample_index``, cached as ``{prefix}_samples_{hash}.npy`` (or under ``cache_dir``), written
+    atomically."""
+    key = hashlib.sha1(
+        repr(
+            (
+                len(ds),
+                ds.num_documents,
+                ds.num_tokens,
+                int(documents[0]) if len(documents) else -1,
+                int(documents[-1]) if len(documents) else -1,
+                len(documents),
+                max_seq_length,
+                short_seq_prob,
+                binary_head,
+                seed,
+            )
+        ).encode()
+    ).hexdigest()[:16]
     base = ds.prefix if cache_dir is None else os.path.join(cache_dir, os.path.basename(ds.prefix))
     path = f"{base}_samples_{key}.npy"
     if os.path.exists(path):
@@ -122,9 +144,18 @@ def truncate_pair(a: list, b: list, max_tokens: int, rng: np.random.Generator) -
 class PretrainingSamples:
     """Samples ``[CLS] A [SEP] B [SEP]`` (or one segment) from an indexed dataset; see the module docstring."""
 
-    def __init__(self, ds: IndexedDataset, specials: SpecialIds, *, documents: np.ndarray | None = None,
-                 max_seq_length: int = 512, short_seq_prob: float = 0.1, binary_head: str = "nsp", seed: int = 1234,
-                 cache_dir: str | None = None):
+    def __init__(
+        self,
+        ds: IndexedDataset,
+        specials: SpecialIds,
+        *,
+        documents: np.ndarray | None = None,
+        max_seq_length: int = 512,
+        short_seq_prob: float = 0.1,
+        binary_head: str = "nsp",
+        seed: int = 1234,
+        cache_dir: str | None = None,
+    ):
         if binary_head not in BINARY_HEADS:
             raise ValueError(f"binary_head {binary_head!r} must be one of {BINARY_HEADS}")
         if not 0.0 <= short_seq_prob <= 1.0:
@@ -135,13 +166,20 @@ class PretrainingSamples:
         self.max_seq_length = max_seq_length
         self.binary_head = binary_head
         self.seed = seed
-        self.index = cached_sample_index(ds, self.documents, max_seq_length, short_seq_prob, binary_head, seed,
-                                         cache_dir)
+        self.index = cached_sample_index(
+            ds, self.documents, max_seq_length, short_seq_prob, binary_head, seed, cache_dir
+        )
         if len(self.index) == 0:
             need = "two sentences" if binary_head != "none" else "one sentence"
-            raise ValueError(f"{ds.prefix}: no document in this split has {need}, so no sample can be built"
-                             + ("; sentence-pair heads need documents of several sentences (preprocess with "
-                                "sentence splitting, or use --binary-head none)" if binary_head != "none" else ""))
+            raise ValueError(
+                f"{ds.prefix}: no document in this split has {need}, so no sample can be built"
+                + (
+                    "; sentence-pair heads need documents of several sentences (preprocess with "
+                    "sentence splitting, or use --binary-head none)"
+                    if binary_head != "none"
+                    else ""
+                )
+            )
         if binary_head == "nsp" and len(self.documents) < 2:
             raise ValueError(f"{ds.prefix}: NSP needs at least two documents to draw random next sentences from")
 
@@ -157,8 +195,11 @@ class PretrainingSamples:
         if self.binary_head == "none":
             tokens = np.concatenate(sentences).tolist()[: self.max_seq_length - 2]
             ids = [s.cls, *tokens, s.sep]
-            return {"input_ids": np.asarray(ids, dtype=np.int64),
-                    "token_type_ids": np.zeros(len(ids), dtype=np.int64), "binary_label": -100}
+            return {
+                "input_ids": np.asarray(ids, dtype=np.int64),
+                "token_type_ids": np.zeros(len(ids), dtype=np.int64),
+                "binary_label": -100,
+            }
         pivot = int(rng.integers(1, len(sentences)))  # sentences in A: 1 .. n-1
         a = np.concatenate(sentences[:pivot]).tolist()
         label = 0
@@ -173,7 +214,7 @@ class PretrainingSamples:
         truncate_pair(a, b, self.max_seq_length - 3, rng)
         ids = [s.cls, *a, s.sep, *b, s.sep]
         types = np.zeros(len(ids), dtype=np.int64)
-        types[len(a) + 2:] = 1
+        types[len(a) + 2 :] = 1
         return {"input_ids": np.asarray(ids, dtype=np.int64), "token_type_ids": types, "binary_label": label}
 
     def _random_continuation(self, doc: int, length: int, rng: np.random.Generator) -> list[int]:

@@ -13,11 +13,82 @@ from __future__ import annotations
 import re
 
 ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "gen", "gov", "sen", "rep", "col", "lt", "capt",
-    "sgt", "rev", "hon", "messrs", "mme", "mlle", "vs", "etc", "e.g", "i.e", "cf", "al", "approx", "no", "nos", "vol",
-    "vols", "fig", "figs", "p", "pp", "ed", "eds", "ch", "sec", "art", "dept", "univ", "inc", "ltd", "co", "corp",
-    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "u.s", "u.k", "u.n", "a.m",
-    "p.m", "ph.d", "b.a", "m.a", "b.sc", "est", "op", "viz", "ca", "mssrs", "esq",
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "mt",
+    "ft",
+    "gen",
+    "gov",
+    "sen",
+    "rep",
+    "col",
+    "lt",
+    "capt",
+    "sgt",
+    "rev",
+    "hon",
+    "messrs",
+    "mme",
+    "mlle",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "cf",
+    "al",
+    "approx",
+    "no",
+    "nos",
+    "vol",
+    "vols",
+    "fig",
+    "figs",
+    "p",
+    "pp",
+    "ed",
+    "eds",
+    "ch",
+    "sec",
+    "art",
+    "dept",
+    "univ",
+    "inc",
+    "ltd",
+    "co",
+    "corp",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "u.s",
+    "u.k",
+    "u.n",
+    "a.m",
+    "p.m",
+    "ph.d",
+    "b.a",
+    "m.a",
+    "b.sc",
+    "est",
+    "op",
+    "viz",
+    "ca",
+    "mssrs",
+    "esq",
 }
 # Candidate end: terminal punctuation, closing quotes/brackets, then whitespace.
 _END = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019)\]]*)(\s+)")
@@ -32,10 +103,10 @@ def split_sentences(text: str) -> list[str]:
         start = 0
         for m in _END.finditer(paragraph):
             end = m.end(2)
-            rest = paragraph[m.end():]
+            rest = paragraph[m.end() :]
             if not rest or not _STARTS_SENTENCE.match(rest):
                 continue
-            if m.group(1) == "." and _is_abbreviation(paragraph[start:m.start(1)]):
+            if m.group(1) == "." and _is_abbreviation(paragraph[start : m.start(1)]):
                 continue
             piece = paragraph[start:end].strip()
             if piece:

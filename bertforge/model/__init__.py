@@ -20,8 +20,22 @@ from bertforge.model.pretrained import LoadReport, PreTrainedBert
 MODEL_CLASSES: dict[str, type[PreTrainedBert]] = {"BertModel": BertModel, **HEAD_CLASSES}
 
 __all__ = [
-    "BaseModelOutput", "BertConfig", "BertForMaskedLM", "BertForMultipleChoice", "BertForPreTraining",
-    "BertForQuestionAnswering", "BertForSequenceClassification", "BertForTokenClassification", "BertModel",
-    "LoadReport", "MODEL_CLASSES", "MaskedLMOutput", "PRESETS", "PreTrainedBert", "PreTrainingOutput",
-    "QuestionAnsweringOutput", "SequenceClassifierOutput", "preset",
+    "BaseModelOutput",
+    "BertConfig",
+    "BertForMaskedLM",
+    "BertForMultipleChoice",
+    "BertForPreTraining",
+    "BertForQuestionAnswering",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertModel",
+    "LoadReport",
+    "MODEL_CLASSES",
+    "MaskedLMOutput",
+    "PRESETS",
+    "PreTrainedBert",
+    "PreTrainingOutput",
+    "QuestionAnsweringOutput",
+    "SequenceClassifierOutput",
+    "preset",
 ]

@@ -38,8 +38,14 @@ tokens 851 vs 899 ms; 32 x 16..128 1,554 vs 1,381 ms; 16 x 100..384 6,196 vs 2,4
 than it saves on short batches)."""
 
 
-def attend(qkv: torch.Tensor, num_heads: int, key_mask: torch.Tensor | None, dropout_p: float, backend: str = "sdpa",
-           packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def attend(
+    qkv: torch.Tensor,
+    num_heads: int,
+    key_mask: torch.Tensor | None,
+    dropout_p: float,
+    backend: str = "sdpa",
+    packed: Packing | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on fused projections laid out [q | k | v].
 
     qkv (B, S, 3H) with key_mask (B, 1, 1, S) bool (True = attend) or None; or packed (T, 3H) with ``packed``.
@@ -60,8 +66,9 @@ def attend(qkv: torch.Tensor, num_heads: int, key_mask: torch.Tensor | None, dro
     return ctx.transpose(1, 2).reshape(B, S, H), probs  # (B, N, S, D) -> (B, S, H)
 
 
-def _packed(qkv: torch.Tensor, num_heads: int, D: int, key_mask: torch.Tensor | None, dropout_p: float,
-            p: Packing) -> torch.Tensor:
+def _packed(
+    qkv: torch.Tensor, num_heads: int, D: int, key_mask: torch.Tensor | None, dropout_p: float, p: Packing
+) -> torch.Tensor:
     T, H3 = qkv.shape
     H = H3 // 3
     if _varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
@@ -92,8 +99,9 @@ def _per_sequence(qkv: torch.Tensor, num_heads: int, D: int, p: Packing, dropout
     return torch.cat(parts)
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-              dropout_p: float) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
     """Attention context for q, k, v (B, N, S, D): SDPA's fused kernels, except with dropout on the CPU, where SDPA
     falls back to its math path with PyTorch's slow mask generator: the same math spelled out (``eager_attention``)
     with the fast mask of ``dropout.py`` is used there instead."""
@@ -102,8 +110,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
 
 
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None,
-                    dropout_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+def eager_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, dropout_p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(D) + mask) v, spelled out; q, k, v (B, N, S, D). Returns context and probabilities.
 
     The softmax runs in fp32 whatever the input dtype, so bf16 runs keep exact statistics.

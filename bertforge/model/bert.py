@@ -92,7 +92,9 @@ class Embeddings(nn.Module):
         self.sparse_token_grad = False
         """Set by a tied MLM head: see ``_token``."""
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor
+    ) -> torch.Tensor:
         # (B, S) ids -> (B, S, H)
         x = self._token(input_ids) + self.segment(token_type_ids) + self.position(position_ids)
         return self.dropout(self.norm(x))
@@ -105,8 +107,14 @@ class Embeddings(nn.Module):
         the gradient dense in case the decoder did not contribute (the encoder trained on its own), so optimizers
         always see a dense gradient."""
         w = self.token.weight
-        if not (self.sparse_token_grad and w.requires_grad and torch.is_grad_enabled() and w.device.type == "cpu"
-                and type(w) is nn.Parameter and not torch.compiler.is_compiling()):
+        if not (
+            self.sparse_token_grad
+            and w.requires_grad
+            and torch.is_grad_enabled()
+            and w.device.type == "cpu"
+            and type(w) is nn.Parameter
+            and not torch.compiler.is_compiling()
+        ):
             return self.token(input_ids)  # FSDP's DTensor parameters, CUDA, inference, compile: the dense path
         hooks = getattr(w, "_post_accumulate_grad_hooks", None) or {}  # torch's registry: survives no deepcopy
         if not any(h is _densify_grad for h in hooks.values()):
@@ -130,8 +138,9 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa",
-                packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa", packed: Packing | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend.
         Returns the output in the layout of x, and the probabilities (eager backend) or None."""
         dropout_p = self.dropout_p if self.training else 0.0
@@ -163,8 +172,9 @@ class EncoderLayer(nn.Module):
         self.norm_ffn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa",
-                packed: Packing | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa", packed: Packing | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_out, probs = self.attn(x, key_mask, backend, packed)
         x = self.norm_attn(x + self.dropout(attn_out))
         x = self.norm_ffn(x + self.dropout(self.ffn(x)))
@@ -204,10 +214,17 @@ class BertModel(PreTrainedBert):
             raise ValueError(f"attention backend {backend!r} is not one of {ATTENTION_BACKENDS}")
         self.attention_backend = backend
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                output_attentions: bool = False, output_hidden_states: bool = False,
-                cu_seqlens: torch.Tensor | None = None, max_seqlen: int | None = None) -> BaseModelOutput:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+    ) -> BaseModelOutput:
         """input_ids, attention_mask (1 = real token), token_type_ids, position_ids: each (B, S).
 
         ``output_attentions`` switches to the eager attention path so that probabilities can be returned.
@@ -217,10 +234,19 @@ class BertModel(PreTrainedBert):
         to restarting at 0 in each sequence. The outputs then stay packed: last_hidden_state (T, H) (or (1, T, H)).
         """
         if cu_seqlens is not None:
-            return self._forward_packed(input_ids, token_type_ids, position_ids, cu_seqlens, max_seqlen,
-                                        attention_mask, output_attentions, output_hidden_states)
+            return self._forward_packed(
+                input_ids,
+                token_type_ids,
+                position_ids,
+                cu_seqlens,
+                max_seqlen,
+                attention_mask,
+                output_attentions,
+                output_hidden_states,
+            )
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
-            self.config, input_ids, attention_mask, token_type_ids, position_ids)
+            self.config, input_ids, attention_mask, token_type_ids, position_ids
+        )
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
         # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
         # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
@@ -237,19 +263,28 @@ class BertModel(PreTrainedBert):
         packed = None
         if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
             packed = packing(attention_mask, total=attention_mask.numel() - padding, max_seqlen=longest)
-            input_ids, token_type_ids, position_ids = (unpad(t, packed) for t in
-                                                       (input_ids, token_type_ids, position_ids))
+            input_ids, token_type_ids, position_ids = (
+                unpad(t, packed) for t in (input_ids, token_type_ids, position_ids)
+            )
         x = self.embeddings(input_ids, token_type_ids, position_ids)
-        x, hidden_states, attentions = self._encode(x, key_mask, backend, packed, output_hidden_states,
-                                                    output_attentions)
+        x, hidden_states, attentions = self._encode(
+            x, key_mask, backend, packed, output_hidden_states, output_attentions
+        )
         if packed is not None:  # back to the public, padded layout
             x = pad(x, packed)
             hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
         pooled = self.pooler(x) if self.pooler is not None else None
         return BaseModelOutput(x, pooled, hidden_states, attentions)
 
-    def _encode(self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str, packed: Packing | None,
-                output_hidden_states: bool, output_attentions: bool):
+    def _encode(
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        backend: str,
+        packed: Packing | None,
+        output_hidden_states: bool,
+        output_attentions: bool,
+    ):
         """The layer stack on embeddings x (padded or packed): last hidden state, and the per-layer hidden states
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
@@ -263,22 +298,37 @@ class BertModel(PreTrainedBert):
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
-        return (x, tuple(hidden_states) if hidden_states is not None else None,
-                tuple(attentions) if attentions is not None else None)
+        return (
+            x,
+            tuple(hidden_states) if hidden_states is not None else None,
+            tuple(attentions) if attentions is not None else None,
+        )
 
-    def _forward_packed(self, input_ids, token_type_ids, position_ids, cu_seqlens, max_seqlen, attention_mask,
-                        output_attentions, output_hidden_states) -> BaseModelOutput:
+    def _forward_packed(
+        self,
+        input_ids,
+        token_type_ids,
+        position_ids,
+        cu_seqlens,
+        max_seqlen,
+        attention_mask,
+        output_attentions,
+        output_hidden_states,
+    ) -> BaseModelOutput:
         if attention_mask is not None:
-            raise ValueError("a packed batch (cu_seqlens given) takes no attention_mask: sequences are delimited by "
-                             "cu_seqlens")
+            raise ValueError(
+                "a packed batch (cu_seqlens given) takes no attention_mask: sequences are delimited by cu_seqlens"
+            )
         if output_attentions:
             raise ValueError("output_attentions=True needs a padded batch (attention probabilities are (B, N, S, S))")
         if max_seqlen is None:
             raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
         if max_seqlen > self.config.max_position_embeddings:
             limit = self.config.max_position_embeddings
-            raise ValueError(f"a packed sequence has {max_seqlen} tokens, {max_seqlen - limit} more than "
-                             f"max_position_embeddings ({limit})")
+            raise ValueError(
+                f"a packed sequence has {max_seqlen} tokens, {max_seqlen - limit} more than "
+                f"max_position_embeddings ({limit})"
+            )
         shape = input_ids.shape
         flat = input_ids.reshape(-1)
         T = flat.numel()
@@ -293,8 +343,12 @@ class BertModel(PreTrainedBert):
         x, hidden_states, _ = self._encode(x, key_mask, "sdpa", packed, output_hidden_states, False)
         pooled = self.pooler(x, cu_seqlens[:-1].to(torch.long)) if self.pooler is not None else None
         out_shape = (*shape, x.shape[-1])
-        return BaseModelOutput(x.reshape(out_shape), pooled,
-                               tuple(h.reshape(out_shape) for h in hidden_states) if hidden_states else None, None)
+        return BaseModelOutput(
+            x.reshape(out_shape),
+            pooled,
+            tuple(h.reshape(out_shape) for h in hidden_states) if hidden_states else None,
+            None,
+        )
 
 
 def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids):
@@ -306,10 +360,15 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
         raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
     B, S = input_ids.shape
     if S > config.max_position_embeddings and position_ids is None:
-        raise ValueError(f"input has {S} tokens, {S - config.max_position_embeddings} more than the model's "
-                         f"max_position_embeddings ({config.max_position_embeddings}); truncate or window the input")
-    for name, t in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids),
-                    ("position_ids", position_ids)):
+        raise ValueError(
+            f"input has {S} tokens, {S - config.max_position_embeddings} more than the model's "
+            f"max_position_embeddings ({config.max_position_embeddings}); truncate or window the input"
+        )
+    for name, t in (
+        ("attention_mask", attention_mask),
+        ("token_type_ids", token_type_ids),
+        ("position_ids", position_ids),
+    ):
         if t is not None and tuple(t.shape) != (B, S):
             raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {(B, S)}; they must match")
     # Range checks read values on the host: free on CPU; on an accelerator they would sync every step, so they run
@@ -332,8 +391,9 @@ def _check_range(name: str, t: torch.Tensor, limit: int, limit_name: str) -> Non
         return
     lo, hi = int(t.min()), int(t.max())
     if hi >= limit:
-        raise ValueError(f"{name} holds {hi}, which is {hi - limit + 1} past the last valid id ({limit - 1}; "
-                         f"{limit_name} = {limit})")
+        raise ValueError(
+            f"{name} holds {hi}, which is {hi - limit + 1} past the last valid id ({limit - 1}; {limit_name} = {limit})"
+        )
     if lo < 0:
         raise ValueError(f"{name} holds {lo}; ids must be >= 0")
 

@@ -72,15 +72,23 @@ class BertConfig:
     model_type = "bert"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-                     "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads}); the remainder is {self.hidden_size % self.num_attention_heads}")
+                f"({self.num_attention_heads}); the remainder is {self.hidden_size % self.num_attention_heads}"
+            )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"BertConfig.hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
@@ -89,10 +97,14 @@ class BertConfig:
         if self.classifier_dropout is not None and not 0.0 <= self.classifier_dropout < 1.0:
             raise ValueError(f"BertConfig.classifier_dropout must be in [0, 1), got {self.classifier_dropout!r}")
         if self.position_embedding_type != "absolute":
-            raise ValueError(f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported; "
-                             "bertforge implements BERT's learned 'absolute' positions only")
+            raise ValueError(
+                f"BertConfig.position_embedding_type {self.position_embedding_type!r} is not supported; "
+                "bertforge implements BERT's learned 'absolute' positions only"
+            )
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ValueError(f"BertConfig.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})")
+            raise ValueError(
+                f"BertConfig.pad_token_id ({self.pad_token_id}) must be in [0, vocab_size={self.vocab_size})"
+            )
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"BertConfig.problem_type {self.problem_type!r} must be one of {PROBLEM_TYPES} or None")
         if self.id2label is not None:
@@ -101,8 +113,10 @@ class BertConfig:
                 self.num_labels = len(self.id2label)
             elif self.num_labels != len(self.id2label):
                 if not _default_labels(self.id2label):
-                    raise ValueError(f"BertConfig.num_labels ({self.num_labels}) disagrees with id2label, which has "
-                                     f"{len(self.id2label)} entries")
+                    raise ValueError(
+                        f"BertConfig.num_labels ({self.num_labels}) disagrees with id2label, which has "
+                        f"{len(self.id2label)} entries"
+                    )
                 self.id2label = None  # generated names for another label count: generate again
         if self.num_labels is None:
             self.num_labels = 2
@@ -141,7 +155,9 @@ class BertConfig:
         data = dict(data)
         model_type = data.pop("model_type", "bert")
         if model_type != "bert":
-            raise ValueError(f"config model_type is {model_type!r}; bertforge loads BERT checkpoints (model_type 'bert')")
+            raise ValueError(
+                f"config model_type is {model_type!r}; bertforge loads BERT checkpoints (model_type 'bert')"
+            )
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}
@@ -162,8 +178,10 @@ class BertConfig:
         path = os.fspath(path)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.exists(file):
-            raise FileNotFoundError(f"no config.json at {file}: a BERT checkpoint directory holds config.json and "
-                                    "model.safetensors (or pytorch_model.bin)")
+            raise FileNotFoundError(
+                f"no config.json at {file}: a BERT checkpoint directory holds config.json and "
+                "model.safetensors (or pytorch_model.bin)"
+            )
         try:
             with open(file, encoding="utf-8") as fh:
                 data = json.load(fh)

@@ -30,8 +30,14 @@ BACKBONE_RULES: list[tuple[str, str]] = [
 ]
 # Fused: the Hugging Face names for q, k and v (in this order) -> one bertforge tensor, concatenated on dim 0.
 FUSED_RULES: list[tuple[tuple[str, str, str], str]] = [
-    (("encoder.layer.{i}.attention.self.query.{p}", "encoder.layer.{i}.attention.self.key.{p}",
-      "encoder.layer.{i}.attention.self.value.{p}"), "layers.{i}.attn.qkv_proj.{p}"),
+    (
+        (
+            "encoder.layer.{i}.attention.self.query.{p}",
+            "encoder.layer.{i}.attention.self.key.{p}",
+            "encoder.layer.{i}.attention.self.value.{p}",
+        ),
+        "layers.{i}.attn.qkv_proj.{p}",
+    ),
 ]
 # Head parts, at the top level of both name spaces.
 HEAD_RULES: list[tuple[str, str]] = [
@@ -43,9 +49,13 @@ HEAD_RULES: list[tuple[str, str]] = [
     ("classifier.{p}", "classifier.{p}"),
     ("qa_outputs.{p}", "qa_outputs.{p}"),
 ]
-# Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to cls.predictions.bias.
-IGNORED = [r"(bert\.)?embeddings\.position_ids", r"(bert\.)?embeddings\.token_type_ids",
-           r"cls\.predictions\.decoder\.bias"]
+# Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to
+# cls.predictions.bias.
+IGNORED = [
+    r"(bert\.)?embeddings\.position_ids",
+    r"(bert\.)?embeddings\.token_type_ids",
+    r"cls\.predictions\.decoder\.bias",
+]
 # Renames applied before the table: checkpoints converted from TensorFlow call LayerNorm parameters gamma / beta.
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
 
@@ -122,8 +132,9 @@ def hf_to_ours(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     for target, parts in pending.items():
         if len(parts) != 3:
             missing = [("query", "key", "value")[i] for i in range(3) if i not in parts]
-            raise ValueError(f"checkpoint has an incomplete attention projection for {target}: "
-                             f"missing {', '.join(missing)}")
+            raise ValueError(
+                f"checkpoint has an incomplete attention projection for {target}: missing {', '.join(missing)}"
+            )
         out[target] = torch.cat([parts[0], parts[1], parts[2]], dim=0)
     return out, unused
 

@@ -31,7 +31,7 @@ def keep_mask(shape: tuple[int, ...] | torch.Size, p: float, dtype: torch.dtype)
     """A CPU tensor of ``shape``: 0 with probability ~p, else 1 / (realised keep probability), in ``dtype``."""
     n = math.prod(shape)
     dropped = round(p * _LEVELS)  # how many of the 65536 16-bit values drop an element
-    seed = int(torch.randint(0, 2 ** 62, (1,)))  # from torch's CPU generator: manual_seed and RNG state apply
+    seed = int(torch.randint(0, 2**62, (1,)))  # from torch's CPU generator: manual_seed and RNG state apply
     words = np.random.Generator(np.random.SFC64(seed)).bit_generator.random_raw((n + 3) // 4)
     bits = torch.from_numpy(words.view(np.int16)[:n]).view(shape)  # uniform over [-32768, 32767]
     keep = bits >= dropped - _LEVELS // 2

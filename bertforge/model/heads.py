@@ -100,9 +100,20 @@ class BertForPreTraining(PreTrainedBert):
         self.binary_head = nn.Linear(config.hidden_size, 2)
         init_weights(self.binary_head, config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                next_sentence_label=None, mlm_positions=None, output_attentions: bool = False,
-                output_hidden_states: bool = False, cu_seqlens=None, max_seqlen=None) -> PreTrainingOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        next_sentence_label=None,
+        mlm_positions=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        cu_seqlens=None,
+        max_seqlen=None,
+    ) -> PreTrainingOutput:
         """``labels`` (B, S) MLM targets, -100 where not predicted; ``next_sentence_label`` (B,) 0/1.
 
         ``mlm_positions`` (P,): flat indices into B x S of the positions to predict (the collator lists the masked
@@ -111,9 +122,16 @@ class BertForPreTraining(PreTrainedBert):
         ``cu_seqlens`` / ``max_seqlen``: a packed batch (see ``BertModel.forward``); labels and positions then index
         the packed tokens.
         """
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+        )
         prediction_logits, mlm_loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         seq_logits = self.binary_head(out.pooler_output)
         loss, binary_loss = mlm_loss, None
@@ -127,8 +145,13 @@ def _mlm(head: MLMHead, hidden: torch.Tensor, labels: torch.Tensor | None, posit
     """MLM logits (at every position, or at ``positions`` only) and the mean cross-entropy when labels are given."""
     if positions is None:
         logits = head(hidden)  # (B, S, V)
-        loss = None if labels is None else F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                           labels.flatten(), ignore_index=IGNORE_INDEX)
+        loss = (
+            None
+            if labels is None
+            else F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.flatten(), ignore_index=IGNORE_INDEX
+            )
+        )
         return logits, loss
     logits = head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions))  # (P, H) -> (P, V)
     loss = None
@@ -145,13 +168,30 @@ class BertForMaskedLM(PreTrainedBert):
         self.bert = BertModel(config, add_pooling_layer=False)
         self.mlm = MLMHead(config, self.bert.embeddings)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                mlm_positions=None, output_attentions: bool = False, output_hidden_states: bool = False,
-                cu_seqlens=None, max_seqlen=None) -> MaskedLMOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        mlm_positions=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        cu_seqlens=None,
+        max_seqlen=None,
+    ) -> MaskedLMOutput:
         """As ``BertForPreTraining.forward`` without the binary head; ``logits`` is (P, V) with ``mlm_positions``."""
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states, cu_seqlens=cu_seqlens, max_seqlen=max_seqlen)
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+        )
         logits, loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         return MaskedLMOutput(loss, logits, **_hidden_extras(out))
 
@@ -196,11 +236,24 @@ class BertForSequenceClassification(PreTrainedBert):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels or 2)
         init_weights(self.classifier, config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> SequenceClassifierOutput:
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.classifier(self.dropout(out.pooler_output))  # (B, L)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return SequenceClassifierOutput(loss, logits, **_hidden_extras(out))
@@ -217,11 +270,24 @@ class BertForTokenClassification(PreTrainedBert):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels or 2)
         init_weights(self.classifier, config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> TokenClassifierOutput:
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> TokenClassifierOutput:
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.classifier(self.dropout(out.last_hidden_state))  # (B, S, L)
         loss = None
         if labels is not None:
@@ -235,22 +301,37 @@ class BertForQuestionAnswering(PreTrainedBert):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         if config.num_labels != 2:
-            raise ValueError(f"BertForQuestionAnswering needs num_labels = 2 (start and end logits), the config has "
-                             f"{config.num_labels}; pass num_labels=2")
+            raise ValueError(
+                f"BertForQuestionAnswering needs num_labels = 2 (start and end logits), the config has "
+                f"{config.num_labels}; pass num_labels=2"
+            )
         self.bert = BertModel(config, add_pooling_layer=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         init_weights(self.qa_outputs, config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, start_positions=None,
-                end_positions=None, output_attentions: bool = False, output_hidden_states: bool = False
-                ) -> QuestionAnsweringOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        start_positions=None,
+        end_positions=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> QuestionAnsweringOutput:
         """``start_positions``/``end_positions`` (B,) token indices; positions outside the sequence are ignored.
 
         The loss's softmax runs over the real tokens only (padding masked out), so a window's loss does not depend on
         how much padding its batch has; transformers includes the padded positions (equal on unpadded batches)."""
-        out = self.bert(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                        position_ids=position_ids, output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
         loss = None
         if start_positions is not None and end_positions is not None:
@@ -263,8 +344,9 @@ class BertForQuestionAnswering(PreTrainedBert):
                 pad = attention_mask == 0
                 s_logits = s_logits.masked_fill(pad, torch.finfo(s_logits.dtype).min)
                 e_logits = e_logits.masked_fill(pad, torch.finfo(e_logits.dtype).min)
-            loss = (F.cross_entropy(s_logits, start, ignore_index=S)
-                    + F.cross_entropy(e_logits, end, ignore_index=S)) / 2
+            loss = (
+                F.cross_entropy(s_logits, start, ignore_index=S) + F.cross_entropy(e_logits, end, ignore_index=S)
+            ) / 2
         return QuestionAnsweringOutput(loss, start_logits, end_logits, **_hidden_extras(out))
 
 
@@ -278,26 +360,47 @@ class BertForMultipleChoice(PreTrainedBert):
         self.classifier = nn.Linear(config.hidden_size, 1)
         init_weights(self.classifier, config)
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None,
-                output_attentions: bool = False, output_hidden_states: bool = False) -> MultipleChoiceOutput:
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+    ) -> MultipleChoiceOutput:
         """Inputs (B, C, S); ``labels`` (B,) the index of the right choice."""
         if input_ids.dim() != 3:
-            raise ValueError(f"multiple choice takes input_ids of shape (batch, choices, sequence), got "
-                             f"{tuple(input_ids.shape)}")
+            raise ValueError(
+                f"multiple choice takes input_ids of shape (batch, choices, sequence), got {tuple(input_ids.shape)}"
+            )
         B, C, S = input_ids.shape
 
         def flat(t):
             return None if t is None else t.reshape(B * C, S)
 
-        out = self.bert(flat(input_ids), attention_mask=flat(attention_mask), token_type_ids=flat(token_type_ids),
-                        position_ids=flat(position_ids), output_attentions=output_attentions,
-                        output_hidden_states=output_hidden_states)
+        out = self.bert(
+            flat(input_ids),
+            attention_mask=flat(attention_mask),
+            token_type_ids=flat(token_type_ids),
+            position_ids=flat(position_ids),
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
         logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return MultipleChoiceOutput(loss, logits, **_hidden_extras(out))
 
 
 HEAD_CLASSES: dict[str, type[PreTrainedBert]] = {
-    cls.__name__: cls for cls in (BertForPreTraining, BertForMaskedLM, BertForSequenceClassification,
-                                  BertForTokenClassification, BertForQuestionAnswering, BertForMultipleChoice)
+    cls.__name__: cls
+    for cls in (
+        BertForPreTraining,
+        BertForMaskedLM,
+        BertForSequenceClassification,
+        BertForTokenClassification,
+        BertForQuestionAnswering,
+        BertForMultipleChoice,
+    )
 }

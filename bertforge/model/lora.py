@@ -81,8 +81,9 @@ class LoRALinear(nn.Module):
             self.merged = False
 
 
-def apply_lora(model: Any, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-               targets: tuple[str, ...] = ("query", "value")) -> list[LoRALinear]:
+def apply_lora(
+    model: Any, r: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: tuple[str, ...] = ("query", "value")
+) -> list[LoRALinear]:
     """Wrap the target projections of every encoder layer; freeze all but LoRA and the task head. Returns wrappers."""
     bad = [t for t in targets if t not in TARGETS]
     if bad:
@@ -102,8 +103,11 @@ def apply_lora(model: Any, r: int = 8, alpha: float = 16.0, dropout: float = 0.0
         if qkv_slices:
             layer.attn.qkv_proj = LoRALinear(layer.attn.qkv_proj, r, alpha, dropout, qkv_slices)
             wrapped.append(layer.attn.qkv_proj)
-        for name, parent, attr in (("output", layer.attn, "out_proj"), ("ffn_in", layer.ffn, "ffn_in"),
-                                   ("ffn_out", layer.ffn, "ffn_out")):
+        for name, parent, attr in (
+            ("output", layer.attn, "out_proj"),
+            ("ffn_in", layer.ffn, "ffn_in"),
+            ("ffn_out", layer.ffn, "ffn_out"),
+        ):
             if name in targets:
                 base = getattr(parent, attr)
                 setattr(parent, attr, LoRALinear(base, r, alpha, dropout, [(0, base.out_features)]))

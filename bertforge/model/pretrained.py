@@ -58,9 +58,16 @@ class PreTrainedBert(nn.Module):
 
     # ---- loading -------------------------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, config: BertConfig | None = None,
-                        dtype: torch.dtype | None = None, device: str | torch.device | None = None,
-                        ignore_mismatched_sizes: bool = False, **config_overrides):
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        config: BertConfig | None = None,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        ignore_mismatched_sizes: bool = False,
+        **config_overrides,
+    ):
         """Load a Hugging Face BERT directory (ours or transformers') into this class.
 
         Checkpoints with or without the ``bert.`` prefix and with or without heads are accepted; weights the class
@@ -72,8 +79,10 @@ class PreTrainedBert(nn.Module):
         """
         path = os.fspath(path)
         if not os.path.isdir(path):
-            raise FileNotFoundError(f"{path} is not a directory; from_pretrained takes a checkpoint directory with "
-                                    "config.json and model.safetensors")
+            raise FileNotFoundError(
+                f"{path} is not a directory; from_pretrained takes a checkpoint directory with "
+                "config.json and model.safetensors"
+            )
         init_params = inspect.signature(cls.__init__).parameters
         init_kwargs = {k: config_overrides.pop(k) for k in list(config_overrides) if k in init_params and k != "config"}
         if config is None:
@@ -82,14 +91,16 @@ class PreTrainedBert(nn.Module):
             config = config.replace(**config_overrides)
         model = cls(config, **init_kwargs)
         state = load_state_dict(path)
-        model.load_report = model.load_hf_state_dict(state, ignore_mismatched_sizes=ignore_mismatched_sizes,
-                                                     source=path)
+        model.load_report = model.load_hf_state_dict(
+            state, ignore_mismatched_sizes=ignore_mismatched_sizes, source=path
+        )
         if dtype is not None or device is not None:
             model.to(device=device, dtype=dtype)
         return model.eval()
 
-    def load_hf_state_dict(self, state: dict[str, torch.Tensor], ignore_mismatched_sizes: bool = False,
-                           source: str = "checkpoint") -> LoadReport:
+    def load_hf_state_dict(
+        self, state: dict[str, torch.Tensor], ignore_mismatched_sizes: bool = False, source: str = "checkpoint"
+    ) -> LoadReport:
         """Copy a Hugging Face-named state dict into this model; returns (and logs) what was missing or unused."""
         converted, unused = convert.hf_to_ours(state)
         prefix = self.backbone_prefix
@@ -121,21 +132,30 @@ class PreTrainedBert(nn.Module):
                     raise ValueError(
                         f"{source}: tensor {origin[name]} (bertforge {name}) has shape {tuple(tensor.shape)} in the "
                         f"checkpoint but {tuple(own[name].shape)} in {type(self).__name__}; check the config, or pass "
-                        "ignore_mismatched_sizes=True to re-initialize it")
+                        "ignore_mismatched_sizes=True to re-initialize it"
+                    )
                 own[name].copy_(tensor.to(own[name].dtype))
         mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
-        report.missing = sorted(_hf_name(n) for n in own if n not in adapted and n not in tied
-                                and _hf_name(n) not in mismatched)
+        report.missing = sorted(
+            _hf_name(n) for n in own if n not in adapted and n not in tied and _hf_name(n) not in mismatched
+        )
         if report.missing:
-            logger.warning("Some weights of %s were not in %s and are newly initialized: %s",
-                           type(self).__name__, source, report.missing)
+            logger.warning(
+                "Some weights of %s were not in %s and are newly initialized: %s",
+                type(self).__name__,
+                source,
+                report.missing,
+            )
         if report.unexpected:
-            logger.warning("Some weights of %s were not used by %s: %s", source, type(self).__name__,
-                           report.unexpected)
+            logger.warning("Some weights of %s were not used by %s: %s", source, type(self).__name__, report.unexpected)
         if report.mismatched:
-            logger.warning("Some weights of %s had other shapes in %s and are newly initialized: %s",
-                           type(self).__name__, source, report.mismatched)
+            logger.warning(
+                "Some weights of %s had other shapes in %s and are newly initialized: %s",
+                type(self).__name__,
+                source,
+                report.mismatched,
+            )
         return report
 
     def _tied_names(self) -> set[str]:
@@ -148,8 +168,12 @@ class PreTrainedBert(nn.Module):
         own = {k: v.detach() for k, v in (state_dict if state_dict is not None else self.state_dict()).items()}
         return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings)
 
-    def save_pretrained(self, directory: str | os.PathLike, safe_serialization: bool = True,
-                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    def save_pretrained(
+        self,
+        directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """Write config.json (with ``architectures``) and model.safetensors that transformers loads as is.
 
         ``state_dict`` replaces the module's own tensors (for a model whose parameters are sharded).

@@ -22,8 +22,12 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "zero-shot-classification": ZeroShotClassificationPipeline,
     "feature-extraction": FeatureExtractionPipeline,
 }
-ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification",
-           "sentence-embedding": "feature-extraction", "sentence-embeddings": "feature-extraction"}
+ALIASES = {
+    "sentiment-analysis": "text-classification",
+    "ner": "token-classification",
+    "sentence-embedding": "feature-extraction",
+    "sentence-embeddings": "feature-extraction",
+}
 TASKS = sorted(PIPELINES) + sorted(ALIASES)
 
 

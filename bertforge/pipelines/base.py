@@ -15,8 +15,14 @@ from bertforge.tasks.features import predict
 from bertforge.tokenization import BertTokenizer
 from bertforge.utils import default_device, progress, warn_if_emulated_bf16
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
@@ -54,16 +60,23 @@ class Pipeline:
 
     __call__: Callable[..., Any]  # each task's pipeline defines its own call
 
-
     task = ""
     model_class: type[PreTrainedBert]
     head: str | None = None
     """A weight name (Hugging Face naming) whose absence means the checkpoint lacks the task's head."""
     head_hint = "use a checkpoint fine-tuned for the task (bertforge finetune writes one)"
 
-    def __init__(self, model: str | os.PathLike | PreTrainedBert, tokenizer: BertTokenizer | str | None = None, *,
-                 device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
-                 batch_size: int = 32, max_length: int | None = None, show_progress: bool = False):
+    def __init__(
+        self,
+        model: str | os.PathLike | PreTrainedBert,
+        tokenizer: BertTokenizer | str | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int = 32,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ):
         dtype = resolve_dtype(dtype)
         device = default_device(device)
         if dtype == torch.bfloat16:
@@ -89,27 +102,50 @@ class Pipeline:
     def _check_head(self, path: str) -> None:
         report = self.model.load_report
         if self.head and report is not None and any(name.startswith(self.head) for name in report.missing):
-            raise ValueError(f"{path} has no {self.task} head ({self.head}* weights are missing), so its "
-                             f"predictions would be random; {self.head_hint}")
+            raise ValueError(
+                f"{path} has no {self.task} head ({self.head}* weights are missing), so its "
+                f"predictions would be random; {self.head_hint}"
+            )
 
-    def _predict(self, features: Sequence[dict], outputs: Callable[[Any], Sequence[torch.Tensor]],
-                 per_token: bool = False) -> list[list[np.ndarray]]:
+    def _predict(
+        self, features: Sequence[dict], outputs: Callable[[Any], Sequence[torch.Tensor]], per_token: bool = False
+    ) -> list[list[np.ndarray]]:
         with progress(total=len(features), desc=self.task, unit="seq", enabled=self.show_progress) as bar:
-            return predict(self.model, features, self.batch_size, outputs, pad_token_id=self.tokenizer.pad_token_id,
-                           per_token=per_token, bar=bar)
+            return predict(
+                self.model,
+                features,
+                self.batch_size,
+                outputs,
+                pad_token_id=self.tokenizer.pad_token_id,
+                per_token=per_token,
+                bar=bar,
+            )
 
-    def _windows(self, texts: Sequence[str], pairs: Sequence[str] | None = None, stride: int | None = None,
-                 offsets: bool = False, specials: bool = False) -> tuple:
+    def _windows(
+        self,
+        texts: Sequence[str],
+        pairs: Sequence[str] | None = None,
+        stride: int | None = None,
+        offsets: bool = False,
+        specials: bool = False,
+    ) -> tuple:
         """Encode texts (and pairs) in windows of ``max_length`` overlapping by ``stride`` tokens. Returns the
         encoding and, for each window, the input it came from."""
         stride = self.max_length // 4 if stride is None else stride
         if stride >= self.max_length - 3:
             raise ValueError(f"stride={stride} must be smaller than the window ({self.max_length} tokens) minus 3")
         # windows slide over the first text (or the only one); a pair's second text is kept whole in each window
-        enc = self.tokenizer(list(texts), list(pairs) if pairs is not None else None, truncation="only_first",
-                             max_length=self.max_length, stride=stride, return_overflowing_tokens=True,
-                             return_offsets_mapping=offsets, return_special_tokens_mask=specials,
-                             return_attention_mask=False)
+        enc = self.tokenizer(
+            list(texts),
+            list(pairs) if pairs is not None else None,
+            truncation="only_first",
+            max_length=self.max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=offsets,
+            return_special_tokens_mask=specials,
+            return_attention_mask=False,
+        )
         return enc, enc["overflow_to_sample_mapping"]
 
     @staticmethod
@@ -117,8 +153,10 @@ class Pipeline:
         return [{"input_ids": i, "token_type_ids": t} for i, t in zip(enc["input_ids"], enc["token_type_ids"])]
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(task={self.task!r}, device={self.device}, dtype={self.dtype}, "
-                f"max_length={self.max_length})")
+        return (
+            f"{type(self).__name__}(task={self.task!r}, device={self.device}, dtype={self.dtype}, "
+            f"max_length={self.max_length})"
+        )
 
 
 def as_list(inputs) -> tuple[list, bool]:

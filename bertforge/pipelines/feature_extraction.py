@@ -1,5 +1,6 @@
 """feature-extraction / sentence-embedding: one vector per input (mean or [CLS] pooling, optionally L2-normalised),
-or every token's vector (``pooling=None``). Long inputs: the windows' mean vectors averaged, weighted by their tokens."""
+or every token's vector (``pooling=None``). Long inputs: the windows' mean vectors averaged, weighted by their
+tokens."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class FeatureExtractionPipeline(Pipeline):
             raise ValueError(f"pooling={pooling!r} is not one of {POOLINGS}")
         self.pooling, self.normalize = pooling, normalize
 
-    def __call__(self, inputs, *, pooling: str | None = "default", normalize: bool | None = None,
-                 stride: int | None = None):
+    def __call__(
+        self, inputs, *, pooling: str | None = "default", normalize: bool | None = None, stride: int | None = None
+    ):
         """A vector (H,) per input with mean/cls pooling, or a (tokens, H) array with ``pooling=None``; a single
         text gives one result, a list gives a list (``np.stack`` makes a matrix)."""
         pooling = self.pooling if pooling == "default" else pooling
@@ -57,8 +59,16 @@ class FeatureExtractionPipeline(Pipeline):
                 if len(parts) == 1:
                     v = parts[0][0]
                 else:  # windows joined: keep the first [CLS], the last [SEP], and no specials in between
-                    rows = [h[[k for k, s in enumerate(m) if not s or (w == 0 and k == 0)
-                               or (w == len(parts) - 1 and k == len(m) - 1)]] for w, (h, m) in enumerate(parts)]
+                    rows = [
+                        h[
+                            [
+                                k
+                                for k, s in enumerate(m)
+                                if not s or (w == 0 and k == 0) or (w == len(parts) - 1 and k == len(m) - 1)
+                            ]
+                        ]
+                        for w, (h, m) in enumerate(parts)
+                    ]
                     v = np.concatenate(rows)
             elif pooling == "cls":
                 v = parts[0][0]  # the first window's [CLS] sees the start of the text

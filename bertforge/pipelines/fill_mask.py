@@ -28,8 +28,9 @@ class FillMaskPipeline(Pipeline):
             if not pieces:
                 logger.warning("target %r has no token in the vocabulary; it is ignored", target)
                 continue
-            logger.warning("target %r is not one token; its first piece %r is used", target,
-                           tok.convert_ids_to_tokens(pieces[0]))
+            logger.warning(
+                "target %r is not one token; its first piece %r is used", target, tok.convert_ids_to_tokens(pieces[0])
+            )
             ids.append(pieces[0])
         ids = sorted(set(ids))
         if not ids:
@@ -48,7 +49,7 @@ class FillMaskPipeline(Pipeline):
             counts = is_mask.sum(-1).tolist()
             start = 0
             for i, n in zip(idx, counts):
-                out[i] = logits[start:start + n]
+                out[i] = logits[start : start + n]
                 start += n
         return out  # type: ignore[return-value]
 
@@ -75,7 +76,7 @@ class FillMaskPipeline(Pipeline):
             spots = []
             for p in positions:
                 start = min(max(p - 1 - width // 2, 0), len(content) - width)
-                window = [tok.cls_token_id] + content[start:start + width] + [tok.sep_token_id]
+                window = [tok.cls_token_id] + content[start : start + width] + [tok.sep_token_id]
                 feats.append({"input_ids": window, "token_type_ids": [0] * len(window)})
                 spots.append((len(feats) - 1, sum(1 for q in positions if start + 1 <= q < p)))
             where.append(spots)
@@ -96,8 +97,14 @@ class FillMaskPipeline(Pipeline):
                     token = int(target_ids[b]) if target_ids is not None else int(b)
                     filled = ids.copy()
                     filled[pos] = token
-                    row.append({"score": float(candidates[b]), "token": token, "token_str": tok.decode([token]),
-                                "sequence": tok.decode(filled.tolist(), skip_special_tokens=len(positions) == 1)})
+                    row.append(
+                        {
+                            "score": float(candidates[b]),
+                            "token": token,
+                            "token_str": tok.decode([token]),
+                            "sequence": tok.decode(filled.tolist(), skip_special_tokens=len(positions) == 1),
+                        }
+                    )
                 rows.append(row)
             results.append(rows[0] if len(rows) == 1 else rows)
         return results[0] if single else results

@@ -26,9 +26,18 @@ class QuestionAnsweringPipeline(Pipeline):
     def __init__(self, *args, max_length: int | None = 384, **kwargs):
         super().__init__(*args, max_length=max_length, **kwargs)
 
-    def __call__(self, inputs=None, *, question: str | list[str] | None = None, context: str | list[str] | None = None,
-                 top_k: int = 1, doc_stride: int = 128, max_answer_len: int = 15, max_question_len: int = 64,
-                 handle_impossible_answer: bool = False):
+    def __call__(
+        self,
+        inputs=None,
+        *,
+        question: str | list[str] | None = None,
+        context: str | list[str] | None = None,
+        top_k: int = 1,
+        doc_stride: int = 128,
+        max_answer_len: int = 15,
+        max_question_len: int = 64,
+        handle_impossible_answer: bool = False,
+    ):
         """``pipe(question=..., context=...)``, ``pipe({"question": ..., "context": ...})`` or a list of such
         dicts. Returns ``{"score", "start", "end", "answer"}`` per question (a list of ``top_k`` when top_k > 1)."""
         if inputs is None:
@@ -60,8 +69,16 @@ class QuestionAnsweringPipeline(Pipeline):
         stride = max(0, min(doc_stride, self.max_length - max_question_len - 4))
         feats = qa_features(self.tokenizer, examples, self.max_length, stride, max_question_len)
         logits = self._predict(feats, lambda out: [out.start_logits, out.end_logits], per_token=True)
-        results = [self._answers(ex, [(f, lg) for f, lg in zip(feats, logits) if f["example"] == n], top_k,
-                                 max_answer_len, handle_impossible_answer) for n, ex in enumerate(examples)]
+        results = [
+            self._answers(
+                ex,
+                [(f, lg) for f, lg in zip(feats, logits) if f["example"] == n],
+                top_k,
+                max_answer_len,
+                handle_impossible_answer,
+            )
+            for n, ex in enumerate(examples)
+        ]
         results = [r[0] if top_k == 1 else r for r in results]
         return results[0] if single else results
 

@@ -26,8 +26,15 @@ class TextClassificationPipeline(Pipeline):
             return "sigmoid"
         return "softmax"
 
-    def __call__(self, inputs, *, top_k: int | None = 1, function_to_apply: str | None = None,
-                 window_aggregation: str = "mean", stride: int | None = None):
+    def __call__(
+        self,
+        inputs,
+        *,
+        top_k: int | None = 1,
+        function_to_apply: str | None = None,
+        window_aggregation: str = "mean",
+        stride: int | None = None,
+    ):
         """Classify a text, a pair (``{"text": ..., "text_pair": ...}`` or a 2-tuple), or a list of either.
 
         Returns per input ``{"label", "score"}`` when ``top_k`` is 1 (the default), else the ``top_k`` best (all
@@ -59,9 +66,11 @@ class TextClassificationPipeline(Pipeline):
             chosen = [i for i, p in enumerate(pairs) if (p is not None) == with_pair]
             if not chosen:
                 continue
-            enc, window_owner = self._windows([texts[i] for i in chosen],
-                                              [pairs[i] for i in chosen] if with_pair else None,  # type: ignore[misc]
-                                              stride)
+            enc, window_owner = self._windows(
+                [texts[i] for i in chosen],
+                [pairs[i] for i in chosen] if with_pair else None,  # type: ignore[misc]
+                stride,
+            )
             feats.extend(self._features(enc))
             owner.extend(chosen[k] for k in window_owner)
         logits = self._predict(feats, lambda out: [out.logits])

@@ -41,8 +41,16 @@ def group(entities: list[dict]) -> list[dict]:
             groups[-1].append(e)
         else:
             groups.append([e])
-    return [{"entity_group": split_tag(g[0]["entity"])[1], "score": float(np.mean([e["score"] for e in g])),
-             "word": join_pieces([e["word"] for e in g]), "start": g[0]["start"], "end": g[-1]["end"]} for g in groups]
+    return [
+        {
+            "entity_group": split_tag(g[0]["entity"])[1],
+            "score": float(np.mean([e["score"] for e in g])),
+            "word": join_pieces([e["word"] for e in g]),
+            "start": g[0]["start"],
+            "end": g[-1]["end"],
+        }
+        for g in groups
+    ]
 
 
 def stitch(entities: list[dict]) -> list[dict]:
@@ -70,8 +78,7 @@ class TokenClassificationPipeline(Pipeline):
     head = "classifier."
     head_hint = "use a checkpoint fine-tuned for NER (bertforge finetune ner writes one)"
 
-    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=("O",),
-                 stride: int | None = None):
+    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=("O",), stride: int | None = None):
         """Entities of a text or of each text of a list (see the module doc for the strategies)."""
         strategy = aggregation_strategy.lower() if isinstance(aggregation_strategy, str) else aggregation_strategy
         if strategy not in STRATEGIES:
@@ -96,9 +103,16 @@ class TokenClassificationPipeline(Pipeline):
                 start, end = enc["offset_mapping"][j][t]
                 piece = self.tokenizer.convert_ids_to_tokens(token_id)
                 unknown = token_id == self.tokenizer.unk_token_id
-                tokens.append({"word": text[start:end] if unknown else piece, "scores": scores[t], "start": start,
-                               "end": end, "index": t,
-                               "subword": not unknown and t > 0 and word_ids[t] == word_ids[t - 1]})
+                tokens.append(
+                    {
+                        "word": text[start:end] if unknown else piece,
+                        "scores": scores[t],
+                        "start": start,
+                        "end": end,
+                        "index": t,
+                        "subword": not unknown and t > 0 and word_ids[t] == word_ids[t - 1],
+                    }
+                )
             entities = self._aggregate(tokens, strategy, id2label)
             per_input[i].extend(e for e in entities if e.get("entity", e.get("entity_group")) not in ignore)
         results = [stitch(e) if n > 1 else e for e, n in zip(per_input, windows)]
@@ -110,8 +124,16 @@ class TokenClassificationPipeline(Pipeline):
             entities = []
             for t in tokens:
                 k = int(t["scores"].argmax())
-                entities.append({"entity": id2label[k], "score": float(t["scores"][k]), "index": t["index"],
-                                 "word": t["word"], "start": t["start"], "end": t["end"]})
+                entities.append(
+                    {
+                        "entity": id2label[k],
+                        "score": float(t["scores"][k]),
+                        "index": t["index"],
+                        "word": t["word"],
+                        "start": t["start"],
+                        "end": t["end"],
+                    }
+                )
             return entities if strategy == "none" else group(entities)
         words: list[list[dict]] = []
         for t in tokens:
@@ -128,7 +150,13 @@ class TokenClassificationPipeline(Pipeline):
             else:
                 scores = np.nanmean(np.stack([p["scores"] for p in pieces]), axis=0)
             k = int(scores.argmax())
-            entities.append({"entity": id2label[k], "score": float(scores[k]),
-                             "word": join_pieces([p["word"] for p in pieces]),
-                             "start": pieces[0]["start"], "end": pieces[-1]["end"]})
+            entities.append(
+                {
+                    "entity": id2label[k],
+                    "score": float(scores[k]),
+                    "word": join_pieces([p["word"] for p in pieces]),
+                    "start": pieces[0]["start"],
+                    "end": pieces[-1]["end"],
+                }
+            )
         return group(entities)

@@ -16,16 +16,25 @@ class ZeroShotClassificationPipeline(Pipeline):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.entailment_id = next((i for label, i in self.config.label2id.items()
-                                   if label.lower().startswith("entail")), None)
+        self.entailment_id = next(
+            (i for label, i in self.config.label2id.items() if label.lower().startswith("entail")), None
+        )
         if self.entailment_id is None:
-            raise ValueError(f"zero-shot classification needs an NLI checkpoint whose label2id names an entailment "
-                             f"label; this one has {self.config.label2id}")
+            raise ValueError(
+                f"zero-shot classification needs an NLI checkpoint whose label2id names an entailment "
+                f"label; this one has {self.config.label2id}"
+            )
         contradiction = [i for label, i in self.config.label2id.items() if label.lower().startswith("contradict")]
         self.contradiction_id = contradiction[0] if contradiction else (-1 if self.entailment_id == 0 else 0)
 
-    def __call__(self, inputs, candidate_labels: str | list[str] | None = None, *,
-                 hypothesis_template: str = "This example is {}.", multi_label: bool = False):
+    def __call__(
+        self,
+        inputs,
+        candidate_labels: str | list[str] | None = None,
+        *,
+        hypothesis_template: str = "This example is {}.",
+        multi_label: bool = False,
+    ):
         """Returns ``{"sequence", "labels", "scores"}`` (labels best first) per text. ``multi_label``: each label
         scored on its own (entailment vs contradiction), else the entailment scores are a softmax over labels."""
         texts, single = as_list(inputs)
@@ -39,8 +48,9 @@ class ZeroShotClassificationPipeline(Pipeline):
         hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
         firsts = [t for t in texts for _ in hypotheses]
         seconds = hypotheses * len(texts)
-        enc = self.tokenizer(firsts, seconds, truncation="only_first", max_length=self.max_length,
-                             return_attention_mask=False)
+        enc = self.tokenizer(
+            firsts, seconds, truncation="only_first", max_length=self.max_length, return_attention_mask=False
+        )
         logits = np.stack([o[0] for o in self._predict(self._features(enc), lambda out: [out.logits])])
         logits = logits.reshape(len(texts), len(hypotheses), -1)
         if multi_label or len(hypotheses) == 1:
@@ -50,6 +60,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         results = []
         for text, row in zip(texts, scores):
             order = np.argsort(-row, kind="stable")
-            results.append({"sequence": text, "labels": [candidate_labels[k] for k in order],
-                            "scores": [float(row[k]) for k in order]})
+            results.append(
+                {
+                    "sequence": text,
+                    "labels": [candidate_labels[k] for k in order],
+                    "scores": [float(row[k]) for k in order],
+                }
+            )
         return results[0] if single else results

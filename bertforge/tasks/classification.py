@@ -28,8 +28,9 @@ def _split_labels(value, separator: str) -> list[str]:
     return [v.strip() for v in str(value).split(separator) if v.strip()]
 
 
-def classification_labels(rows: list[dict], path: str, kind: str, label2id: dict[str, int] | None,
-                          separator: str = ","):
+def classification_labels(
+    rows: list[dict], path: str, kind: str, label2id: dict[str, int] | None, separator: str = ","
+):
     """Label values for ``kind`` "single" (ids), "multi" (0/1 vectors) or "regression" (floats), and the label map
     (built from ``rows`` when None). An unknown or malformed label names the file and line."""
     if kind == "regression":
@@ -47,8 +48,9 @@ def classification_labels(rows: list[dict], path: str, kind: str, label2id: dict
     for r, names in zip(rows, per_row):
         for name in names:
             if name not in label2id:
-                raise ValueError(f"{path}: line {r['line']}: label {name!r} was not seen in training "
-                                 f"(labels: {', '.join(label2id)})")
+                raise ValueError(
+                    f"{path}: line {r['line']}: label {name!r} was not seen in training (labels: {', '.join(label2id)})"
+                )
         if kind == "multi":
             vec = [0.0] * len(label2id)
             for name in names:
@@ -62,12 +64,18 @@ def classification_labels(rows: list[dict], path: str, kind: str, label2id: dict
 def classification_metrics(pred, gold, kind: str, num_labels: int) -> dict[str, float]:
     """Metrics for predicted vs gold labels: ids (single), 0/1 vectors (multi) or floats (regression)."""
     if kind == "regression":
-        return {"pearson": M.pearson(pred, gold), "spearman": M.spearman(pred, gold),
-                "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2))}
+        return {
+            "pearson": M.pearson(pred, gold),
+            "spearman": M.spearman(pred, gold),
+            "mse": float(np.mean((np.asarray(pred) - np.asarray(gold)) ** 2)),
+        }
     if kind == "multi":
         return M.multilabel_scores(pred, gold)
-    out = {"accuracy": M.accuracy(pred, gold), "f1_macro": M.f1(pred, gold, average="macro"),
-           "matthews": M.matthews_corrcoef(pred, gold)}
+    out = {
+        "accuracy": M.accuracy(pred, gold),
+        "f1_macro": M.f1(pred, gold, average="macro"),
+        "matthews": M.matthews_corrcoef(pred, gold),
+    }
     if num_labels == 2:
         out["f1"] = M.f1(pred, gold)
     return out

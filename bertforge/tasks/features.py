@@ -17,8 +17,13 @@ from bertforge.constants import IGNORE_INDEX
 from bertforge.utils import autocast
 
 
-def collate(features: Sequence[dict], pad_token_id: int = 0, token_label_keys: Sequence[str] = (),
-            label_dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> dict:
+def collate(
+    features: Sequence[dict],
+    pad_token_id: int = 0,
+    token_label_keys: Sequence[str] = (),
+    label_dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> dict:
     """Pad ``features`` to the longest one: input_ids / token_type_ids / attention_mask, plus the label keys present
     (per-token label keys in ``token_label_keys`` are padded with -100)."""
     if not features:
@@ -40,7 +45,7 @@ def collate(features: Sequence[dict], pad_token_id: int = 0, token_label_keys: S
         if key in token_label_keys:
             values = torch.full((b, n), IGNORE_INDEX, dtype=torch.long)
             for i, f in enumerate(features):
-                values[i, :len(f[key])] = torch.tensor(f[key])
+                values[i, : len(f[key])] = torch.tensor(f[key])
         else:
             values = torch.tensor([f[key] for f in features], dtype=label_dtype if key == "labels" else torch.long)
         batch[key] = values
@@ -52,13 +57,21 @@ def collate(features: Sequence[dict], pad_token_id: int = 0, token_label_keys: S
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (longest first, so an out-of-memory error comes early)."""
     order = np.argsort(-np.asarray(lengths), kind="stable")
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, features: Sequence[dict], batch_size: int,
-            outputs: Callable[[object], Sequence[torch.Tensor]], *, pad_token_id: int = 0, bf16: bool = False,
-            per_token: bool = False, bar=None) -> list[list[np.ndarray]]:
+def predict(
+    model: torch.nn.Module,
+    features: Sequence[dict],
+    batch_size: int,
+    outputs: Callable[[object], Sequence[torch.Tensor]],
+    *,
+    pad_token_id: int = 0,
+    bf16: bool = False,
+    per_token: bool = False,
+    bar=None,
+) -> list[list[np.ndarray]]:
     """Run ``model`` over ``features`` in length-sorted batches; ``outputs(model_output)`` picks the tensors to keep.
 
     Returns, for each feature in input order, one float32 array per picked tensor: its row, trimmed to the feature's
@@ -71,8 +84,11 @@ def predict(model: torch.nn.Module, features: Sequence[dict], batch_size: int,
         batch = collate([features[i] for i in idx], pad_token_id, device=device)
         batch.pop("labels", None)
         with autocast(device, bf16):
-            out = model(input_ids=batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                        attention_mask=batch["attention_mask"])
+            out = model(
+                input_ids=batch["input_ids"],
+                token_type_ids=batch["token_type_ids"],
+                attention_mask=batch["attention_mask"],
+            )
         picked = [t.float().cpu().numpy() for t in outputs(out)]
         for row, i in enumerate(idx):
             n = len(features[i]["input_ids"])

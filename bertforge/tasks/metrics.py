@@ -94,8 +94,11 @@ def multilabel_scores(pred: Sequence[Sequence[float]], gold: Sequence[Sequence[f
     tp, n_pred, n_gold = (p & g).sum(0), p.sum(0), g.sum(0)
     micro = 2 * tp.sum() / (n_pred.sum() + n_gold.sum()) if n_pred.sum() + n_gold.sum() else 0.0
     per_label = np.where(n_pred + n_gold > 0, 2 * tp / np.maximum(n_pred + n_gold, 1), 0.0)
-    return {"f1_micro": float(micro), "f1_macro": float(per_label.mean()) if per_label.size else 0.0,
-            "subset_accuracy": float((p == g).all(1).mean()) if len(p) else 0.0}
+    return {
+        "f1_micro": float(micro),
+        "f1_macro": float(per_label.mean()) if per_label.size else 0.0,
+        "subset_accuracy": float((p == g).all(1).mean()) if len(p) else 0.0,
+    }
 
 
 def _same_length(a, b) -> None:
@@ -152,8 +155,11 @@ def entity_scores(pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) 
             per_type[span[0]][2] += 1
     precision = tp / n_pred if n_pred else 0.0
     recall = tp / n_gold if n_gold else 0.0
-    scores = {"precision": precision, "recall": recall,
-              "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0}
+    scores = {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+    }
     for kind, (t, p, g) in sorted(per_type.items()):
         scores[f"f1_{kind}"] = 2 * t / (p + g) if p + g else 0.0
     return scores

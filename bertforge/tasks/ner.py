@@ -45,26 +45,48 @@ def word_windows(piece_counts: Sequence[int], budget: int, stride: int) -> list[
         start = max(back, start + 1)
 
 
-def ner_features(tok: BertTokenizer, sentences: Sequence[Sequence[str]], max_length: int = 128, stride: int = 32,
-                 tags: Sequence[Sequence[str]] | None = None, label2id: dict[str, int] | None = None) -> list[dict]:
+def ner_features(
+    tok: BertTokenizer,
+    sentences: Sequence[Sequence[str]],
+    max_length: int = 128,
+    stride: int = 32,
+    tags: Sequence[Sequence[str]] | None = None,
+    label2id: dict[str, int] | None = None,
+) -> list[dict]:
     """One feature per window: input_ids, token_type_ids, word_ids (indices into the sentence), the window's word
     range, and with ``tags`` the aligned ``labels`` (first piece of each word labelled, the rest -100)."""
     if max_length < 3:
         raise ValueError(f"max_length={max_length} leaves no room for words after [CLS] and [SEP]")
     if stride >= max_length - 2:
         raise ValueError(f"stride={stride} must be smaller than max_length - 2 = {max_length - 2}")
-    whole = tok([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False,
-                return_attention_mask=False, return_token_type_ids=False) if sentences else None
+    whole = (
+        tok(
+            [list(s) for s in sentences],
+            is_split_into_words=True,
+            add_special_tokens=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        if sentences
+        else None
+    )
     features: list[dict] = []
     for i, words in enumerate(sentences):
-        counts = np.bincount([w for w in whole.word_ids(i) if w is not None],  # type: ignore[union-attr]
-                             minlength=len(words)).tolist()
+        counts = np.bincount(
+            [w for w in whole.word_ids(i) if w is not None],  # type: ignore[union-attr]
+            minlength=len(words),
+        ).tolist()
         for start, end in word_windows(counts, max_length - 2, stride):
             features.append({"sentence": i, "start": start, "end": end, "words": list(words[start:end])})
     if not features:
         return []
-    enc = tok([f.pop("words") or [""] for f in features], is_split_into_words=True, truncation=True,
-              max_length=max_length, return_attention_mask=False)
+    enc = tok(
+        [f.pop("words") or [""] for f in features],
+        is_split_into_words=True,
+        truncation=True,
+        max_length=max_length,
+        return_attention_mask=False,
+    )
     for j, f in enumerate(features):
         f["input_ids"] = enc["input_ids"][j]
         f["token_type_ids"] = enc["token_type_ids"][j]
@@ -78,8 +100,9 @@ def ner_features(tok: BertTokenizer, sentences: Sequence[Sequence[str]], max_len
     return features
 
 
-def word_predictions(features: Sequence[dict], token_scores: Sequence[np.ndarray],
-                     sentence_lengths: Sequence[int]) -> list[list[np.ndarray | None]]:
+def word_predictions(
+    features: Sequence[dict], token_scores: Sequence[np.ndarray], sentence_lengths: Sequence[int]
+) -> list[list[np.ndarray | None]]:
     """Per sentence, per word: the score vector at the word's first piece, taken from the window where the word has
     the most words on its shorter side; None for a word that has no piece (all its characters were dropped)."""
     best: list[list[tuple[int, np.ndarray] | None]] = [[None] * n for n in sentence_lengths]

@@ -25,15 +25,26 @@ from bertforge.tokenization.alignment import char_span_to_token_span
 
 def _cut_question(tok: BertTokenizer, question: str, max_query_length: int) -> str:
     question = question.lstrip()  # SQuAD has questions with leading spaces that waste the window
-    enc = tok(question, add_special_tokens=False, return_offsets_mapping=True, return_token_type_ids=False,
-              return_attention_mask=False)
+    enc = tok(
+        question,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        return_token_type_ids=False,
+        return_attention_mask=False,
+    )
     if len(enc["input_ids"]) <= max_query_length:
         return question
     return question[: enc["offset_mapping"][max_query_length - 1][1]]
 
 
-def qa_features(tok: BertTokenizer, examples: Sequence[SquadExample], max_length: int = 384, doc_stride: int = 128,
-                max_query_length: int = 64, train: bool = False) -> list[dict]:
+def qa_features(
+    tok: BertTokenizer,
+    examples: Sequence[SquadExample],
+    max_length: int = 384,
+    doc_stride: int = 128,
+    max_query_length: int = 64,
+    train: bool = False,
+) -> list[dict]:
     """One feature per window: input_ids, token_type_ids, ``example`` (index), ``offsets`` (character spans into the
     context, None outside it) and, with ``train``, ``start_positions`` / ``end_positions``."""
     for ex in examples:
@@ -42,18 +53,31 @@ def qa_features(tok: BertTokenizer, examples: Sequence[SquadExample], max_length
         if not ex.context.strip():
             raise ValueError(f"question {ex.id!r} has an empty context")
     if max_query_length + doc_stride + 3 >= max_length:
-        raise ValueError(f"max_length={max_length} must exceed max_query_length ({max_query_length}) + doc_stride "
-                         f"({doc_stride}) + 3 special tokens, or the windows cannot advance")
+        raise ValueError(
+            f"max_length={max_length} must exceed max_query_length ({max_query_length}) + doc_stride "
+            f"({doc_stride}) + 3 special tokens, or the windows cannot advance"
+        )
     questions = [_cut_question(tok, ex.question, max_query_length) for ex in examples]
-    enc = tok(questions, [ex.context for ex in examples], truncation="only_second", max_length=max_length,
-              stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
-              return_attention_mask=False)
+    enc = tok(
+        questions,
+        [ex.context for ex in examples],
+        truncation="only_second",
+        max_length=max_length,
+        stride=doc_stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+        return_attention_mask=False,
+    )
     features = []
     for j, i in enumerate(enc["overflow_to_sample_mapping"]):
         seq_ids = enc.sequence_ids(j)
         offsets = [tuple(o) if s == 1 else None for o, s in zip(enc["offset_mapping"][j], seq_ids)]
-        f = {"example": i, "input_ids": enc["input_ids"][j], "token_type_ids": enc["token_type_ids"][j],
-             "offsets": offsets}
+        f = {
+            "example": i,
+            "input_ids": enc["input_ids"][j],
+            "token_type_ids": enc["token_type_ids"][j],
+            "offsets": offsets,
+        }
         if train:
             ex = examples[i]
             span = None
@@ -75,9 +99,15 @@ class Answer:
     end: int
 
 
-def best_answers(examples: Sequence[SquadExample], features: Sequence[dict], logits: Sequence[Sequence[np.ndarray]],
-                 n_best: int = 20, max_answer_length: int = 30, version_2: bool = False,
-                 null_threshold: float = 0.0) -> list[list[Answer]]:
+def best_answers(
+    examples: Sequence[SquadExample],
+    features: Sequence[dict],
+    logits: Sequence[Sequence[np.ndarray]],
+    n_best: int = 20,
+    max_answer_length: int = 30,
+    version_2: bool = False,
+    null_threshold: float = 0.0,
+) -> list[list[Answer]]:
     """For each example the candidate answers, best first (at most ``n_best``); with ``version_2`` the null answer
     ("" with start -1) is first when null score - best span score > ``null_threshold``."""
     by_example: list[list[int]] = [[] for _ in examples]

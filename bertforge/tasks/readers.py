@@ -45,8 +45,13 @@ def read_jsonl(path: str):
                 raise ValueError(f"{path}: line {number}: not valid JSON ({e.msg})") from None
 
 
-def read_table(path: str, text_column: str | int, label_column: str | int | None = None,
-               text_pair_column: str | int | None = None, has_header: bool = True) -> list[dict]:
+def read_table(
+    path: str,
+    text_column: str | int,
+    label_column: str | int | None = None,
+    text_pair_column: str | int | None = None,
+    has_header: bool = True,
+) -> list[dict]:
     """Rows of a CSV / TSV / JSONL file as dicts with ``text``, ``text_pair`` (or None) and ``label`` (raw string)."""
     rows: list[dict] = []
     if path.endswith((".jsonl", ".json")):
@@ -54,9 +59,14 @@ def read_table(path: str, text_column: str | int, label_column: str | int | None
             for col in (text_column, text_pair_column, label_column):
                 if col is not None and col not in obj:
                     raise ValueError(f"{path}: line {number}: no field {col!r}")
-            rows.append({"text": str(obj[text_column]),
-                         "text_pair": None if text_pair_column is None else str(obj[text_pair_column]),
-                         "label": None if label_column is None else obj[label_column], "line": number})
+            rows.append(
+                {
+                    "text": str(obj[text_column]),
+                    "text_pair": None if text_pair_column is None else str(obj[text_pair_column]),
+                    "label": None if label_column is None else obj[label_column],
+                    "line": number,
+                }
+            )
         return rows
     delimiter = "\t" if path.endswith(".tsv") else ","
     with _open(path) as fh:
@@ -64,16 +74,23 @@ def read_table(path: str, text_column: str | int, label_column: str | int | None
         header = next(reader, None) if has_header else None
         if has_header and header is None:
             raise ValueError(f"{path} is empty")
-        cols = [_column(header, c, path) if c is not None else None
-                for c in (text_column, text_pair_column, label_column)]
+        cols = [
+            _column(header, c, path) if c is not None else None for c in (text_column, text_pair_column, label_column)
+        ]
         width = max(c for c in cols if c is not None) + 1
         for number, row in enumerate(reader, 2 if has_header else 1):
             if not row or all(not x.strip() for x in row):
                 continue
             if len(row) < width:
                 raise ValueError(f"{path}: line {number}: {len(row)} columns, expected at least {width}")
-            rows.append({"text": row[cols[0]], "text_pair": None if cols[1] is None else row[cols[1]],  # type: ignore[index]
-                         "label": None if cols[2] is None else row[cols[2]], "line": number})
+            rows.append(
+                {
+                    "text": row[cols[0]],  # type: ignore[index]  # the text column is always resolved
+                    "text_pair": None if cols[1] is None else row[cols[1]],
+                    "label": None if cols[2] is None else row[cols[2]],
+                    "line": number,
+                }
+            )
     return rows
 
 
@@ -146,9 +163,19 @@ def read_squad(path: str) -> list[SquadExample]:
             for qa in para["qas"]:
                 answers = [] if qa.get("is_impossible") else qa.get("answers", [])
                 for a in answers:
-                    if para["context"][a["answer_start"]: a["answer_start"] + len(a["text"])] != a["text"]:
-                        raise ValueError(f"{path}: question {qa['id']}: answer {a['text']!r} is not at character "
-                                         f"{a['answer_start']} of its context")
-                examples.append(SquadExample(qa["id"], qa["question"], para["context"], [a["text"] for a in answers],
-                                             [a["answer_start"] for a in answers], article.get("title", "")))
+                    if para["context"][a["answer_start"] : a["answer_start"] + len(a["text"])] != a["text"]:
+                        raise ValueError(
+                            f"{path}: question {qa['id']}: answer {a['text']!r} is not at character "
+                            f"{a['answer_start']} of its context"
+                        )
+                examples.append(
+                    SquadExample(
+                        qa["id"],
+                        qa["question"],
+                        para["context"],
+                        [a["text"] for a in answers],
+                        [a["answer_start"] for a in answers],
+                        article.get("title", ""),
+                    )
+                )
     return examples

@@ -10,5 +10,14 @@ from bertforge.tokenization.tokenizer import (
 )
 from bertforge.tokenization.training import train_vocab
 
-__all__ = ["BatchEncoding", "BertTokenizer", "IGNORE_INDEX", "SPECIAL_TOKENS", "TOKENIZER_TYPES", "align_word_labels",
-           "char_span_to_token_span", "read_vocab", "train_vocab"]
+__all__ = [
+    "BatchEncoding",
+    "BertTokenizer",
+    "IGNORE_INDEX",
+    "SPECIAL_TOKENS",
+    "TOKENIZER_TYPES",
+    "align_word_labels",
+    "char_span_to_token_span",
+    "read_vocab",
+    "train_vocab",
+]

@@ -11,9 +11,14 @@ from collections.abc import Callable, Sequence
 from bertforge.constants import IGNORE_INDEX
 
 
-def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int], *, label_all_tokens: bool = False,
-                      continuation_label: Callable[[int], int] | None = None,
-                      ignore_index: int = IGNORE_INDEX) -> list[int]:
+def align_word_labels(
+    word_ids: Sequence[int | None],
+    word_labels: Sequence[int],
+    *,
+    label_all_tokens: bool = False,
+    continuation_label: Callable[[int], int] | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> list[int]:
     """Token labels from word labels.
 
     The first piece of each word gets the word's label; special tokens and padding (word id None) get
@@ -38,8 +43,13 @@ def align_word_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]
     return labels
 
 
-def char_span_to_token_span(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[int | None],
-                            start_char: int, end_char: int, context_sequence: int = 1) -> tuple[int, int] | None:
+def char_span_to_token_span(
+    offsets: Sequence[tuple[int, int]],
+    sequence_ids: Sequence[int | None],
+    start_char: int,
+    end_char: int,
+    context_sequence: int = 1,
+) -> tuple[int, int] | None:
     """Token indices (start, end), both inclusive, of the characters [start_char, end_char) of the context.
 
     ``offsets`` and ``sequence_ids`` are those of one (possibly overflowing) window; the context is sequence

@@ -3,9 +3,9 @@
 The pipeline is BERT's: ``BertNormalizer`` (clean control characters, space out CJK characters, lowercase and strip
 accents for uncased models) -> ``BertPreTokenizer`` (split on whitespace and punctuation) -> ``WordPiece`` (greedy
 longest-match-first, ``##`` continuation prefix, words over 100 characters become [UNK]) -> a template that adds
-``[CLS] A [SEP] (B [SEP])`` with segment ids 0/1. The special tokens are registered as such, so a literal "[MASK]" in the
-text is one token. The Rust engine does the work (and batches in parallel); this module owns the BERT-specific parts:
-vocab files and their validation, the transformers-style call, and saving files that transformers loads.
+``[CLS] A [SEP] (B [SEP])`` with segment ids 0/1. The special tokens are registered as such, so a literal "[MASK]" in
+the text is one token. The Rust engine does the work (and batches in parallel); this module owns the BERT-specific
+parts: vocab files and their validation, the transformers-style call, and saving files that transformers loads.
 
 Megatron-LM names map onto it: ``BertWordPieceLowerCase`` (uncased) and ``BertWordPieceCase`` (cased).
 """
@@ -22,8 +22,13 @@ from tokenizers.models import WordPiece
 
 from bertforge.utils import atomic_write_text
 
-SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-                  "mask_token": "[MASK]"}
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
 # Megatron-LM's --tokenizer-type names -> lowercase flag.
 TOKENIZER_TYPES = {"BertWordPieceLowerCase": True, "BertWordPieceCase": False}
 DEFAULT_MAX_LENGTH = 512
@@ -77,8 +82,9 @@ def read_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
-        raise ValueError(f"{vocab_file}: byte offset {e.start} (line {line}) is not valid UTF-8; a vocab.txt must be "
-                         "UTF-8 text") from None
+        raise ValueError(
+            f"{vocab_file}: byte offset {e.start} (line {line}) is not valid UTF-8; a vocab.txt must be UTF-8 text"
+        ) from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
@@ -89,8 +95,10 @@ def read_vocab(vocab_file: str | os.PathLike) -> dict[str, int]:
         vocab[token.rstrip("\r")] = index  # as BERT's load_vocab: a repeated token keeps its last line
     missing = [t for t in SPECIAL_TOKENS.values() if t not in vocab]
     if missing:
-        raise ValueError(f"{vocab_file} lacks the special tokens {', '.join(missing)}; a BERT vocabulary must contain "
-                         f"{', '.join(SPECIAL_TOKENS.values())} (train one with `bertforge tokenizer train`)")
+        raise ValueError(
+            f"{vocab_file} lacks the special tokens {', '.join(missing)}; a BERT vocabulary must contain "
+            f"{', '.join(SPECIAL_TOKENS.values())} (train one with `bertforge tokenizer train`)"
+        )
     return vocab
 
 
@@ -117,9 +125,16 @@ class BertTokenizer:
     sep_token_id: int
     mask_token_id: int
 
-    def __init__(self, vocab_file: str | os.PathLike | None = None, lowercase: bool = True,
-                 strip_accents: bool | None = None, tokenize_chinese_chars: bool = True,
-                 model_max_length: int = DEFAULT_MAX_LENGTH, *, vocab: dict[str, int] | None = None):
+    def __init__(
+        self,
+        vocab_file: str | os.PathLike | None = None,
+        lowercase: bool = True,
+        strip_accents: bool | None = None,
+        tokenize_chinese_chars: bool = True,
+        model_max_length: int = DEFAULT_MAX_LENGTH,
+        *,
+        vocab: dict[str, int] | None = None,
+    ):
         if vocab is None:
             if vocab_file is None:
                 raise ValueError("BertTokenizer needs a vocab_file (or vocab=dict)")
@@ -140,15 +155,21 @@ class BertTokenizer:
 
     def _build(self) -> Tokenizer:
         tok = Tokenizer(WordPiece(self.vocab, unk_token=self.unk_token, max_input_chars_per_word=100))
-        tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=self.tokenize_chinese_chars,
-                                                    strip_accents=self.strip_accents, lowercase=self.lowercase)
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=self.tokenize_chinese_chars,
+            strip_accents=self.strip_accents,
+            lowercase=self.lowercase,
+        )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
         tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS.values()])
         cls, sep = self.cls_token, self.sep_token
         tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls}:0 $A:0 {sep}:0", pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
-            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)])
+            single=f"{cls}:0 $A:0 {sep}:0",
+            pair=f"{cls}:0 $A:0 {sep}:0 $B:1 {sep}:1",
+            special_tokens=[(cls, self.cls_token_id), (sep, self.sep_token_id)],
+        )
         return tok
 
     # ---- construction from files ---------------------------------------------------------------------------------
@@ -188,8 +209,9 @@ class BertTokenizer:
     def from_megatron(cls, tokenizer_type: str, vocab_file: str | os.PathLike) -> BertTokenizer:
         """The tokenizer for Megatron-LM's ``--tokenizer-type`` (BertWordPieceLowerCase / BertWordPieceCase)."""
         if tokenizer_type not in TOKENIZER_TYPES:
-            raise ValueError(f"--tokenizer-type {tokenizer_type!r} is not supported; use one of "
-                             f"{', '.join(TOKENIZER_TYPES)}")
+            raise ValueError(
+                f"--tokenizer-type {tokenizer_type!r} is not supported; use one of {', '.join(TOKENIZER_TYPES)}"
+            )
         return cls(vocab_file, lowercase=TOKENIZER_TYPES[tokenizer_type])
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -200,11 +222,19 @@ class BertTokenizer:
         if [i for _, i in ordered] != list(range(len(ordered))):
             raise ValueError("the vocabulary ids are not contiguous from 0; it cannot be written as vocab.txt")
         atomic_write_text(os.path.join(directory, "vocab.txt"), "".join(t + "\n" for t, _ in ordered))
-        config = {"tokenizer_class": "BertTokenizer", "do_lower_case": self.lowercase,
-                  "strip_accents": self.strip_accents, "tokenize_chinese_chars": self.tokenize_chinese_chars,
-                  "model_max_length": self.model_max_length, "clean_up_tokenization_spaces": False, **SPECIAL_TOKENS}
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.lowercase,
+            "strip_accents": self.strip_accents,
+            "tokenize_chinese_chars": self.tokenize_chinese_chars,
+            "model_max_length": self.model_max_length,
+            "clean_up_tokenization_spaces": False,
+            **SPECIAL_TOKENS,
+        }
         atomic_write_text(os.path.join(directory, "tokenizer_config.json"), json.dumps(config, indent=2) + "\n")
-        atomic_write_text(os.path.join(directory, "special_tokens_map.json"), json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+        atomic_write_text(
+            os.path.join(directory, "special_tokens_map.json"), json.dumps(SPECIAL_TOKENS, indent=2) + "\n"
+        )
         atomic_write_text(os.path.join(directory, "tokenizer.json"), self._build().to_str(pretty=True))
 
     # ---- the call ------------------------------------------------------------------------------------------------
@@ -220,13 +250,26 @@ class BertTokenizer:
         """The underlying ``tokenizers.Tokenizer`` (without truncation or padding set)."""
         return self._tokenizer
 
-    def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding: bool | str = False,
-                 truncation: bool | str | None = None, max_length: int | None = None, stride: int = 0,
-                 is_split_into_words: bool = False, pad_to_multiple_of: int | None = None,
-                 return_tensors: str | None = None, return_token_type_ids: bool = True,
-                 return_attention_mask: bool = True, return_overflowing_tokens: bool = False,
-                 return_special_tokens_mask: bool = False, return_offsets_mapping: bool = False,
-                 return_length: bool = False) -> BatchEncoding:
+    def __call__(
+        self,
+        text,
+        text_pair=None,
+        *,
+        add_special_tokens: bool = True,
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        stride: int = 0,
+        is_split_into_words: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_tensors: str | None = None,
+        return_token_type_ids: bool = True,
+        return_attention_mask: bool = True,
+        return_overflowing_tokens: bool = False,
+        return_special_tokens_mask: bool = False,
+        return_offsets_mapping: bool = False,
+        return_length: bool = False,
+    ) -> BatchEncoding:
         """Encode a text, a pair, or a batch of either, as transformers' fast tokenizer does.
 
         ``text``: a string, a list of strings (a batch), or with ``is_split_into_words`` a list of words (one
@@ -236,8 +279,9 @@ class BertTokenizer:
         more windows that overlap by ``stride`` tokens, and ``overflow_to_sample_mapping`` says which input each
         came from. ``return_tensors``: None (lists), "pt" or "np".
         """
-        padding_strategy, truncation_strategy, max_length = self._strategies(padding, truncation, max_length,
-                                                                             pad_to_multiple_of, stride)
+        padding_strategy, truncation_strategy, max_length = self._strategies(
+            padding, truncation, max_length, pad_to_multiple_of, stride
+        )
         is_batched = _is_batched(text, is_split_into_words)
         if is_batched:
             if isinstance(text_pair, str):
@@ -256,17 +300,24 @@ class BertTokenizer:
         if padding_strategy == "do_not_pad":
             tok.no_padding()
         else:
-            tok.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token, pad_type_id=0,
-                               length=max_length if padding_strategy == "max_length" else None,
-                               pad_to_multiple_of=pad_to_multiple_of)
+            tok.enable_padding(
+                pad_id=self.pad_token_id,
+                pad_token=self.pad_token,
+                pad_type_id=0,
+                length=max_length if padding_strategy == "max_length" else None,
+                pad_to_multiple_of=pad_to_multiple_of,
+            )
         try:
-            encodings = tok.encode_batch(inputs, add_special_tokens=add_special_tokens,
-                                         is_pretokenized=is_split_into_words)
+            encodings = tok.encode_batch(
+                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_split_into_words
+            )
         except Exception as e:  # the Rust engine raises a bare Exception
             if "Truncation error" in str(e):
-                raise ValueError(f"cannot truncate to max_length={max_length} with truncation={truncation_strategy!r} "
-                                 f"(stride {stride}): the sequence that may be cut is too short for it; use "
-                                 "'longest_first', a larger max_length or a smaller stride") from None
+                raise ValueError(
+                    f"cannot truncate to max_length={max_length} with truncation={truncation_strategy!r} "
+                    f"(stride {stride}): the sequence that may be cut is too short for it; use "
+                    "'longest_first', a larger max_length or a smaller stride"
+                ) from None
             raise
         finally:
             tok.no_truncation()
@@ -314,9 +365,15 @@ class BertTokenizer:
             raise ValueError(f"stride must be >= 0, got {stride}")
         if max_length is not None and max_length <= 0:
             raise ValueError(f"max_length must be positive, got {max_length}")
-        if (truncation != "do_not_truncate" and padding != "do_not_pad" and pad_to_multiple_of
-                and max_length % pad_to_multiple_of):
-            raise ValueError(f"max_length ({max_length}) is not a multiple of pad_to_multiple_of ({pad_to_multiple_of})")
+        if (
+            truncation != "do_not_truncate"
+            and padding != "do_not_pad"
+            and pad_to_multiple_of
+            and max_length % pad_to_multiple_of
+        ):
+            raise ValueError(
+                f"max_length ({max_length}) is not a multiple of pad_to_multiple_of ({pad_to_multiple_of})"
+            )
         return padding, truncation, max_length
 
     # ---- ids <-> text --------------------------------------------------------------------------------------------
@@ -347,8 +404,10 @@ class BertTokenizer:
         return [self.decode(ids, **kwargs) for ids in batch]
 
     def __repr__(self) -> str:
-        return (f"BertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
-                f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})")
+        return (
+            f"BertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+            f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})"
+        )
 
 
 def _is_batched(text, is_split_into_words: bool) -> bool:
@@ -369,8 +428,10 @@ def _to_tensor(key: str, value: list, kind: str):
     if key == "offset_mapping" or value and isinstance(value[0], list):
         lengths = {len(v) for v in value}
         if len(lengths) > 1:
-            raise ValueError(f"cannot make a tensor of {key}: sequences have lengths {sorted(lengths)}; pass "
-                             "padding=True (or padding='max_length') with return_tensors")
+            raise ValueError(
+                f"cannot make a tensor of {key}: sequences have lengths {sorted(lengths)}; pass "
+                "padding=True (or padding='max_length') with return_tensors"
+            )
     if kind == "pt":
         import torch
 

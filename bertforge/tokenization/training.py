@@ -19,7 +19,9 @@ from bertforge.utils import progress
 BATCH_LINES = 1000
 
 
-def iter_text_files(files: Sequence[str | os.PathLike], errors: str = "strict", bar: bool = True) -> Iterator[list[str]]:
+def iter_text_files(
+    files: Sequence[str | os.PathLike], errors: str = "strict", bar: bool = True
+) -> Iterator[list[str]]:
     """Yield batches of lines from text files, checking UTF-8 and showing a progress bar in MB."""
     if errors not in ("strict", "replace"):
         raise ValueError(f"errors={errors!r} must be 'strict' or 'replace'")
@@ -37,8 +39,10 @@ def iter_text_files(files: Sequence[str | os.PathLike], errors: str = "strict", 
                     try:
                         line = raw.decode("utf-8", errors=errors)
                     except UnicodeDecodeError as e:
-                        raise ValueError(f"{path}: byte offset {offset + e.start} is not valid UTF-8; convert the file "
-                                         "to UTF-8 or pass errors='replace' (--errors replace)") from None
+                        raise ValueError(
+                            f"{path}: byte offset {offset + e.start} is not valid UTF-8; convert the file "
+                            "to UTF-8 or pass errors='replace' (--errors replace)"
+                        ) from None
                     offset += len(raw)
                     batch.append(line)
                     pbar.update(len(raw))
@@ -49,10 +53,18 @@ def iter_text_files(files: Sequence[str | os.PathLike], errors: str = "strict", 
                 yield batch
 
 
-def train_vocab(files: Sequence[str | os.PathLike] | None = None, *, texts: Iterable[str] | None = None,
-                vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2, limit_alphabet: int = 1000,
-                output: str | os.PathLike | None = None, errors: str = "strict", show_progress: bool = True
-                ) -> BertTokenizer:
+def train_vocab(
+    files: Sequence[str | os.PathLike] | None = None,
+    *,
+    texts: Iterable[str] | None = None,
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    limit_alphabet: int = 1000,
+    output: str | os.PathLike | None = None,
+    errors: str = "strict",
+    show_progress: bool = True,
+) -> BertTokenizer:
     """Train a WordPiece vocabulary from ``files`` (or an iterable of ``texts``) and return its tokenizer.
 
     The special tokens come first: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then the alphabet and pieces.
@@ -63,12 +75,18 @@ def train_vocab(files: Sequence[str | os.PathLike] | None = None, *, texts: Iter
     if vocab_size <= len(SPECIAL_TOKENS):
         raise ValueError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
     tok = Tokenizer(WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
-                                                lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIAL_TOKENS.values()), limit_alphabet=limit_alphabet,
-                                        continuing_subword_prefix="##", show_progress=False)
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        limit_alphabet=limit_alphabet,
+        continuing_subword_prefix="##",
+        show_progress=False,
+    )
     if files is not None:
         batches: Iterable = iter_text_files(files, errors=errors, bar=show_progress)
     else:

@@ -46,8 +46,14 @@ def checkpoint_dir(run_dir: str, step: int) -> str:
     return os.path.join(run_dir, "checkpoints", f"iter_{step:07d}")
 
 
-def save_checkpoint(run_dir: str, step: int, write: Callable[[str], None], trainer_state: dict[str, Any],
-                    config_yaml: str, keep_last: int = 3) -> str:
+def save_checkpoint(
+    run_dir: str,
+    step: int,
+    write: Callable[[str], None],
+    trainer_state: dict[str, Any],
+    config_yaml: str,
+    keep_last: int = 3,
+) -> str:
     """Write checkpoint ``step`` atomically (``write(directory)`` puts the weights and tokenizer in) and prune old
     ones; returns its directory. Call on rank 0 only."""
     final = checkpoint_dir(run_dir, step)
@@ -65,8 +71,9 @@ def save_checkpoint(run_dir: str, step: int, write: Callable[[str], None], train
 
 def has_checkpoint(path: str) -> bool:
     """Whether ``path`` is, or holds, a checkpoint (an incomplete ``latest`` still counts, so resolving reports it)."""
-    return any(os.path.exists(os.path.join(path, *parts)) for parts in
-               ((STATE_FILE,), ("checkpoints", LATEST), (LATEST,)))
+    return any(
+        os.path.exists(os.path.join(path, *parts)) for parts in ((STATE_FILE,), ("checkpoints", LATEST), (LATEST,))
+    )
 
 
 def resolve_checkpoint(path: str) -> str:
@@ -82,8 +89,9 @@ def resolve_checkpoint(path: str) -> str:
             if os.path.exists(os.path.join(candidate, STATE_FILE)):
                 return candidate
             raise FileNotFoundError(f"{latest} names {name}, which has no {STATE_FILE}; the checkpoint is incomplete")
-    raise FileNotFoundError(f"no checkpoint at {path}: expected a directory with {STATE_FILE}, or a run directory "
-                            f"with checkpoints/{LATEST}")
+    raise FileNotFoundError(
+        f"no checkpoint at {path}: expected a directory with {STATE_FILE}, or a run directory with checkpoints/{LATEST}"
+    )
 
 
 def load_trainer_state(checkpoint: str) -> dict[str, Any]:

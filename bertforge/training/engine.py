@@ -80,8 +80,15 @@ class Objective:
 class BatchPlan:
     """Which stream positions each of this rank's micro-batches reads, and its weight (see the module notes)."""
 
-    def __init__(self, global_batch: int, micro: int, accumulation: int, rank: int = 0, world_size: int = 1,
-                 epoch_size: int | None = None):
+    def __init__(
+        self,
+        global_batch: int,
+        micro: int,
+        accumulation: int,
+        rank: int = 0,
+        world_size: int = 1,
+        epoch_size: int | None = None,
+    ):
         if epoch_size is not None and epoch_size <= 0:
             raise ValueError("no training examples")
         self.global_batch, self.micro, self.accumulation = global_batch, micro, accumulation
@@ -128,8 +135,14 @@ class _Sampler:
 def loader(dataset, plan: BatchPlan, first: int, stop: int, collate: Callable, workers: int = 0) -> DataLoader:
     """This rank's micro-batches of steps [first, stop) in order. The loader gets a generator of its own, so that
     creating it draws nothing from the global torch RNG."""
-    return DataLoader(dataset, batch_sampler=_Sampler(plan, first, stop), num_workers=workers, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(0), prefetch_factor=4 if workers else None)
+    return DataLoader(
+        dataset,
+        batch_sampler=_Sampler(plan, first, stop),
+        num_workers=workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(0),
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def micro_batch_seed(seed: int, position: int) -> int:
@@ -141,9 +154,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def train_step(model: nn.Module, objective: Objective, micro_batches: list[tuple[dict, float, int]], optimizer,
-               scheduler, scaler, train: TrainConfig, clip_grad: float, stats: torch.Tensor, info: dist_.DistInfo
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def train_step(
+    model: nn.Module,
+    objective: Objective,
+    micro_batches: list[tuple[dict, float, int]],
+    optimizer,
+    scheduler,
+    scaler,
+    train: TrainConfig,
+    clip_grad: float,
+    stats: torch.Tensor,
+    info: dist_.DistInfo,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this rank's micro-batches, each (batch on the device, loss weight, dropout seed):
     forward, weighted loss, backward (gradients synchronised on the last micro-batch only), clip, step, schedule,
     zero-grad. Accumulates metrics into ``stats`` on the device.
@@ -211,9 +233,11 @@ def check_nonfinite(stats: torch.Tensor, on_nonfinite: str, first: int | None, l
     skipped = int(stats[SKIPPED].item())
     if skipped:
         where = f" between steps {first} and {last}" if first is not None else ""
-        raise NonFiniteLossError(f"non-finite loss or gradient in {skipped} step(s){where} (their updates were not "
-                                 "applied); stopping on every rank (use --on-nonfinite skip to skip such steps, or "
-                                 "lower the learning rate)")
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient in {skipped} step(s){where} (their updates were not "
+            "applied); stopping on every rank (use --on-nonfinite skip to skip such steps, or "
+            "lower the learning rate)"
+        )
 
 
 @dataclass
@@ -286,7 +310,8 @@ def wrap(model: nn.Module, train: TrainConfig, info: dist_.DistInfo) -> nn.Modul
         fully_shard(model)
     elif info.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+            model, device_ids=[info.device.index] if info.device.type == "cuda" else None
+        )
     if train.compile:
         wrapped = torch.compile(wrapped)
         logger.info("torch.compile: the first step includes compilation")
@@ -337,14 +362,18 @@ def fit(job: Job) -> TrainResult:
     step_losses: list[torch.Tensor] = []
     last_log_time = time.perf_counter()
     last_log_step = step = start_step
-    with progress(total=stop_at - start_step, desc=job.desc, unit="step", enabled=info.is_main and job.desc != "",
-                  interval=30.0) as bar:
+    with progress(
+        total=stop_at - start_step, desc=job.desc, unit="step", enabled=info.is_main and job.desc != "", interval=30.0
+    ) as bar:
         while step < stop_at:
             started = time.perf_counter()
-            micro = [(to_device(next(batches), info.device), weight, micro_batch_seed(t.seed, positions[0]))
-                     for positions, weight in plan.micro_batches(step)]
-            grad_norm, step_loss = train_step(train_model, job.objective, micro, optimizer, scheduler, scaler, t,
-                                              job.optim.clip_grad, stats, info)
+            micro = [
+                (to_device(next(batches), info.device), weight, micro_batch_seed(t.seed, positions[0]))
+                for positions, weight in plan.micro_batches(step)
+            ]
+            grad_norm, step_loss = train_step(
+                train_model, job.objective, micro, optimizer, scheduler, scaler, t, job.optim.clip_grad, stats, info
+            )
             step += 1
             result.train_seconds += time.perf_counter() - started
             step_losses.append(step_loss)
@@ -354,8 +383,16 @@ def fit(job: Job) -> TrainResult:
             if step % t.log_interval == 0 or step == stop_at:
                 check_nonfinite(stats, t.on_nonfinite, last_log_step + 1, step)
                 now = time.perf_counter()
-                log = _log_record(job.objective, stats, info, step, scheduler.get_last_lr()[0], grad_norm,
-                                  now - last_log_time, step - last_log_step)
+                log = _log_record(
+                    job.objective,
+                    stats,
+                    info,
+                    step,
+                    scheduler.get_last_lr()[0],
+                    grad_norm,
+                    now - last_log_time,
+                    step - last_log_step,
+                )
                 stats.zero_()
                 last_log_time, last_log_step = now, step
                 result.last_log = log
@@ -375,14 +412,19 @@ def fit(job: Job) -> TrainResult:
                 model.train()
                 result.eval = scores
                 if info.is_main:
-                    logger.info("step %d eval: %s", step, " ".join(f"{k} {v:.4f}" for k, v in scores.items()
-                                                                   if isinstance(v, float)))
+                    logger.info(
+                        "step %d eval: %s",
+                        step,
+                        " ".join(f"{k} {v:.4f}" for k, v in scores.items() if isinstance(v, float)),
+                    )
                     if metrics_path:
                         _append(metrics_path, {**record, **scores})
                 if job.best_metric is not None:
                     if job.best_metric not in scores:
-                        raise ValueError(f"metric {job.best_metric.removeprefix('eval_')!r} is not one this task "
-                                         f"computes ({', '.join(k.removeprefix('eval_') for k in scores)})")
+                        raise ValueError(
+                            f"metric {job.best_metric.removeprefix('eval_')!r} is not one this task "
+                            f"computes ({', '.join(k.removeprefix('eval_') for k in scores)})"
+                        )
                     best = loop["best"]
                     if best is None or scores[job.best_metric] > best[job.best_metric]:
                         loop["best"], loop["stale"] = {**record, **scores}, 0
@@ -392,14 +434,22 @@ def fit(job: Job) -> TrainResult:
                         loop["stale"] += 1
                     result.best = loop["best"]
             stop_early = job.patience is not None and loop["stale"] >= job.patience
-            if run_dir and ((t.save_interval and step % t.save_interval == 0) or step == stop_at
-                            or (evaluated and job.save_at_eval) or stop_early):
+            if run_dir and (
+                (t.save_interval and step % t.save_interval == 0)
+                or step == stop_at
+                or (evaluated and job.save_at_eval)
+                or stop_early
+            ):
                 check_nonfinite(stats, t.on_nonfinite, last_log_step + 1, step)  # never save after a NaN step
                 loop["since_eval"] = [float(dist_.mean(since_eval, info)), steps_since_eval]
                 _save(job, step, model, optimizer, scheduler, scaler, loop, info)
             if stop_early:
-                logger.info("early stopping at step %d: %d evaluations without a better %s", step, loop["stale"],
-                            job.best_metric)
+                logger.info(
+                    "early stopping at step %d: %d evaluations without a better %s",
+                    step,
+                    loop["stale"],
+                    job.best_metric,
+                )
                 result.stopped_early = True
                 break
     result.step = step
@@ -408,14 +458,26 @@ def fit(job: Job) -> TrainResult:
     return result
 
 
-def _log_record(objective: Objective, stats: torch.Tensor, info: dist_.DistInfo, step: int, lr: float,
-                grad_norm: torch.Tensor, seconds: float, steps: int) -> dict[str, float]:
+def _log_record(
+    objective: Objective,
+    stats: torch.Tensor,
+    info: dist_.DistInfo,
+    step: int,
+    lr: float,
+    grad_norm: torch.Tensor,
+    seconds: float,
+    steps: int,
+) -> dict[str, float]:
     s = dist_.total(stats, info).cpu().tolist()
-    record: dict[str, float] = {"step": step, "loss": s[LOSS] / info.world_size / max(steps, 1),
-                                **objective.summarize(s[N_ENGINE_STATS:], max(s[MICRO], 1.0)),
-                                "lr": lr, "grad_norm": float(grad_norm),
-                                "tokens_per_second": s[TOKENS] / max(seconds, 1e-9),
-                                "seconds_per_step": seconds / max(steps, 1)}
+    record: dict[str, float] = {
+        "step": step,
+        "loss": s[LOSS] / info.world_size / max(steps, 1),
+        **objective.summarize(s[N_ENGINE_STATS:], max(s[MICRO], 1.0)),
+        "lr": lr,
+        "grad_norm": float(grad_norm),
+        "tokens_per_second": s[TOKENS] / max(seconds, 1e-9),
+        "seconds_per_step": seconds / max(steps, 1),
+    }
     if s[SKIPPED] > 0:
         record["skipped_steps"] = s[SKIPPED] / info.world_size
     return record
@@ -446,11 +508,24 @@ def _save(job: Job, step: int, model, optimizer, scheduler, scaler, loop: dict, 
     else:
         states = [ckpt.rng_state()]
     if info.is_main and job.run_dir:
-        state = {"step": step, "consumed_samples": job.plan.step_range(step)[0], "optimizer": optim_state,
-                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-                 "rng": states, "world_size": info.world_size, "loop": loop}
-        path = ckpt.save_checkpoint(job.run_dir, step, lambda d: job.write_checkpoint(d, model_state), state,
-                                    job.config_yaml, job.train.keep_last)
+        state = {
+            "step": step,
+            "consumed_samples": job.plan.step_range(step)[0],
+            "optimizer": optim_state,
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler else None,
+            "rng": states,
+            "world_size": info.world_size,
+            "loop": loop,
+        }
+        path = ckpt.save_checkpoint(
+            job.run_dir,
+            step,
+            lambda d: job.write_checkpoint(d, model_state),
+            state,
+            job.config_yaml,
+            job.train.keep_last,
+        )
         if job.after_save is not None:
             job.after_save(path)
         metrics = os.path.join(job.run_dir, "metrics.jsonl")
@@ -464,8 +539,9 @@ def _restore(state: dict[str, Any], model, optimizer, scheduler, scaler, info: d
     """Optimizer, schedule, scaler and RNG from a trainer state (after any FSDP sharding)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(model, optimizer, state["optimizer"],
-                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False))
+    set_optimizer_state_dict(
+        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
+    )
     for group in optimizer.param_groups:  # the saved groups carry the saving run's kernel choice: keep this run's
         for key in ("fused", "foreach"):
             if key in optimizer.defaults:
@@ -476,6 +552,7 @@ def _restore(state: dict[str, Any], model, optimizer, scheduler, scaler, info: d
     rngs = state["rng"]
     if info.rank < len(rngs):
         ckpt.set_rng_state(rngs[info.rank])
-    logger.info("resumed from %s at step %d (%d samples consumed)", state["path"], state["step"],
-                state["consumed_samples"])
+    logger.info(
+        "resumed from %s at step %d (%d samples consumed)", state["path"], state["step"], state["consumed_samples"]
+    )
     return int(state["step"])

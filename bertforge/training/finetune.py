@@ -143,8 +143,9 @@ def _run(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool,
         dist_.shutdown()
 
 
-def _train(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool,
-           info: dist_.DistInfo) -> dict:
+def _train(
+    task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool, info: dist_.DistInfo
+) -> dict:
     if not task.train_features:
         raise ValueError("no training examples")
     t = cfg.train
@@ -155,13 +156,23 @@ def _train(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: boo
     model.to(info.device)
     accumulation = t.gradient_accumulation(info.world_size)
     global_batch = t.micro_batch_size * info.world_size * accumulation
-    plan = BatchPlan(global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size,
-                     epoch_size=len(task.train_features))
+    plan = BatchPlan(
+        global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size, epoch_size=len(task.train_features)
+    )
     steps_per_epoch = plan.steps_per_epoch or 1
     if info.is_main:
-        logger.info("fine-tuning %s: %d training features, %s trainable parameters (%s), %d steps (%d epochs x %d) "
-                    "of %d on %s", task.describe, len(task.train_features), f"{trainable:,}", cfg.adapt.strategy,
-                    steps_per_epoch * cfg.task.epochs, cfg.task.epochs, steps_per_epoch, global_batch, info.device)
+        logger.info(
+            "fine-tuning %s: %d training features, %s trainable parameters (%s), %d steps (%d epochs x %d) of %d on %s",
+            task.describe,
+            len(task.train_features),
+            f"{trainable:,}",
+            cfg.adapt.strategy,
+            steps_per_epoch * cfg.task.epochs,
+            cfg.task.epochs,
+            steps_per_epoch,
+            global_batch,
+            info.device,
+        )
     validation: dict[str, list] = {}
 
     def evaluate(m) -> dict[str, float]:
@@ -200,19 +211,38 @@ def _train(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: boo
             raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
 
     run_cfg = dataclasses.replace(t, save=output_dir, load=output_dir if resume else None)
-    job = Job(model=model, objective=TaskObjective(), dataset=FeatureStream(task.train_features, t.seed),
-              collate=functools.partial(collate, pad_token_id=tok.pad_token_id,
-                                        token_label_keys=task.token_label_keys, label_dtype=task.label_dtype),
-              plan=plan, steps=steps_per_epoch * cfg.task.epochs, optim=cfg.optim, train=run_cfg, info=info,
-              run_dir=output_dir, config_yaml=cfg.to_yaml(), write_checkpoint=write_checkpoint,
-              load_checkpoint=load_checkpoint, evaluate=evaluate, eval_every=steps_per_epoch,
-              best_metric=f"eval_{task.metric}", on_best=on_best, patience=cfg.task.early_stopping_patience,
-              save_at_eval=True, desc=f"fine-tune {task.name}" if show_progress else "")
+    job = Job(
+        model=model,
+        objective=TaskObjective(),
+        dataset=FeatureStream(task.train_features, t.seed),
+        collate=functools.partial(
+            collate, pad_token_id=tok.pad_token_id, token_label_keys=task.token_label_keys, label_dtype=task.label_dtype
+        ),
+        plan=plan,
+        steps=steps_per_epoch * cfg.task.epochs,
+        optim=cfg.optim,
+        train=run_cfg,
+        info=info,
+        run_dir=output_dir,
+        config_yaml=cfg.to_yaml(),
+        write_checkpoint=write_checkpoint,
+        load_checkpoint=load_checkpoint,
+        evaluate=evaluate,
+        eval_every=steps_per_epoch,
+        best_metric=f"eval_{task.metric}",
+        on_best=on_best,
+        patience=cfg.task.early_stopping_patience,
+        save_at_eval=True,
+        desc=f"fine-tune {task.name}" if show_progress else "",
+    )
     trained = fit(job)
     best = trained.best or {}
-    result = {"best_epoch": round(best.get("epoch", 0)),
-              **{k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
-              "trainable_parameters": trainable, "train_seconds": round(trained.train_seconds, 2)}
+    result = {
+        "best_epoch": round(best.get("epoch", 0)),
+        **{k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
+        "trainable_parameters": trainable,
+        "train_seconds": round(trained.train_seconds, 2),
+    }
     if trained.step < job.steps and not trained.stopped_early:
         result["stopped_at_step"] = trained.step  # exit_interval: resume with resume=True / --resume
         return result
@@ -229,8 +259,10 @@ def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, inf
         scores, records = task.test(best)
         _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
         result.update({f"test_{k}": v for k, v in scores.items()})
-    atomic_write_text(os.path.join(output_dir, "finetune_result.json"),
-                      json.dumps({"task": task.name, "result": result, "config": cfg.to_dict()}, indent=2) + "\n")
+    atomic_write_text(
+        os.path.join(output_dir, "finetune_result.json"),
+        json.dumps({"task": task.name, "result": result, "config": cfg.to_dict()}, indent=2) + "\n",
+    )
 
 
 def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> FinetuneConfig:
@@ -241,9 +273,18 @@ def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> Finetun
 
 
 # ---- classification ---------------------------------------------------------------------------------------------
-def finetune_classification(model_dir: str, train_file: str, validation_file: str, output_dir: str, *,
-                            test_file: str | None = None, cfg: FinetuneConfig | None = None,
-                            show_progress: bool = True, resume: bool = False, **task_options: Any) -> dict:
+def finetune_classification(
+    model_dir: str,
+    train_file: str,
+    validation_file: str,
+    output_dir: str,
+    *,
+    test_file: str | None = None,
+    cfg: FinetuneConfig | None = None,
+    show_progress: bool = True,
+    resume: bool = False,
+    **task_options: Any,
+) -> dict:
     """Fine-tune a BERT checkpoint for sequence classification; returns the best epoch's validation metrics (and the
     test file's, prefixed ``test_``, when one is given).
 
@@ -272,22 +313,46 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
     tok = BertTokenizer.from_pretrained(model_dir)
     num_labels = 1 if kind == "regression" else len(label2id)
     extra = {} if kind == "regression" else {"id2label": {i: n for n, i in label2id.items()}, "label2id": label2id}
-    problem = {"regression": "regression", "multi": "multi_label_classification",
-               "single": "single_label_classification"}[kind]
-    model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels, problem_type=problem,
-                                                           ignore_mismatched_sizes=True, **extra)
+    problem = {
+        "regression": "regression",
+        "multi": "multi_label_classification",
+        "single": "single_label_classification",
+    }[kind]
+    model = BertForSequenceClassification.from_pretrained(
+        model_dir, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, **extra
+    )
     id2label = {i: n for n, i in (label2id or {}).items()}
 
     def evaluate_rows(m, rows, feats, gold):
-        logits = np.stack([o[0] for o in predict(m, feats, tc.eval_batch_size, lambda out: [out.logits],
-                                                 pad_token_id=tok.pad_token_id, bf16=cfg.train.bf16)])
+        logits = np.stack(
+            [
+                o[0]
+                for o in predict(
+                    m,
+                    feats,
+                    tc.eval_batch_size,
+                    lambda out: [out.logits],
+                    pad_token_id=tok.pad_token_id,
+                    bf16=cfg.train.bf16,
+                )
+            ]
+        )
         pred = predictions(logits, kind)
         records = []
         for r, p, lg in zip(rows, pred, logits):
-            shown = p if kind == "regression" else ([id2label[k] for k, v in enumerate(p) if v] if kind == "multi"
-                                                   else id2label[p])
-            records.append({"line": r["line"], "prediction": shown, "label": r["label"],
-                            "logits": [round(float(x), 5) for x in lg]})
+            shown = (
+                p
+                if kind == "regression"
+                else ([id2label[k] for k, v in enumerate(p) if v] if kind == "multi" else id2label[p])
+            )
+            records.append(
+                {
+                    "line": r["line"],
+                    "prediction": shown,
+                    "label": r["label"],
+                    "logits": [round(float(x), 5) for x in lg],
+                }
+            )
         return classification_metrics(pred, gold, kind, num_labels), records
 
     valid_features = encode_rows(tok, valid_rows, max_length, None)  # encoded once, evaluated every epoch
@@ -297,17 +362,33 @@ def finetune_classification(model_dir: str, train_file: str, validation_file: st
         gold, _ = classification_labels(rows, test_file, kind, label2id, tc.label_separator)
         return evaluate_rows(best, rows, encode_rows(tok, rows, max_length, None), gold)
 
-    task = _Task("classification", model, tok, encode_rows(tok, train_rows, max_length, y_train),
-                 lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid), metric,
-                 f"{model_dir} for {kind} classification ({num_labels} outputs)", test if test_file else None,
-                 label_dtype=torch.long if kind == "single" else torch.float)
+    task = _Task(
+        "classification",
+        model,
+        tok,
+        encode_rows(tok, train_rows, max_length, y_train),
+        lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid),
+        metric,
+        f"{model_dir} for {kind} classification ({num_labels} outputs)",
+        test if test_file else None,
+        label_dtype=torch.long if kind == "single" else torch.float,
+    )
     return _run(task, cfg, output_dir, show_progress, resume)
 
 
 # ---- NER ------------------------------------------------------------------------------------------------------------
-def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_dir: str, *,
-                 test_file: str | None = None, cfg: FinetuneConfig | None = None, show_progress: bool = True,
-                 resume: bool = False, **task_options: Any) -> dict:
+def finetune_ner(
+    model_dir: str,
+    train_file: str,
+    validation_file: str,
+    output_dir: str,
+    *,
+    test_file: str | None = None,
+    cfg: FinetuneConfig | None = None,
+    show_progress: bool = True,
+    resume: bool = False,
+    **task_options: Any,
+) -> dict:
     """Fine-tune for token classification on CoNLL column files; entity-level precision / recall / F1 (IOB2 spans,
     as conlleval and seqeval count them) on whole words. ``task_options``: scheme, stride, metric (``TaskConfig``)."""
     cfg = _config(cfg, task_options)
@@ -322,23 +403,38 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
     for s in valid:
         unknown = [t for t in s["tags"] if t not in label2id]
         if unknown:
-            raise ValueError(f"{validation_file}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
-                             f"(tags: {', '.join(labels)})")
+            raise ValueError(
+                f"{validation_file}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
+                f"(tags: {', '.join(labels)})"
+            )
     tok = BertTokenizer.from_pretrained(model_dir)
     model = BertForTokenClassification.from_pretrained(
-        model_dir, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id=label2id,
-        ignore_mismatched_sizes=True)
+        model_dir,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id=label2id,
+        ignore_mismatched_sizes=True,
+    )
 
     def features(sentences):
         return ner_features(tok, [s["tokens"] for s in sentences], max_length, stride)
 
     def evaluate_sentences(m, sentences, feats):
-        scores = predict(m, feats, tc.eval_batch_size, lambda out: [out.logits], pad_token_id=tok.pad_token_id,
-                         bf16=cfg.train.bf16, per_token=True)
+        scores = predict(
+            m,
+            feats,
+            tc.eval_batch_size,
+            lambda out: [out.logits],
+            pad_token_id=tok.pad_token_id,
+            bf16=cfg.train.bf16,
+            per_token=True,
+        )
         words = word_predictions(feats, [s[0] for s in scores], [len(s["tokens"]) for s in sentences])
         pred = [[labels[int(np.argmax(w))] if w is not None else "O" for w in sent] for sent in words]
-        records = [{"line": s["line"], "tokens": s["tokens"], "prediction": p, "label": s["tags"]}
-                   for s, p in zip(sentences, pred)]
+        records = [
+            {"line": s["line"], "tokens": s["tokens"], "prediction": p, "label": s["tags"]}
+            for s, p in zip(sentences, pred)
+        ]
         return M.entity_scores(pred, [s["tags"] for s in sentences]), records
 
     valid_features = features(valid)  # encoded once, evaluated every epoch
@@ -347,18 +443,36 @@ def finetune_ner(model_dir: str, train_file: str, validation_file: str, output_d
         sentences = read_conll(test_file, tc.scheme)
         return evaluate_sentences(best, sentences, features(sentences))
 
-    train_features = ner_features(tok, [s["tokens"] for s in train], max_length, stride, [s["tags"] for s in train],
-                                  label2id)
-    task = _Task("ner", model, tok, train_features, lambda m: evaluate_sentences(m, valid, valid_features),
-                 tc.metric or "f1", f"{model_dir} for NER ({len(labels)} tags)", test if test_file else None,
-                 token_label_keys=("labels",))
+    train_features = ner_features(
+        tok, [s["tokens"] for s in train], max_length, stride, [s["tags"] for s in train], label2id
+    )
+    task = _Task(
+        "ner",
+        model,
+        tok,
+        train_features,
+        lambda m: evaluate_sentences(m, valid, valid_features),
+        tc.metric or "f1",
+        f"{model_dir} for NER ({len(labels)} tags)",
+        test if test_file else None,
+        token_label_keys=("labels",),
+    )
     return _run(task, cfg, output_dir, show_progress, resume)
 
 
 # ---- QA -------------------------------------------------------------------------------------------------------------
-def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_dir: str, *,
-                test_file: str | None = None, cfg: FinetuneConfig | None = None, show_progress: bool = True,
-                resume: bool = False, **task_options: Any) -> dict:
+def finetune_qa(
+    model_dir: str,
+    train_file: str,
+    validation_file: str,
+    output_dir: str,
+    *,
+    test_file: str | None = None,
+    cfg: FinetuneConfig | None = None,
+    show_progress: bool = True,
+    resume: bool = False,
+    **task_options: Any,
+) -> dict:
     """Fine-tune for extractive QA on SQuAD-style JSON; EM and F1 with SQuAD's official normalisation.
 
     ``task_options`` (``TaskConfig``): version_2 (allow the null answer; None: when the training file has
@@ -378,10 +492,16 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
         return qa_features(tok, examples, max_length, stride, tc.max_query_length)
 
     def evaluate_examples(m, examples, feats):
-        logits = predict(m, feats, tc.eval_batch_size, lambda out: [out.start_logits, out.end_logits],
-                         pad_token_id=tok.pad_token_id, bf16=cfg.train.bf16, per_token=True)
-        answers = best_answers(examples, feats, logits, tc.n_best, tc.max_answer_length, version_2,
-                               tc.null_threshold)
+        logits = predict(
+            m,
+            feats,
+            tc.eval_batch_size,
+            lambda out: [out.start_logits, out.end_logits],
+            pad_token_id=tok.pad_token_id,
+            bf16=cfg.train.bf16,
+            per_token=True,
+        )
+        answers = best_answers(examples, feats, logits, tc.n_best, tc.max_answer_length, version_2, tc.null_threshold)
         predicted = {ex.id: a[0].text for ex, a in zip(examples, answers)}
         scores = M.squad_scores(predicted, {ex.id: ex.answers for ex in examples})
         if version_2:
@@ -390,9 +510,15 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
                 if subset:
                     part = M.squad_scores(predicted, subset)
                     scores[f"{name}_exact_match"], scores[f"{name}_f1"] = part["exact_match"], part["f1"]
-        records = [{"id": ex.id, "prediction": a[0].text, "answers": ex.answers,
-                    "n_best": [{"text": c.text, "score": round(c.score, 4)} for c in a[:5]]}
-                   for ex, a in zip(examples, answers)]
+        records = [
+            {
+                "id": ex.id,
+                "prediction": a[0].text,
+                "answers": ex.answers,
+                "n_best": [{"text": c.text, "score": round(c.score, 4)} for c in a[:5]],
+            }
+            for ex, a in zip(examples, answers)
+        ]
         return scores, records
 
     valid_features = features(valid)  # encoded once, evaluated every epoch
@@ -401,9 +527,16 @@ def finetune_qa(model_dir: str, train_file: str, validation_file: str, output_di
         examples = read_squad(test_file)
         return evaluate_examples(best, examples, features(examples))
 
-    task = _Task("qa", model, tok, qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),
-                 lambda m: evaluate_examples(m, valid, valid_features), tc.metric or "f1",
-                 f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA", test if test_file else None)
+    task = _Task(
+        "qa",
+        model,
+        tok,
+        qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),
+        lambda m: evaluate_examples(m, valid, valid_features),
+        tc.metric or "f1",
+        f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
+        test if test_file else None,
+    )
     return _run(task, cfg, output_dir, show_progress, resume)
 
 

@@ -38,8 +38,13 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
     for key in sorted({k for r in evals for k in r if k.startswith("eval_")}):
         if key.endswith("perplexity"):
             continue
-        curve(ax_loss if key.endswith("loss") or key.endswith("mse") else ax_acc, evals, key,
-              "valid " + key.removeprefix("eval_").replace("_", " "), "o-")
+        curve(
+            ax_loss if key.endswith("loss") or key.endswith("mse") else ax_acc,
+            evals,
+            key,
+            "valid " + key.removeprefix("eval_").replace("_", " "),
+            "o-",
+        )
     curve(ax_loss, evals, "train_loss", "train loss (mean since last evaluation)", "s--")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss")

@@ -34,8 +34,16 @@ from bertforge.training import distributed as dist_
 from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, Objective, TrainResult, fit, loader, to_device
 from bertforge.utils import atomic_directory, autocast, logger
 
-__all__ = ["Data", "MLMObjective", "NonFiniteLossError", "TrainResult", "build_data", "build_model", "evaluate",
-           "pretrain"]
+__all__ = [
+    "Data",
+    "MLMObjective",
+    "NonFiniteLossError",
+    "TrainResult",
+    "build_data",
+    "build_model",
+    "evaluate",
+    "pretrain",
+]
 
 
 @dataclass
@@ -48,24 +56,34 @@ class Data:
 def build_data(cfg: RunConfig) -> Data:
     d = cfg.data
     if not d.data_path:
-        raise ValueError("no --data-path; give a preprocessed prefix (bertforge preprocess), or run without data "
-                         "arguments for the embedded default corpus")
+        raise ValueError(
+            "no --data-path; give a preprocessed prefix (bertforge preprocess), or run without data "
+            "arguments for the embedded default corpus"
+        )
     if not d.vocab_file:
         raise ValueError("--vocab-file is required with --data-path")
     tok = BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file)
-    masker = Masker.from_tokenizer(tok, mask_prob=d.mask_prob, mask_token_prob=d.mask_token_prob,
-                                   random_token_prob=d.random_token_prob, whole_word_mask=d.whole_word_mask,
-                                   max_ngram=d.max_ngram)
+    masker = Masker.from_tokenizer(
+        tok,
+        mask_prob=d.mask_prob,
+        mask_token_prob=d.mask_token_prob,
+        random_token_prob=d.random_token_prob,
+        whole_word_mask=d.whole_word_mask,
+        max_ngram=d.max_ngram,
+    )
     specials = SpecialIds.from_tokenizer(tok)
     train, valid, weights, valid_weights = [], [], [], []
     for weight, prefix in parse_data_path(d.data_path):
         ds = IndexedDataset(prefix)
         if ds.dtype.kind in "iu" and tok.vocab_size > int(np.iinfo(ds.dtype).max) + 1:  # type: ignore[type-var]
-            raise ValueError(f"{prefix}: {ds.dtype} tokens cannot hold the {tok.vocab_size}-token vocabulary of "
-                             f"{d.vocab_file}; was it preprocessed with another vocabulary?")
+            raise ValueError(
+                f"{prefix}: {ds.dtype} tokens cannot hold the {tok.vocab_size}-token vocabulary of "
+                f"{d.vocab_file}; was it preprocessed with another vocabulary?"
+            )
         (t0, t1), (v0, v1), _ = split_ranges(ds.num_documents, d.split)
-        common: dict = dict(max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head,
-                      seed=cfg.train.seed)
+        common: dict = dict(
+            max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head, seed=cfg.train.seed
+        )
         train.append(PretrainingSamples(ds, specials, documents=np.arange(t0, t1), **common))
         weights.append(weight)
         if v1 - v0 >= (2 if d.binary_head == "nsp" else 1):
@@ -74,8 +92,11 @@ def build_data(cfg: RunConfig) -> Data:
                 valid_weights.append(weight)
             except ValueError as e:
                 logger.warning("no validation samples from %s: %s", prefix, e)
-    return Data(tok, PretrainingStream(train, masker, cfg.train.seed, weights),
-                PretrainingStream(valid, masker, cfg.train.seed + 1, valid_weights) if valid else None)
+    return Data(
+        tok,
+        PretrainingStream(train, masker, cfg.train.seed, weights),
+        PretrainingStream(valid, masker, cfg.train.seed + 1, valid_weights) if valid else None,
+    )
 
 
 def build_model(cfg: RunConfig, vocab_size: int):
@@ -89,11 +110,20 @@ def build_model(cfg: RunConfig, vocab_size: int):
 def _inputs(batch: dict) -> dict:
     """The model's keyword arguments for a padded or a packed (cu_seqlens) batch."""
     if "cu_seqlens" in batch:
-        return {"input_ids": batch["input_ids"], "token_type_ids": batch["token_type_ids"],
-                "position_ids": batch["position_ids"], "cu_seqlens": batch["cu_seqlens"],
-                "max_seqlen": batch["max_seqlen"], "mlm_positions": batch["mlm_positions"]}
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
-            "token_type_ids": batch["token_type_ids"], "mlm_positions": batch["mlm_positions"]}
+        return {
+            "input_ids": batch["input_ids"],
+            "token_type_ids": batch["token_type_ids"],
+            "position_ids": batch["position_ids"],
+            "cu_seqlens": batch["cu_seqlens"],
+            "max_seqlen": batch["max_seqlen"],
+            "mlm_positions": batch["mlm_positions"],
+        }
+    return {
+        "input_ids": batch["input_ids"],
+        "attention_mask": batch["attention_mask"],
+        "token_type_ids": batch["token_type_ids"],
+        "mlm_positions": batch["mlm_positions"],
+    }
 
 
 def _mlm_logits_labels(out, batch):
@@ -116,8 +146,11 @@ class MLMObjective(Objective):
         self.binary_head = binary_head
 
     def forward(self, model, batch: dict):
-        extra = ({"next_sentence_label": batch["next_sentence_label"]}
-                 if "next_sentence_label" in batch and self.binary_head != "none" else {})
+        extra = (
+            {"next_sentence_label": batch["next_sentence_label"]}
+            if "next_sentence_label" in batch and self.binary_head != "none"
+            else {}
+        )
         return model(**_inputs(batch), labels=batch["labels"], **extra)
 
     def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
@@ -139,9 +172,11 @@ class MLMObjective(Objective):
 
 
 def _postfix(r: dict) -> str:
-    return (f"loss {r['loss']:.3f} mlm_acc {r['mlm_accuracy']:.3f}"
-            + (f" bin_acc {r['binary_accuracy']:.3f}" if "binary_accuracy" in r else "")
-            + f" lr {r['lr']:.2e} gnorm {r['grad_norm']:.2f} {r['tokens_per_second']:,.0f} tok/s")
+    return (
+        f"loss {r['loss']:.3f} mlm_acc {r['mlm_accuracy']:.3f}"
+        + (f" bin_acc {r['binary_accuracy']:.3f}" if "binary_accuracy" in r else "")
+        + f" lr {r['lr']:.2e} gnorm {r['grad_norm']:.2f} {r['tokens_per_second']:,.0f} tok/s"
+    )
 
 
 @torch.no_grad()
@@ -152,8 +187,13 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     model.eval()
     t = cfg.train
     accumulation = cfg.gradient_accumulation(info.world_size)
-    plan = BatchPlan(t.micro_batch_size * info.world_size * accumulation, t.micro_batch_size, accumulation, info.rank,
-                     info.world_size)
+    plan = BatchPlan(
+        t.micro_batch_size * info.world_size * accumulation,
+        t.micro_batch_size,
+        accumulation,
+        info.rank,
+        info.world_size,
+    )
     sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
@@ -171,20 +211,25 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     n_pairs = dist_.total(n_pairs, info)
     model.train(was_training)
     loss = (sums[0] / sums[2].clamp(min=1)).item()
-    result = {"eval_mlm_loss": loss, "eval_mlm_accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
-              "eval_perplexity": math.exp(min(loss, 50.0))}
+    result = {
+        "eval_mlm_loss": loss,
+        "eval_mlm_accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
+        "eval_perplexity": math.exp(min(loss, 50.0)),
+    }
     if n_pairs.item() > 0:
         result["eval_binary_accuracy"] = (sums[3] / n_pairs).item()
     return result
 
 
-def pretrain(cfg: RunConfig, data: Data | None = None, exit_interval: int | None = None,
-             show_progress: bool = True) -> TrainResult:
+def pretrain(
+    cfg: RunConfig, data: Data | None = None, exit_interval: int | None = None, show_progress: bool = True
+) -> TrainResult:
     """Run (or resume) pretraining as ``cfg`` says. Returns the per-step losses and the last metrics."""
     t = cfg.train
     if exit_interval is not None:
-        cfg = RunConfig(model=cfg.model, data=cfg.data, optim=cfg.optim,
-                        train=dataclasses.replace(t, exit_interval=exit_interval))
+        cfg = RunConfig(
+            model=cfg.model, data=cfg.data, optim=cfg.optim, train=dataclasses.replace(t, exit_interval=exit_interval)
+        )
     info = dist_.init(t.device, t.distributed_backend)
     try:
         return _pretrain(cfg, info, data, show_progress)
@@ -202,10 +247,19 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     model = build_model(cfg, tok.vocab_size).to(info.device)
     cfg = RunConfig(model=model.config, data=cfg.data, optim=cfg.optim, train=cfg.train)
     if info.is_main:
-        logger.info("pretraining %s (%s parameters) for %d steps: global batch %d = micro %d x %d rank(s) x %d "
-                    "accumulation, seq %d, %s", type(model).__name__, f"{model.num_parameters():,}", t.train_iters,
-                    global_batch, t.micro_batch_size, info.world_size, accumulation, cfg.data.seq_length,
-                    "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32")
+        logger.info(
+            "pretraining %s (%s parameters) for %d steps: global batch %d = micro %d x %d rank(s) x %d "
+            "accumulation, seq %d, %s",
+            type(model).__name__,
+            f"{model.num_parameters():,}",
+            t.train_iters,
+            global_batch,
+            t.micro_batch_size,
+            info.world_size,
+            accumulation,
+            cfg.data.seq_length,
+            "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+        )
 
     def write_checkpoint(directory: str, state: dict) -> None:
         model.save_pretrained(directory, state_dict=state)
@@ -225,12 +279,25 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
                     shutil.copy2(os.path.join(checkpoint, name), os.path.join(tmp, name))
 
     valid = data.valid
-    job = Job(model=model, objective=MLMObjective(cfg.data.binary_head), dataset=data.train,
-              collate=collate_fn(cfg, tok.pad_token_id),
-              plan=BatchPlan(global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size),
-              steps=t.train_iters, optim=cfg.optim, train=t, info=info, run_dir=t.save, config_yaml=cfg.to_yaml(),
-              write_checkpoint=write_checkpoint, load_checkpoint=load_checkpoint,
-              evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
-              eval_every=t.eval_interval, num_workers=cfg.data.num_workers, desc="pretrain" if show_progress else "",
-              postfix=_postfix, after_save=export_hf if t.export_hf else None)
+    job = Job(
+        model=model,
+        objective=MLMObjective(cfg.data.binary_head),
+        dataset=data.train,
+        collate=collate_fn(cfg, tok.pad_token_id),
+        plan=BatchPlan(global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size),
+        steps=t.train_iters,
+        optim=cfg.optim,
+        train=t,
+        info=info,
+        run_dir=t.save,
+        config_yaml=cfg.to_yaml(),
+        write_checkpoint=write_checkpoint,
+        load_checkpoint=load_checkpoint,
+        evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
+        eval_every=t.eval_interval,
+        num_workers=cfg.data.num_workers,
+        desc="pretrain" if show_progress else "",
+        postfix=_postfix,
+        after_save=export_hf if t.export_hf else None,
+    )
     return fit(job)

@@ -33,8 +33,9 @@ def _spawn(target, *args) -> None:
 
 
 def _join(rank: int, world: int, port: int) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
 
 
@@ -139,10 +140,17 @@ def sentiment(tmp_path_factory):
     for name, data in (("train", train), ("valid", valid)):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
     model_dir = root / "model"
-    tok = train_vocab(texts=[r["text"] for r in train + valid] * 5, vocab_size=80, output=model_dir,
-                      show_progress=False)
-    config = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, max_position_embeddings=64)
+    tok = train_vocab(
+        texts=[r["text"] for r in train + valid] * 5, vocab_size=80, output=model_dir, show_progress=False
+    )
+    config = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     model = BertModel(config)
     model.save_pretrained(model_dir)
@@ -151,8 +159,12 @@ def sentiment(tmp_path_factory):
     plain.load_state_dict(model.state_dict())
     plain.save_pretrained(no_dropout)
     tok.save_pretrained(no_dropout)
-    return {"model": str(model_dir), "model_no_dropout": str(no_dropout), "train": str(root / "train.jsonl"),
-            "valid": str(root / "valid.jsonl")}
+    return {
+        "model": str(model_dir),
+        "model_no_dropout": str(no_dropout),
+        "train": str(root / "train.jsonl"),
+        "valid": str(root / "valid.jsonl"),
+    }
 
 
 def _ft_config(**changes) -> FinetuneConfig:
@@ -161,8 +173,9 @@ def _ft_config(**changes) -> FinetuneConfig:
 
 
 def _finetune(data, out, cfg, **kw):
-    return finetune_classification(data["model"], data["train"], data["valid"], str(out), text_column="text",
-                                   cfg=cfg, show_progress=False, **kw)
+    return finetune_classification(
+        data["model"], data["train"], data["valid"], str(out), text_column="text", cfg=cfg, show_progress=False, **kw
+    )
 
 
 def _step_losses(out) -> list[float]:

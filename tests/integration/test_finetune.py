@@ -14,11 +14,18 @@ from bertforge.training.finetune import finetune_classification
 @pytest.mark.parametrize("mode", ["full", "freeze", "lora"])
 def test_sst2_slice(minilm, data_dir, tmp_path, mode):
     sst = data_dir / "glue" / "SST-2"
-    cfg = FinetuneConfig.build(epochs=1, batch_size=16, max_length=48, lr=1e-4 if mode != "full" else 5e-5,
-                         max_train_examples=96, freeze_encoder=mode == "freeze",
-                         lora_r=4 if mode == "lora" else None)
-    result = finetune_classification(str(minilm), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(tmp_path),
-                                     cfg=cfg, show_progress=False)
+    cfg = FinetuneConfig.build(
+        epochs=1,
+        batch_size=16,
+        max_length=48,
+        lr=1e-4 if mode != "full" else 5e-5,
+        max_train_examples=96,
+        freeze_encoder=mode == "freeze",
+        lora_r=4 if mode == "lora" else None,
+    )
+    result = finetune_classification(
+        str(minilm), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(tmp_path), cfg=cfg, show_progress=False
+    )
     assert 0.0 <= result["accuracy"] <= 1.0 and "matthews" in result and "f1" in result
     if mode == "freeze":
         assert result["trainable_parameters"] == 384 * 2 + 2  # the head alone
@@ -34,7 +41,28 @@ def test_finetune_command(minilm, data_dir, tmp_path, capsys):
     from bertforge.cli.main import main
 
     sst = data_dir / "glue" / "SST-2"
-    assert main(["finetune", "classification", "--model", str(minilm), "--train", str(sst / "train.tsv"),
-                 "--validation", str(sst / "dev.tsv"), "--output", str(tmp_path), "--epochs", "1",
-                 "--max-train-examples", "32", "--batch-size", "16", "--freeze-encoder"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "classification",
+                "--model",
+                str(minilm),
+                "--train",
+                str(sst / "train.tsv"),
+                "--validation",
+                str(sst / "dev.tsv"),
+                "--output",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--max-train-examples",
+                "32",
+                "--batch-size",
+                "16",
+                "--freeze-encoder",
+            ]
+        )
+        == 0
+    )
     assert '"trainable_parameters": 770' in capsys.readouterr().out

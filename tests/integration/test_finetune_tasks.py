@@ -37,8 +37,15 @@ def squad_slice(data_dir, path, articles=slice(0, 2), paragraphs=2, drop_answers
 def test_ner_on_conll_slice(tiny_checkpoint, data_dir, tmp_path):
     conll = data_dir / "conll2003"
     cfg = FinetuneConfig.build(**FAST, max_length=24, max_train_examples=160, max_eval_examples=60)
-    result = finetune_ner(str(tiny_checkpoint), str(conll / "eng.train"), str(conll / "eng.testa"), str(tmp_path),
-                          test_file=str(conll / "eng.testa"), cfg=cfg, show_progress=False)
+    result = finetune_ner(
+        str(tiny_checkpoint),
+        str(conll / "eng.train"),
+        str(conll / "eng.testa"),
+        str(tmp_path),
+        test_file=str(conll / "eng.testa"),
+        cfg=cfg,
+        show_progress=False,
+    )
     assert {"precision", "recall", "f1", "f1_PER", "test_f1"} <= set(result)
     assert 0.0 <= result["f1"] <= 1.0
     preds = [json.loads(line) for line in (tmp_path / "predictions_validation.jsonl").read_text().splitlines()]
@@ -55,8 +62,14 @@ def test_ner_lora_trains_only_adapters_and_head(tiny_checkpoint, data_dir, tmp_p
     conll = data_dir / "conll2003"
     before = BertForTokenClassification.from_pretrained(tiny_checkpoint, num_labels=9)
     cfg = FinetuneConfig.build(**FAST, max_length=32, max_train_examples=48, max_eval_examples=16, lora_r=2)
-    finetune_ner(str(tiny_checkpoint), str(conll / "eng.train"), str(conll / "eng.testa"), str(tmp_path), cfg=cfg,
-                 show_progress=False)
+    finetune_ner(
+        str(tiny_checkpoint),
+        str(conll / "eng.train"),
+        str(conll / "eng.testa"),
+        str(tmp_path),
+        cfg=cfg,
+        show_progress=False,
+    )
     after = BertForTokenClassification.from_pretrained(tmp_path / "best")
     old, new = before.state_dict(), after.state_dict()
     changed = {k for k in old if not k.startswith("classifier") and not torch.equal(old[k], new[k])}
@@ -64,7 +77,7 @@ def test_ner_lora_trains_only_adapters_and_head(tiny_checkpoint, data_dir, tmp_p
     assert changed and all(k.endswith("attn.qkv_proj.weight") for k in changed)
     for k in changed:  # rows of the fused weight: query | key | value; the key slice is untouched
         h = old[k].shape[1]
-        assert torch.equal(old[k][h:2 * h], new[k][h:2 * h]) and not torch.equal(old[k][:h], new[k][:h])
+        assert torch.equal(old[k][h : 2 * h], new[k][h : 2 * h]) and not torch.equal(old[k][:h], new[k][:h])
     assert not torch.equal(old["classifier.weight"], new["classifier.weight"])
 
 
@@ -73,8 +86,9 @@ def test_qa_on_squad_slice(tiny_checkpoint, data_dir, tmp_path, version_2):
     train = squad_slice(data_dir, tmp_path / "train.json", slice(0, 2), drop_answers_every=3 if version_2 else None)
     valid = squad_slice(data_dir, tmp_path / "valid.json", slice(2, 3), drop_answers_every=3 if version_2 else None)
     cfg = FinetuneConfig.build(**FAST, max_length=128, stride=32, max_query_length=32)
-    result = finetune_qa(str(tiny_checkpoint), str(train), str(valid), str(tmp_path / "out"), cfg=cfg,
-                         show_progress=False)
+    result = finetune_qa(
+        str(tiny_checkpoint), str(train), str(valid), str(tmp_path / "out"), cfg=cfg, show_progress=False
+    )
     assert 0.0 <= result["exact_match"] <= result["f1"] <= 100.0
     assert ("no_ans_f1" in result) == version_2
     preds = [json.loads(line) for line in (tmp_path / "out" / "predictions_validation.jsonl").read_text().splitlines()]
@@ -86,18 +100,31 @@ def test_qa_on_squad_slice(tiny_checkpoint, data_dir, tmp_path, version_2):
     qa = pipeline("question-answering", model=str(tmp_path / "out" / "best"))
     context = contexts[0]["context"]
     answer = qa(question="What is this about?", context=context, handle_impossible_answer=version_2)
-    assert answer["answer"] == context[answer["start"]:answer["end"]]
+    assert answer["answer"] == context[answer["start"] : answer["end"]]
 
 
 def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
-    rows = [{"text": f"{'good' if i % 2 else 'bad'} movie {'and long' if i % 3 == 0 else ''}",
-             "labels": (["positive"] if i % 2 else []) + (["long"] if i % 3 == 0 else [])} for i in range(96)]
+    rows = [
+        {
+            "text": f"{'good' if i % 2 else 'bad'} movie {'and long' if i % 3 == 0 else ''}",
+            "labels": (["positive"] if i % 2 else []) + (["long"] if i % 3 == 0 else []),
+        }
+        for i in range(96)
+    ]
     path = tmp_path / "train.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = FinetuneConfig.build(epochs=8, batch_size=16, lr=3e-3)
-    result = finetune_classification(str(tiny_checkpoint), str(path), str(path), str(tmp_path / "out"),
-                                     text_column="text", label_column="labels", multi_label=True, cfg=cfg,
-                                     show_progress=False)
+    result = finetune_classification(
+        str(tiny_checkpoint),
+        str(path),
+        str(path),
+        str(tmp_path / "out"),
+        text_column="text",
+        label_column="labels",
+        multi_label=True,
+        cfg=cfg,
+        show_progress=False,
+    )
     assert result["f1_micro"] > 0.6  # the two labels are read off the words
     config = json.loads((tmp_path / "out" / "best" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
@@ -109,20 +136,73 @@ def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"text": "x", "labels": ["unseen"]}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl: line 1: label 'unseen'"):
-        finetune_classification(str(tiny_checkpoint), str(path), str(bad), str(tmp_path / "o2"), text_column="text",
-                                label_column="labels", multi_label=True, cfg=cfg, show_progress=False)
+        finetune_classification(
+            str(tiny_checkpoint),
+            str(path),
+            str(bad),
+            str(tmp_path / "o2"),
+            text_column="text",
+            label_column="labels",
+            multi_label=True,
+            cfg=cfg,
+            show_progress=False,
+        )
 
 
 def test_finetune_ner_and_qa_commands(tiny_checkpoint, data_dir, tmp_path, capsys):
     from bertforge.cli.main import main
 
     conll = data_dir / "conll2003"
-    assert main(["finetune", "ner", "--model", str(tiny_checkpoint), "--train", str(conll / "eng.train"),
-                 "--validation", str(conll / "eng.testa"), "--output", str(tmp_path / "ner"), "--epochs", "1",
-                 "--max-train-examples", "32", "--max-eval-examples", "16", "--max-length", "32"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "ner",
+                "--model",
+                str(tiny_checkpoint),
+                "--train",
+                str(conll / "eng.train"),
+                "--validation",
+                str(conll / "eng.testa"),
+                "--output",
+                str(tmp_path / "ner"),
+                "--epochs",
+                "1",
+                "--max-train-examples",
+                "32",
+                "--max-eval-examples",
+                "16",
+                "--max-length",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert '"f1_PER"' in capsys.readouterr().out
     squad = squad_slice(data_dir, tmp_path / "sq.json", slice(0, 1), paragraphs=1)
-    assert main(["finetune", "qa", "--model", str(tiny_checkpoint), "--train", str(squad), "--validation", str(squad),
-                 "--output", str(tmp_path / "qa"), "--epochs", "1", "--max-length", "96", "--doc-stride", "32",
-                 "--max-query-length", "24"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "qa",
+                "--model",
+                str(tiny_checkpoint),
+                "--train",
+                str(squad),
+                "--validation",
+                str(squad),
+                "--output",
+                str(tmp_path / "qa"),
+                "--epochs",
+                "1",
+                "--max-length",
+                "96",
+                "--doc-stride",
+                "32",
+                "--max-query-length",
+                "24",
+            ]
+        )
+        == 0
+    )
     assert '"exact_match"' in capsys.readouterr().out

@@ -21,8 +21,10 @@ from bertforge.model.config import BertConfig
 from bertforge.tokenization import train_vocab
 from bertforge.training.pretrain import pretrain
 
-WORDS = ("river stone light window garden morning silver quiet music paper forest winter bridge village letter "
-         "summer ocean mountain candle shadow harbor meadow thunder lantern orchard valley whisper journey").split()
+WORDS = (
+    "river stone light window garden morning silver quiet music paper forest winter bridge village letter "
+    "summer ocean mountain candle shadow harbor meadow thunder lantern orchard valley whisper journey"
+).split()
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +34,10 @@ def corpus(tmp_path_factory):
     rng = random.Random(0)
     docs = []
     for _ in range(300):
-        sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
-                     for _ in range(rng.randint(4, 8))]
+        sentences = [
+            " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+            for _ in range(rng.randint(4, 8))
+        ]
         docs.append({"text": " ".join(sentences)})
     src = root / "docs.jsonl"
     src.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
@@ -43,28 +47,49 @@ def corpus(tmp_path_factory):
 
 
 def tiny_run(corpus, save=None, **train) -> RunConfig:
-    model = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=0.0,
-                       attention_probs_dropout_prob=0.0)
+    model = BertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     return RunConfig(
         model=model,
-        data=DataConfig(data_path=[corpus["prefix"]], vocab_file=corpus["vocab"], seq_length=48, split="90,10,0",
-                        num_workers=0),
+        data=DataConfig(
+            data_path=[corpus["prefix"]], vocab_file=corpus["vocab"], seq_length=48, split="90,10,0", num_workers=0
+        ),
         optim=OptimConfig(lr=3e-3, lr_warmup_iters=2),
-        train=TrainConfig(**{"micro_batch_size": 4, "global_batch_size": 8, "train_iters": 20, "log_interval": 5,
-                             "eval_interval": 1000, "eval_iters": 2, "save": save, **train}))
+        train=TrainConfig(
+            **{
+                "micro_batch_size": 4,
+                "global_batch_size": 8,
+                "train_iters": 20,
+                "log_interval": 5,
+                "eval_interval": 1000,
+                "eval_iters": 2,
+                "save": save,
+                **train,
+            }
+        ),
+    )
 
 
 def test_resume_gives_identical_losses(corpus, tmp_path):
     full = pretrain(tiny_run(corpus, str(tmp_path / "full")), show_progress=False)
     cfg = tiny_run(corpus, str(tmp_path / "part"))
     cfg = dataclasses.replace(cfg, model=cfg.model.replace(hidden_dropout_prob=0.1))  # dropout RNG must resume too
-    full_dropout = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=str(tmp_path / "fd"))),
-                            show_progress=False)
+    full_dropout = pretrain(
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=str(tmp_path / "fd"))), show_progress=False
+    )
     first = pretrain(cfg, exit_interval=10, show_progress=False)
     assert first.step == 10
-    resumed = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, load=str(tmp_path / "part"))),
-                       show_progress=False)
+    resumed = pretrain(
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, load=str(tmp_path / "part"))), show_progress=False
+    )
     assert resumed.step == 20 and len(resumed.losses) == 10
     assert first.losses + resumed.losses == full_dropout.losses  # bit-identical on CPU
     assert len(full.losses) == 20
@@ -77,8 +102,9 @@ def test_packed_batches_train_like_padded_ones(corpus):
     """--pack-sequences (collate_packed, cu_seqlens) computes the same steps as padded batches."""
     padded = pretrain(tiny_run(corpus), show_progress=False)
     cfg = tiny_run(corpus)
-    packed = pretrain(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pack_sequences=True)),
-                      show_progress=False)
+    packed = pretrain(
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, pack_sequences=True)), show_progress=False
+    )
     assert packed.losses == pytest.approx(padded.losses, rel=1e-4, abs=1e-4)
 
 
@@ -115,8 +141,9 @@ def _free_port() -> int:
 
 
 def _worker(rank, world, port, cfg_dict, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     result = pretrain(RunConfig.from_dict(cfg_dict), show_progress=False)
     if rank == 0:
@@ -129,8 +156,9 @@ def _worker(rank, world, port, cfg_dict, out):
 def test_two_processes_match_one(corpus, tmp_path, fsdp):
     cfg = tiny_run(corpus, train_iters=8)
     single = pretrain(cfg, show_progress=False).losses
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, fsdp=fsdp, save=str(tmp_path / "run"),
-                                                             save_interval=4))
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, fsdp=fsdp, save=str(tmp_path / "run"), save_interval=4)
+    )
     out = tmp_path / "losses.json"
     mp.start_processes(_worker, args=(2, _free_port(), cfg.to_dict(), str(out)), nprocs=2, start_method="spawn")
     double = json.loads(out.read_text())
@@ -138,9 +166,15 @@ def test_two_processes_match_one(corpus, tmp_path, fsdp):
     for a, b in zip(single, double):
         assert abs(a - b) < 1e-5, (single, double)
     # The checkpoint written by two ranks resumes in one process (another world size) with the same losses.
-    resumed = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(
-        cfg.train, fsdp=False, load=str(tmp_path / "run" / "checkpoints" / "iter_0000004"), save=None)),
-        show_progress=False).losses
+    resumed = pretrain(
+        dataclasses.replace(
+            cfg,
+            train=dataclasses.replace(
+                cfg.train, fsdp=False, load=str(tmp_path / "run" / "checkpoints" / "iter_0000004"), save=None
+            ),
+        ),
+        show_progress=False,
+    ).losses
     assert len(resumed) == 4
     for a, b in zip(single[4:], resumed):
         assert abs(a - b) < 1e-5, (single, resumed)
@@ -168,21 +202,28 @@ def test_exported_hf_directory_matches_transformers(corpus, tmp_path):
     BertForPreTraining.from_pretrained(ckpt)
     assert main(["convert", str(tmp_path / "run"), "--output", str(tmp_path / "clean")]) == 0
     assert {p.name for p in (tmp_path / "clean").iterdir()} == {
-        "config.json", "model.safetensors", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json"}
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    }
     converted = transformers.BertForPreTraining.from_pretrained(tmp_path / "clean").eval()
     with torch.no_grad():
         torch.testing.assert_close(converted(**batch).prediction_logits, a.prediction_logits)
 
 
-MEGATRON_LINE = ("--num-layers 2 --hidden-size 32 --num-attention-heads 2 --ffn-hidden-size 64 --seq-length 48 "
-                 "--max-position-embeddings 64 --micro-batch-size 4 --global-batch-size 8 --train-iters 3 --lr 1e-4 "
-                 "--min-lr 1e-5 --lr-decay-style cosine --lr-warmup-fraction 0.01 --weight-decay 1e-2 --clip-grad 1.0 "
-                 "--adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --seed 7 --data-path 1.0 {prefix} "
-                 "--vocab-file {vocab} --tokenizer-type BertWordPieceLowerCase --split 949,50,1 --mask-prob 0.15 "
-                 "--short-seq-prob 0.1 --save {save} --load {save} --save-interval 3 --eval-interval 3 --eval-iters 1 "
-                 "--log-interval 1 --bf16 --lr-decay-iters 3 --init-method-std 0.02 --hidden-dropout 0.1 "
-                 "--attention-dropout 0.1 --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1")
+MEGATRON_LINE = (
+    "--num-layers 2 --hidden-size 32 --num-attention-heads 2 --ffn-hidden-size 64 --seq-length 48 "
+    "--max-position-embeddings 64 --micro-batch-size 4 --global-batch-size 8 --train-iters 3 --lr 1e-4 "
+    "--min-lr 1e-5 --lr-decay-style cosine --lr-warmup-fraction 0.01 --weight-decay 1e-2 --clip-grad 1.0 "
+    "--adam-beta1 0.9 --adam-beta2 0.999 --adam-eps 1e-8 --seed 7 --data-path 1.0 {prefix} "
+    "--vocab-file {vocab} --tokenizer-type BertWordPieceLowerCase --split 949,50,1 --mask-prob 0.15 "
+    "--short-seq-prob 0.1 --save {save} --load {save} --save-interval 3 --eval-interval 3 --eval-iters 1 "
+    "--log-interval 1 --bf16 --lr-decay-iters 3 --init-method-std 0.02 --hidden-dropout 0.1 "
+    "--attention-dropout 0.1 --tensor-model-parallel-size 1 --pipeline-model-parallel-size 1"
+)
 
 
 def test_megatron_launch_line_parses_and_runs(corpus, tmp_path):
@@ -211,8 +252,9 @@ def test_unknown_and_unsupported_flags_are_rejected(capsys):
 
 def test_yaml_recipe_and_flag_precedence(tmp_path):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("model:\n  num_hidden_layers: 3\ntrain:\n  micro_batch_size: 5\n  train_iters: 9\n"
-                      "data:\n  data_path: [x]\n")
+    recipe.write_text(
+        "model:\n  num_hidden_layers: 3\ntrain:\n  micro_batch_size: 5\n  train_iters: 9\ndata:\n  data_path: [x]\n"
+    )
     args = build_parser().parse_args(["pretrain", "--preset", "tiny", "--config", str(recipe), "--train-iters", "11"])
     cfg, _ = build_config(args)
     assert cfg.model.hidden_size == 128 and cfg.model.num_hidden_layers == 3  # preset < YAML
@@ -232,8 +274,24 @@ def test_global_batch_must_divide():
 def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
     """The README's main job, shortened: no data arguments -> Python docs corpus, vocabulary, preprocessing,
     pretraining, held-out evaluation and the fill-mask demo."""
-    argv = ["pretrain", "--work-dir", str(tmp_path / "work"), "--save", str(tmp_path / "run"), "--preset", "tiny",
-            "--train-iters", "4", "--micro-batch-size", "4", "--eval-iters", "1", "--log-interval", "2", "--fp32"]
+    argv = [
+        "pretrain",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--save",
+        str(tmp_path / "run"),
+        "--preset",
+        "tiny",
+        "--train-iters",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--eval-iters",
+        "1",
+        "--log-interval",
+        "2",
+        "--fp32",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "held-out evaluation: eval_mlm_loss" in out and "fill-mask demo" in out and "->" in out
@@ -290,6 +348,8 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
         model.bert.embeddings.norm.weight[0] = float("nan")  # every activation, loss and gradient turn NaN
     with monkeypatch.context() as m:
         m.setattr(torch.Tensor, "item", no_sync)
-        _, loss = train_step(model, objective, [(batch, 1.0, 0)], optimizer, scheduler, None, cfg.train, 1.0, stats, info)
+        _, loss = train_step(
+            model, objective, [(batch, 1.0, 0)], optimizer, scheduler, None, cfg.train, 1.0, stats, info
+        )
     assert torch.isnan(loss) and stats[SKIPPED] == 1
     assert torch.equal(weight, after_first) and int(optimizer.state[weight]["step"]) == 1

@@ -11,8 +11,15 @@ from tests.conftest import random_batch, tiny_config
 
 transformers = pytest.importorskip("transformers")
 
-CLASSES = ["BertModel", "BertForPreTraining", "BertForMaskedLM", "BertForSequenceClassification",
-           "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice"]
+CLASSES = [
+    "BertModel",
+    "BertForPreTraining",
+    "BertForMaskedLM",
+    "BertForSequenceClassification",
+    "BertForTokenClassification",
+    "BertForQuestionAnswering",
+    "BertForMultipleChoice",
+]
 
 
 def _pair(name: str, tmp_path, **overrides):
@@ -88,10 +95,15 @@ def test_outputs_losses_and_gradients_match(name, pad, tmp_path):
     hf_loss = hf_out.loss
     if name == "BertForQuestionAnswering" and pad:  # ours leaves padding out of the softmax (transformers does not)
         fill = torch.finfo(torch.float32).min
-        hf_loss = sum(torch.nn.functional.cross_entropy(logits.masked_fill(~mask, fill), labels[key].clamp(0, 7),
-                                                        ignore_index=7)
-                      for logits, key in ((hf_out.start_logits, "start_positions"),
-                                          (hf_out.end_logits, "end_positions"))) / 2
+        hf_loss = (
+            sum(
+                torch.nn.functional.cross_entropy(
+                    logits.masked_fill(~mask, fill), labels[key].clamp(0, 7), ignore_index=7
+                )
+                for logits, key in ((hf_out.start_logits, "start_positions"), (hf_out.end_logits, "end_positions"))
+            )
+            / 2
+        )
     torch.testing.assert_close(our_out.loss, hf_loss, atol=1e-5, rtol=1e-5)
     hf_loss.backward()
     our_out.loss.backward()
@@ -110,8 +122,7 @@ def test_sequence_classification_losses_match(problem, tmp_path):
     labels = torch.rand(3, num_labels) if problem != "regression" else torch.rand(3)
     if problem != "regression":
         labels = (labels > 0.5).float()
-    torch.testing.assert_close(ours(**batch, labels=labels).loss, hf(**batch, labels=labels).loss, atol=1e-6,
-                               rtol=1e-5)
+    torch.testing.assert_close(ours(**batch, labels=labels).loss, hf(**batch, labels=labels).loss, atol=1e-6, rtol=1e-5)
 
 
 def test_extra_padding_does_not_change_real_tokens():
@@ -146,8 +157,7 @@ def test_round_trip_ours_to_transformers(name, tmp_path):
 
 
 def test_minilm_real_weights_match_transformers(minilm):
-    sentences = ["The quick brown fox jumps over the lazy dog.", "A BERT encoder maps text to vectors.",
-                 "Short one."]
+    sentences = ["The quick brown fox jumps over the lazy dog.", "A BERT encoder maps text to vectors.", "Short one."]
     tok = transformers.BertTokenizerFast.from_pretrained(minilm)
     batch = dict(tok(sentences, padding=True, return_tensors="pt"))
     hf = transformers.BertModel.from_pretrained(minilm).eval()

@@ -14,8 +14,10 @@ from tests.conftest import tiny_config
 transformers = pytest.importorskip("transformers")
 
 NER_LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG"]
-TEXT = ("John Smith lives in New York and works for Microsoftware in Zürich, at the U.N. headquarters; "
-        "Ms. Ødegaard-Larsen visited unaffable colleagues.")
+TEXT = (
+    "John Smith lives in New York and works for Microsoftware in Zürich, at the U.N. headquarters; "
+    "Ms. Ødegaard-Larsen visited unaffable colleagues."
+)
 
 
 def checkpoint(path, cls, minilm, max_length=None, **config):
@@ -43,8 +45,14 @@ def same_entities(ours, theirs):
 
 @pytest.fixture
 def ner_checkpoint(tmp_path, minilm):
-    return checkpoint(tmp_path / "ner", "BertForTokenClassification", minilm, num_labels=len(NER_LABELS),
-                      id2label=dict(enumerate(NER_LABELS)), label2id={k: i for i, k in enumerate(NER_LABELS)})
+    return checkpoint(
+        tmp_path / "ner",
+        "BertForTokenClassification",
+        minilm,
+        num_labels=len(NER_LABELS),
+        id2label=dict(enumerate(NER_LABELS)),
+        label2id={k: i for i, k in enumerate(NER_LABELS)},
+    )
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
@@ -52,14 +60,20 @@ def test_token_classification(ner_checkpoint, strategy):
     ours = bertforge.pipeline("ner", model=ner_checkpoint)(TEXT, aggregation_strategy=strategy)
     theirs = hf_pipeline("token-classification", ner_checkpoint)(TEXT, aggregation_strategy=strategy)
     same_entities(ours, theirs)
-    assert all(TEXT[e["start"]:e["end"]] for e in ours)
+    assert all(TEXT[e["start"] : e["end"]] for e in ours)
 
 
 @pytest.mark.parametrize("strategy", ["simple", "first", "max"])
 def test_token_classification_windows(tmp_path, minilm, strategy):
-    path = checkpoint(tmp_path / "ner16", "BertForTokenClassification", minilm, max_length=16,
-                      num_labels=len(NER_LABELS), id2label=dict(enumerate(NER_LABELS)),
-                      label2id={k: i for i, k in enumerate(NER_LABELS)})
+    path = checkpoint(
+        tmp_path / "ner16",
+        "BertForTokenClassification",
+        minilm,
+        max_length=16,
+        num_labels=len(NER_LABELS),
+        id2label=dict(enumerate(NER_LABELS)),
+        label2id={k: i for i, k in enumerate(NER_LABELS)},
+    )
     pipe = bertforge.pipeline("ner", model=path)
     assert pipe.max_length == 16
     ours = pipe(TEXT, aggregation_strategy=strategy, stride=4)
@@ -71,8 +85,15 @@ def test_token_classification_windows(tmp_path, minilm, strategy):
 @pytest.mark.parametrize("problem", ["single_label_classification", "multi_label_classification"])
 def test_text_classification(tmp_path, minilm, problem):
     labels = ["negative", "neutral", "positive"]
-    path = checkpoint(tmp_path / "cls", "BertForSequenceClassification", minilm, num_labels=3, problem_type=problem,
-                      id2label=dict(enumerate(labels)), label2id={k: i for i, k in enumerate(labels)})
+    path = checkpoint(
+        tmp_path / "cls",
+        "BertForSequenceClassification",
+        minilm,
+        num_labels=3,
+        problem_type=problem,
+        id2label=dict(enumerate(labels)),
+        label2id={k: i for i, k in enumerate(labels)},
+    )
     ours, theirs = bertforge.pipeline("sentiment-analysis", model=path), hf_pipeline("text-classification", path)
     texts = ["What a great film.", "Terrible, boring and far too long for what it was.", "ok"]
     for a, b in zip(ours(texts), theirs(texts)):
@@ -90,8 +111,11 @@ def test_text_classification(tmp_path, minilm, problem):
 def test_fill_mask(tmp_path, minilm):
     path = checkpoint(tmp_path / "mlm", "BertForMaskedLM", minilm)
     ours, theirs = bertforge.pipeline("fill-mask", model=path), hf_pipeline("fill-mask", path)
-    for text, kwargs in [("The [MASK] sat on the mat.", {}), ("Paris is the [MASK] of [MASK].", {"top_k": 3}),
-                         ("The [MASK] sat on the mat.", {"targets": ["cat", "dog", "bird"]})]:
+    for text, kwargs in [
+        ("The [MASK] sat on the mat.", {}),
+        ("Paris is the [MASK] of [MASK].", {"top_k": 3}),
+        ("The [MASK] sat on the mat.", {"targets": ["cat", "dog", "bird"]}),
+    ]:
         a, b = ours(text, **kwargs), theirs(text, **kwargs)
         rows_a, rows_b = (a, b) if isinstance(a[0], list) else ([a], [b])
         assert len(rows_a) == len(rows_b)
@@ -105,8 +129,14 @@ def test_fill_mask(tmp_path, minilm):
 @pytest.mark.parametrize("multi_label", [False, True])
 def test_zero_shot(tmp_path, minilm, multi_label):
     nli = ["contradiction", "entailment", "neutral"]
-    path = checkpoint(tmp_path / "nli", "BertForSequenceClassification", minilm, num_labels=3,
-                      id2label=dict(enumerate(nli)), label2id={k: i for i, k in enumerate(nli)})
+    path = checkpoint(
+        tmp_path / "nli",
+        "BertForSequenceClassification",
+        minilm,
+        num_labels=3,
+        id2label=dict(enumerate(nli)),
+        label2id={k: i for i, k in enumerate(nli)},
+    )
     labels = ["politics", "sports", "cooking", "science"]
     text = "The team won the match in the final minute."
     a = bertforge.pipeline("zero-shot-classification", model=path)(text, labels, multi_label=multi_label)
@@ -123,8 +153,9 @@ def test_feature_extraction_tokens_and_mean(tmp_path, minilm):
         ref = np.asarray(theirs(text))[0]
         np.testing.assert_allclose(ours(text), ref, atol=1e-4)
         np.testing.assert_allclose(ours(text, pooling="mean"), ref.mean(0), atol=1e-4)
-        np.testing.assert_allclose(ours(text, pooling="cls", normalize=True), ref[0] / np.linalg.norm(ref[0]),
-                                   atol=1e-4)
+        np.testing.assert_allclose(
+            ours(text, pooling="cls", normalize=True), ref[0] / np.linalg.norm(ref[0]), atol=1e-4
+        )
 
 
 def test_question_answering_matches_brute_force_on_transformers_logits(tmp_path, minilm):
@@ -132,8 +163,9 @@ def test_question_answering_matches_brute_force_on_transformers_logits(tmp_path,
     transformers' own start/end logits (probabilities over context + [CLS], score P(start) x P(end))."""
     path = checkpoint(tmp_path / "qa", "BertForQuestionAnswering", minilm, num_labels=2)
     question, context = "Where does John live?", "John Smith lives in New York and works for a bank in Boston."
-    ours = bertforge.pipeline("question-answering", model=path)(question=question, context=context, top_k=3,
-                                                                 max_answer_len=5)
+    ours = bertforge.pipeline("question-answering", model=path)(
+        question=question, context=context, top_k=3, max_answer_len=5
+    )
     tok = transformers.BertTokenizerFast.from_pretrained(path)
     enc = tok(question, context, return_offsets_mapping=True, return_tensors="pt")
     offsets = enc.pop("offset_mapping")[0].tolist()
@@ -152,7 +184,7 @@ def test_question_answering_matches_brute_force_on_transformers_logits(tmp_path,
     best = sorted(spans.items(), key=lambda kv: -kv[1])[:3]
     assert [(a["start"], a["end"]) for a in ours] == [k for k, _ in best]
     assert [a["score"] for a in ours] == pytest.approx([v for _, v in best], abs=1e-4)
-    assert all(a["answer"] == context[a["start"]:a["end"]] for a in ours)
+    assert all(a["answer"] == context[a["start"] : a["end"]] for a in ours)
 
 
 def test_minilm_embeddings_rank_paraphrase_and_match_transformers(minilm):

@@ -12,12 +12,24 @@ from bertforge.tokenization import BertTokenizer
 transformers = pytest.importorskip("transformers")
 
 HARD_CASES = [
-    "", "   ", "\t\n", "Héllo Wörld, naïve café résumé — Ångström!", "日本語のテキストと中文字符混在。",
-    "Emoji 🤗🚀 and flags 🇫🇷 with text", "control\x00chars\x07here\u200b zero\u200dwidth\ufeffBOM",
-    "a" * 150, "supercalifragilisticexpialidocious antidisestablishmentarianism", "!!!??...,,,;;;---",
-    "Mixed CASE and numbers 3.14159 and 1,000,000", "[MASK] is a special token, [CLS] too [SEP]",
-    "tab\tseparated\tand\r\nwindows newline", "don't can't won't it's", "ÀÉÎÕÜ àéîõü ßæøå",
-    "x" * 99 + " " + "y" * 101, "Ǆemal and ﬁne ligatures", "Κείμενο στα ελληνικά και русский текст",
+    "",
+    "   ",
+    "\t\n",
+    "Héllo Wörld, naïve café résumé — Ångström!",
+    "日本語のテキストと中文字符混在。",
+    "Emoji 🤗🚀 and flags 🇫🇷 with text",
+    "control\x00chars\x07here\u200b zero\u200dwidth\ufeffBOM",
+    "a" * 150,
+    "supercalifragilisticexpialidocious antidisestablishmentarianism",
+    "!!!??...,,,;;;---",
+    "Mixed CASE and numbers 3.14159 and 1,000,000",
+    "[MASK] is a special token, [CLS] too [SEP]",
+    "tab\tseparated\tand\r\nwindows newline",
+    "don't can't won't it's",
+    "ÀÉÎÕÜ àéîõü ßæøå",
+    "x" * 99 + " " + "y" * 101,
+    "Ǆemal and ﬁne ligatures",
+    "Κείμενο στα ελληνικά και русский текст",
 ]
 
 
@@ -45,8 +57,14 @@ def _real_texts(data_dir, n=60):
     return texts[: n * 3]
 
 
-KEYS = ["input_ids", "token_type_ids", "attention_mask", "offset_mapping", "special_tokens_mask",
-        "overflow_to_sample_mapping"]
+KEYS = [
+    "input_ids",
+    "token_type_ids",
+    "attention_mask",
+    "offset_mapping",
+    "special_tokens_mask",
+    "overflow_to_sample_mapping",
+]
 
 
 def _compare(ours, ref, *args, **kwargs):
@@ -55,12 +73,18 @@ def _compare(ours, ref, *args, **kwargs):
     for key in KEYS:
         if key in b:
             va, vb = a[key], b[key]
-            va = [[tuple(x) for x in row] for row in va] if key == "offset_mapping" and va and isinstance(va[0], list) \
+            va = (
+                [[tuple(x) for x in row] for row in va]
+                if key == "offset_mapping" and va and isinstance(va[0], list)
                 else va
+            )
             if key == "offset_mapping" and va and isinstance(va[0], tuple):
                 va = [tuple(x) for x in va]
-            vb = [[tuple(x) for x in row] for row in vb] if key == "offset_mapping" and vb and isinstance(vb[0], list) \
+            vb = (
+                [[tuple(x) for x in row] for row in vb]
+                if key == "offset_mapping" and vb and isinstance(vb[0], list)
                 else ([tuple(x) for x in vb] if key == "offset_mapping" else vb)
+            )
             assert va == vb, (key, args, kwargs)
     batched = isinstance(a["input_ids"][0], list)
     for i in range(len(a["input_ids"]) if batched else 1):
@@ -107,8 +131,17 @@ def test_real_text_all_modes(vocab_file, tmp_path, data_dir, lowercase):
             _compare(ours, ref, texts, pairs, **kwargs)
     # Overflowing windows with a stride: the basis of QA (question first, context windows) and long-text NER.
     questions = [t[:80] for t in pairs]
-    _compare(ours, ref, questions, texts, truncation="only_second", max_length=64, stride=16,
-             return_overflowing_tokens=True, padding="max_length")
+    _compare(
+        ours,
+        ref,
+        questions,
+        texts,
+        truncation="only_second",
+        max_length=64,
+        stride=16,
+        return_overflowing_tokens=True,
+        padding="max_length",
+    )
     _compare(ours, ref, texts, truncation=True, max_length=32, stride=8, return_overflowing_tokens=True)
     _compare(ours, ref, texts[0], truncation=True, max_length=32, stride=8, return_overflowing_tokens=True)
 
@@ -116,12 +149,23 @@ def test_real_text_all_modes(vocab_file, tmp_path, data_dir, lowercase):
 def test_split_into_words_and_tensors(vocab_file, tmp_path):
     ours = BertTokenizer(vocab_file)
     ref = _reference(vocab_file, tmp_path)
-    words = [["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
-             ["Peter", "Blackburn"], ["S.", "Korea", "'s", "Kim", "Dae-jung", "supercalifragilistic"]]
+    words = [
+        ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+        ["Peter", "Blackburn"],
+        ["S.", "Korea", "'s", "Kim", "Dae-jung", "supercalifragilistic"],
+    ]
     _compare(ours, ref, words, is_split_into_words=True, padding=True)
     _compare(ours, ref, words[0], is_split_into_words=True)
-    _compare(ours, ref, words, is_split_into_words=True, truncation=True, max_length=6, stride=2,
-             return_overflowing_tokens=True)
+    _compare(
+        ours,
+        ref,
+        words,
+        is_split_into_words=True,
+        truncation=True,
+        max_length=6,
+        stride=2,
+        return_overflowing_tokens=True,
+    )
     a = ours(["a b c", "d"], padding=True, return_tensors="pt")
     b = ref(["a b c", "d"], padding=True, return_tensors="pt")
     for key in ("input_ids", "token_type_ids", "attention_mask"):

@@ -30,8 +30,10 @@ def test_python_dash_m_entry_point():
 def test_tokenizer_train_and_encode(tmp_path, capsys):
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(f"line {i} of a tiny corpus about cats and dogs." for i in range(200)))
-    assert main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "120", "--output",
-                 str(tmp_path / "tok")]) == 0
+    assert (
+        main(["tokenizer", "train", "--input", str(corpus), "--vocab-size", "120", "--output", str(tmp_path / "tok")])
+        == 0
+    )
     assert (tmp_path / "tok" / "vocab.txt").exists()
     assert main(["tokenizer", "encode", "--model", str(tmp_path / "tok"), "cats and dogs"]) == 0
     assert '"[CLS]"' in capsys.readouterr().out
@@ -54,9 +56,25 @@ def test_info_and_demo_on_a_saved_model(tmp_path, capsys, minilm):
 def test_preprocess_command(tmp_path, minilm, capsys):
     src = tmp_path / "docs.jsonl"
     src.write_text('{"text": "One sentence. Two sentences."}\n{"text": "Another document here."}\n')
-    assert main(["preprocess", "--input", str(src), "--output-prefix", str(tmp_path / "c"), "--vocab-file",
-                 str(minilm / "vocab.txt"), "--tokenizer-type", "BertWordPieceLowerCase", "--split-sentences",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "preprocess",
+                "--input",
+                str(src),
+                "--output-prefix",
+                str(tmp_path / "c"),
+                "--vocab-file",
+                str(minilm / "vocab.txt"),
+                "--tokenizer-type",
+                "BertWordPieceLowerCase",
+                "--split-sentences",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "2 documents" in capsys.readouterr().out
     assert (tmp_path / "c_text_sentence.bin").exists() and (tmp_path / "c_text_sentence.idx").exists()
     with pytest.raises(SystemExit):
@@ -84,8 +102,21 @@ def test_run_command_texts_and_jsonl(tmp_path, minilm, capsys):
     assert lines[0]["result"]["label"] in ("LABEL_0", "LABEL_1")
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"text": "a"}\n"b"\n{"text": "c", "text_pair": "d"}\n')
-    assert main(["run", "text-classification", "--model", str(path), "--input", str(inputs), "--output",
-                 str(tmp_path / "out.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "text-classification",
+                "--model",
+                str(path),
+                "--input",
+                str(inputs),
+                "--output",
+                str(tmp_path / "out.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
     inputs.write_text('{"text": "a"}\n{"txt": "b"}\n')
     assert main(["run", "text-classification", "--model", str(path), "--input", str(inputs)]) == 1
@@ -157,9 +188,11 @@ def test_every_config_field_is_a_flag():
         return {s for a in sub._actions for s in a.option_strings}
 
     pretrain, finetune = flags("pretrain"), flags("finetune")
+
     def expected(section):  # a switch that defaults to True is written --no-NAME
-        return {flag_of(f).replace("--", "--no-") if f.default is True else flag_of(f)
-                for f in dataclasses.fields(section)}
+        return {
+            flag_of(f).replace("--", "--no-") if f.default is True else flag_of(f) for f in dataclasses.fields(section)
+        }
 
     for section in (DataConfig, OptimConfig, TrainConfig):
         assert expected(section) <= pretrain
@@ -172,15 +205,48 @@ def test_every_config_field_is_a_flag():
     assert {"--batch-size", "--warmup-ratio", "--doc-stride"} <= finetune
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["pretrain", "--micro-batch-size", "0"], "argument --micro-batch-size/--batch-size: must be >= 1"),
-    (["pretrain", "--lr", "fast"], "argument --lr: 'fast' is not a number"),
-    (["pretrain", "--binary-head", "xyz"], "argument --binary-head: invalid choice"),
-    (["finetune", "ner", "--model", "m", "--train", "t", "--validation", "v", "--output", "o", "--strategy", "x"],
-     "argument --strategy: invalid choice"),
-    (["finetune", "qa", "--model", "m", "--train", "t", "--validation", "v", "--output", "o", "--lora-targets",
-      "query,nope"], "argument --lora-targets: 'query,nope': choose a comma list"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pretrain", "--micro-batch-size", "0"], "argument --micro-batch-size/--batch-size: must be >= 1"),
+        (["pretrain", "--lr", "fast"], "argument --lr: 'fast' is not a number"),
+        (["pretrain", "--binary-head", "xyz"], "argument --binary-head: invalid choice"),
+        (
+            [
+                "finetune",
+                "ner",
+                "--model",
+                "m",
+                "--train",
+                "t",
+                "--validation",
+                "v",
+                "--output",
+                "o",
+                "--strategy",
+                "x",
+            ],
+            "argument --strategy: invalid choice",
+        ),
+        (
+            [
+                "finetune",
+                "qa",
+                "--model",
+                "m",
+                "--train",
+                "t",
+                "--validation",
+                "v",
+                "--output",
+                "o",
+                "--lora-targets",
+                "query,nope",
+            ],
+            "argument --lora-targets: 'query,nope': choose a comma list",
+        ),
+    ],
+)
 def test_bad_flag_values_fail_by_name_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)

@@ -44,8 +44,14 @@ def _synthetic(tmp_path, docs=300, seed=0):
 def _masker(**kw):
     special = np.array([0, 100, 101, 102, 103])
     replacement = np.setdiff1d(np.arange(VOCAB), np.r_[special, np.arange(1, 999)])
-    return Masker(vocab_size=VOCAB, mask_id=103, special_ids=special, replacement_ids=replacement,
-                  is_continuation=np.zeros(VOCAB, dtype=bool), **kw)
+    return Masker(
+        vocab_size=VOCAB,
+        mask_id=103,
+        special_ids=special,
+        replacement_ids=replacement,
+        is_continuation=np.zeros(VOCAB, dtype=bool),
+        **kw,
+    )
 
 
 # ---- format -------------------------------------------------------------------------------------------------------
@@ -56,22 +62,24 @@ def _read_independently(prefix):
     version, code, n_seq, n_doc = struct.unpack("<QBQQ", raw[9:34])
     assert version == 1 and code == 8  # uint16 for a 30,522-token vocabulary
     off = 34
-    lengths = struct.unpack(f"<{n_seq}i", raw[off: off + 4 * n_seq])
+    lengths = struct.unpack(f"<{n_seq}i", raw[off : off + 4 * n_seq])
     off += 4 * n_seq
-    pointers = struct.unpack(f"<{n_seq}q", raw[off: off + 8 * n_seq])
+    pointers = struct.unpack(f"<{n_seq}q", raw[off : off + 8 * n_seq])
     off += 8 * n_seq
-    doc_idx = struct.unpack(f"<{n_doc}q", raw[off: off + 8 * n_doc])
+    doc_idx = struct.unpack(f"<{n_doc}q", raw[off : off + 8 * n_doc])
     assert off + 8 * n_doc == len(raw)
     data = open(prefix + ".bin", "rb").read()
-    seqs = [list(struct.unpack(f"<{n}H", data[p: p + 2 * n])) for n, p in zip(lengths, pointers)]
+    seqs = [list(struct.unpack(f"<{n}H", data[p : p + 2 * n])) for n, p in zip(lengths, pointers)]
     return seqs, list(doc_idx)
 
 
 def test_preprocess_bytes_match_the_tokenizer(tmp_path, tok, minilm):
-    docs = [{"text": "The cat sat on the mat. It was happy! Was it? Dr. Smith said so.", "id": 1},
-            {"text": "", "id": 2},
-            {"text": "Prices rose 3.5 percent in the U.S. last year. Analysts were surprised.", "id": 3},
-            {"text": "Une phrase en français. Ünïcödé too.", "id": 4}]
+    docs = [
+        {"text": "The cat sat on the mat. It was happy! Was it? Dr. Smith said so.", "id": 1},
+        {"text": "", "id": 2},
+        {"text": "Prices rose 3.5 percent in the U.S. last year. Analysts were surprised.", "id": 3},
+        {"text": "Une phrase en français. Ünïcödé too.", "id": 4},
+    ]
     src = tmp_path / "docs.jsonl"
     src.write_text("\n".join(json.dumps(d) for d in docs) + "\n", encoding="utf-8")
     stats = preprocess([str(src)], str(tmp_path / "out"), str(minilm / "vocab.txt"), show_progress=False)
@@ -92,7 +100,9 @@ def test_workers_give_identical_files(tmp_path, minilm):
     preprocess([str(src)], str(tmp_path / "one"), vocab, workers=1, show_progress=False)
     preprocess([str(src)], str(tmp_path / "two"), vocab, workers=2, show_progress=False)
     for ext in (".bin", ".idx"):
-        assert (tmp_path / f"one_text_sentence{ext}").read_bytes() == (tmp_path / f"two_text_sentence{ext}").read_bytes()
+        assert (tmp_path / f"one_text_sentence{ext}").read_bytes() == (
+            tmp_path / f"two_text_sentence{ext}"
+        ).read_bytes()
 
 
 def test_reader_rejects_other_formats_and_truncation(tmp_path):
@@ -124,12 +134,15 @@ def test_failed_build_leaves_no_files(tmp_path):
 
 
 # ---- bad input -------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("content,message", [
-    (b'{"text": "ok"}\n{"text": oops}\n', "line 2: not valid JSON"),
-    (b'{"text": "ok"}\n{"body": "no text key"}\n', "line 2: no key 'text' (keys present: body)"),
-    (b'{"text": "ok"}\n{"text": "bad \xff byte"}\n', "line 2, byte offset 29: not valid UTF-8"),
-    (b'{"text": ""}\n\n{"text": "   "}\n', "the corpus is empty"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (b'{"text": "ok"}\n{"text": oops}\n', "line 2: not valid JSON"),
+        (b'{"text": "ok"}\n{"body": "no text key"}\n', "line 2: no key 'text' (keys present: body)"),
+        (b'{"text": "ok"}\n{"text": "bad \xff byte"}\n', "line 2, byte offset 29: not valid UTF-8"),
+        (b'{"text": ""}\n\n{"text": "   "}\n', "the corpus is empty"),
+    ],
+)
 def test_bad_input_messages(tmp_path, minilm, content, message):
     src = tmp_path / "in.jsonl"
     src.write_bytes(content)
@@ -146,11 +159,19 @@ def test_missing_input_file(tmp_path, minilm):
 
 # ---- sentences -------------------------------------------------------------------------------------------------------
 def test_sentence_splitter_rules():
-    text = ('Mr. Smith paid $3.50 for it. "Really?" she asked. J. R. R. Tolkien wrote it, e.g. in 1937. '
-            "It ended... Then more!\nA new line is whitespace.\n\nNew paragraph without period")
+    text = (
+        'Mr. Smith paid $3.50 for it. "Really?" she asked. J. R. R. Tolkien wrote it, e.g. in 1937. '
+        "It ended... Then more!\nA new line is whitespace.\n\nNew paragraph without period"
+    )
     assert split_sentences(text) == [
-        "Mr. Smith paid $3.50 for it.", '"Really?" she asked.', "J. R. R. Tolkien wrote it, e.g. in 1937.",
-        "It ended...", "Then more!", "A new line is whitespace.", "New paragraph without period"]
+        "Mr. Smith paid $3.50 for it.",
+        '"Really?" she asked.',
+        "J. R. R. Tolkien wrote it, e.g. in 1937.",
+        "It ended...",
+        "Then more!",
+        "A new line is whitespace.",
+        "New paragraph without period",
+    ]
     assert split_sentences("One line\nand its continuation. Next") == ["One line\nand its continuation.", "Next"]
     assert split_sentences("") == [] and split_sentences("   \n ") == []
 
@@ -170,7 +191,7 @@ def test_pairs_labels_and_negatives(tmp_path, head):
         ids = s["input_ids"].tolist()
         assert ids[0] == 101 and ids[-1] == 102 and ids.count(102) == 2 and len(ids) <= 64
         sep = ids.index(102)
-        a, b = ids[1:sep], ids[sep + 1:-1]
+        a, b = ids[1:sep], ids[sep + 1 : -1]
         assert s["token_type_ids"].tolist() == [0] * (sep + 1) + [1] * (len(b) + 1)
         doc = int(samples.index[i, 0])
         labels.append(s["binary_label"])
@@ -227,8 +248,10 @@ def test_mask_statistics_over_100k_tokens(tmp_path):
 
 
 def test_whole_word_and_ngram_masking_never_split_words(tok):
-    text = ("The antidisestablishmentarianism of unaffable Tolkienesque hobbits perplexed counterrevolutionaries "
-            "while photosynthesizing xylophonists serenaded electroencephalographers near Llanfairpwllgwyngyll")
+    text = (
+        "The antidisestablishmentarianism of unaffable Tolkienesque hobbits perplexed counterrevolutionaries "
+        "while photosynthesizing xylophonists serenaded electroencephalographers near Llanfairpwllgwyngyll"
+    )
     ids = np.array(tok(text)["input_ids"])
     tokens = tok.convert_ids_to_tokens(ids.tolist())
     word_of = np.array(tok(text).word_ids(), dtype=object)
@@ -274,10 +297,20 @@ def test_blend_split_and_parse():
 
 
 def test_collate_padded_and_packed():
-    samples = [{"input_ids": np.array([101, 5, 6, 102]), "token_type_ids": np.array([0, 0, 0, 0]),
-                "labels": np.array([-100, 5, -100, -100]), "binary_label": 1},
-               {"input_ids": np.array([101, 7, 102]), "token_type_ids": np.array([0, 0, 1]),
-                "labels": np.array([-100, -100, -100]), "binary_label": 0}]
+    samples = [
+        {
+            "input_ids": np.array([101, 5, 6, 102]),
+            "token_type_ids": np.array([0, 0, 0, 0]),
+            "labels": np.array([-100, 5, -100, -100]),
+            "binary_label": 1,
+        },
+        {
+            "input_ids": np.array([101, 7, 102]),
+            "token_type_ids": np.array([0, 0, 1]),
+            "labels": np.array([-100, -100, -100]),
+            "binary_label": 0,
+        },
+    ]
     batch = collate_padded(samples, pad_id=0, pad_to_multiple_of=8)
     assert batch["input_ids"].tolist() == [[101, 5, 6, 102, 0, 0, 0, 0], [101, 7, 102, 0, 0, 0, 0, 0]]
     assert batch["attention_mask"].sum().item() == 7 and batch["next_sentence_label"].tolist() == [1, 0]

@@ -19,7 +19,7 @@ def test_mask_drops_at_rate_p_and_keeps_the_expectation(p):
     assert torch.all(mask[kept] == scale)
     rate = 1 - kept.double().mean().item()
     assert abs(rate - p) < 4 * (p * (1 - p) / n) ** 0.5  # within 4 standard deviations
-    assert abs(mask.double().mean().item() - 1.0) < 4 * ((1 - p) * scale ** 2 / n) ** 0.5 + 1e-3
+    assert abs(mask.double().mean().item() - 1.0) < 4 * ((1 - p) * scale**2 / n) ** 0.5 + 1e-3
 
 
 def test_mask_is_not_correlated_across_neighbours():

@@ -28,8 +28,14 @@ def test_only_adapters_and_head_change_and_merge_is_exact(targets, tmp_path):
         opt.zero_grad()
     after = model.state_dict()
     for name, value in before.items():
-        key = name if name in after else name.replace("qkv_proj.", "qkv_proj.base.").replace(
-            "out_proj.", "out_proj.base.").replace("ffn_in.", "ffn_in.base.").replace("ffn_out.", "ffn_out.base.")
+        key = (
+            name
+            if name in after
+            else name.replace("qkv_proj.", "qkv_proj.base.")
+            .replace("out_proj.", "out_proj.base.")
+            .replace("ffn_in.", "ffn_in.base.")
+            .replace("ffn_out.", "ffn_out.base.")
+        )
         if name.startswith("classifier."):
             assert not torch.equal(after[key], value)
         else:

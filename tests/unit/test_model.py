@@ -27,7 +27,9 @@ def test_shapes_of_every_head(config):
     batch = random_batch(config, B, S)
     out = bertforge.BertModel(config)(**batch)
     assert out.last_hidden_state.shape == (B, S, H) and out.pooler_output.shape == (B, H)
-    out = bertforge.BertForPreTraining(config)(**batch, labels=batch["input_ids"], next_sentence_label=torch.ones(B).long())
+    out = bertforge.BertForPreTraining(config)(
+        **batch, labels=batch["input_ids"], next_sentence_label=torch.ones(B).long()
+    )
     assert out.prediction_logits.shape == (B, S, V) and out.seq_relationship_logits.shape == (B, 2)
     assert out.loss.shape == () and torch.isclose(out.loss, out.mlm_loss + out.binary_loss)
     assert bertforge.BertForMaskedLM(config)(**batch).logits.shape == (B, S, V)
@@ -47,7 +49,9 @@ def test_eager_and_sdpa_agree_and_attentions_are_probabilities(config):
     eager = model(**batch, output_attentions=True, output_hidden_states=True)
     mask = batch["attention_mask"].bool()
     torch.testing.assert_close(eager.last_hidden_state[mask], sdpa.last_hidden_state[mask], atol=1e-5, rtol=1e-5)
-    assert len(eager.attentions) == config.num_hidden_layers and len(eager.hidden_states) == config.num_hidden_layers + 1
+    assert (
+        len(eager.attentions) == config.num_hidden_layers and len(eager.hidden_states) == config.num_hidden_layers + 1
+    )
     probs = eager.attentions[0]
     assert probs.shape == (B, config.num_attention_heads, S, S)
     torch.testing.assert_close(probs.sum(-1), torch.ones(B, config.num_attention_heads, S))
@@ -72,11 +76,17 @@ def test_preset_parameter_counts():
     assert counts["tiny"] == 4_385_920 and counts["mini"] == 11_170_560
 
 
-@pytest.mark.parametrize("field,value,words", [
-    ("hidden_size", 30, "divisible"), ("num_hidden_layers", 0, "positive"), ("vocab_size", -1, "positive"),
-    ("hidden_act", "swishy", "not supported"), ("hidden_dropout_prob", 1.5, "[0, 1)"),
-    ("position_embedding_type", "relative_key", "absolute"),
-])
+@pytest.mark.parametrize(
+    "field,value,words",
+    [
+        ("hidden_size", 30, "divisible"),
+        ("num_hidden_layers", 0, "positive"),
+        ("vocab_size", -1, "positive"),
+        ("hidden_act", "swishy", "not supported"),
+        ("hidden_dropout_prob", 1.5, "[0, 1)"),
+        ("position_embedding_type", "relative_key", "absolute"),
+    ],
+)
 def test_config_validation_names_the_field(field, value, words):
     with pytest.raises(ValueError) as e:
         tiny_config(**{field: value})
@@ -97,15 +107,22 @@ def test_config_json_round_trip_keeps_unknown_keys(tmp_path):
         BertConfig.from_pretrained(tmp_path / "bad")
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda b: b.update(input_ids=torch.full((3, 7), 120)), "past the last valid id"),
-    (lambda b: b.update(input_ids=torch.ones(3, 70, dtype=torch.long), attention_mask=None, token_type_ids=None),
-     "6 more than the model's max_position_embeddings"),
-    (lambda b: b.update(attention_mask=torch.ones(3, 6)), "attention_mask has shape (3, 6)"),
-    (lambda b: b.update(token_type_ids=torch.full((3, 7), 2)), "token_type_ids holds 2"),
-    (lambda b: b.update(input_ids=torch.ones(7, dtype=torch.long), attention_mask=None, token_type_ids=None),
-     "(batch, sequence)"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda b: b.update(input_ids=torch.full((3, 7), 120)), "past the last valid id"),
+        (
+            lambda b: b.update(input_ids=torch.ones(3, 70, dtype=torch.long), attention_mask=None, token_type_ids=None),
+            "6 more than the model's max_position_embeddings",
+        ),
+        (lambda b: b.update(attention_mask=torch.ones(3, 6)), "attention_mask has shape (3, 6)"),
+        (lambda b: b.update(token_type_ids=torch.full((3, 7), 2)), "token_type_ids holds 2"),
+        (
+            lambda b: b.update(input_ids=torch.ones(7, dtype=torch.long), attention_mask=None, token_type_ids=None),
+            "(batch, sequence)",
+        ),
+    ],
+)
 def test_bad_inputs_raise_clear_errors(config, change, message):
     model = bertforge.BertModel(config)
     batch = random_batch(config)
@@ -130,8 +147,12 @@ def test_load_report_for_heads_and_prefixes(config, tmp_path, caplog):
     base.save_pretrained(tmp_path / "base")
     mlm = bertforge.BertForMaskedLM.from_pretrained(tmp_path / "base")
     assert set(mlm.load_report.missing) == {
-        "cls.predictions.bias", "cls.predictions.transform.LayerNorm.bias", "cls.predictions.transform.LayerNorm.weight",
-        "cls.predictions.transform.dense.bias", "cls.predictions.transform.dense.weight"}
+        "cls.predictions.bias",
+        "cls.predictions.transform.LayerNorm.bias",
+        "cls.predictions.transform.LayerNorm.weight",
+        "cls.predictions.transform.dense.bias",
+        "cls.predictions.transform.dense.weight",
+    }
     assert mlm.load_report.unexpected == ["pooler.dense.bias", "pooler.dense.weight"]
     torch.testing.assert_close(mlm.bert.embeddings.token.weight, pre.bert.embeddings.token.weight)
 
@@ -141,8 +162,9 @@ def test_shape_mismatch_names_the_tensor(config, tmp_path):
     with pytest.raises(ValueError) as e:
         bertforge.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5, id2label=None, label2id=None)
     assert "tensor classifier.bias" in str(e.value) and "(3,)" in str(e.value) and "(5,)" in str(e.value)
-    model = bertforge.BertForSequenceClassification.from_pretrained(tmp_path, num_labels=5,
-                                                                    ignore_mismatched_sizes=True)
+    model = bertforge.BertForSequenceClassification.from_pretrained(
+        tmp_path, num_labels=5, ignore_mismatched_sizes=True
+    )
     assert sorted(m[0] for m in model.load_report.mismatched) == ["classifier.bias", "classifier.weight"]
     assert ("classifier.weight", (3, 32), (5, 32)) in model.load_report.mismatched
     assert model.load_report.missing == [] and model.config.id2label == {i: f"LABEL_{i}" for i in range(5)}
@@ -152,8 +174,10 @@ def test_legacy_names_and_pytorch_bin(config, tmp_path):
     torch.manual_seed(0)
     model = bertforge.BertModel(config)
     state = model.hf_state_dict()
-    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-              for k, v in state.items()}
+    legacy = {
+        k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
     legacy["embeddings.position_ids"] = torch.arange(64)[None]
     torch.save(legacy, tmp_path / "pytorch_model.bin")
     config.save_pretrained(tmp_path)
@@ -226,7 +250,9 @@ def test_mlm_at_masked_positions_only_matches_full_head(config):
     torch.testing.assert_close(part.prediction_logits, full.prediction_logits.flatten(0, 1)[positions])
     torch.testing.assert_close(part.loss, full.loss)
     mlm = bertforge.BertForMaskedLM(config).eval()
-    torch.testing.assert_close(mlm(**batch, labels=labels, mlm_positions=positions).loss, mlm(**batch, labels=labels).loss)
+    torch.testing.assert_close(
+        mlm(**batch, labels=labels, mlm_positions=positions).loss, mlm(**batch, labels=labels).loss
+    )
 
 
 def test_packing_round_trip_and_left_padding():
@@ -287,8 +313,14 @@ def test_packed_batch_matches_padded_batch(config):
         ids = torch.randint(5, cfg.vocab_size, (n,), generator=g)
         labels = torch.full((n,), -100)
         labels[1:n:3] = ids[1:n:3]
-        samples.append({"input_ids": ids.numpy(), "token_type_ids": (torch.arange(n) >= n // 2).long().numpy(),
-                        "labels": labels.numpy(), "binary_label": n % 2})
+        samples.append(
+            {
+                "input_ids": ids.numpy(),
+                "token_type_ids": (torch.arange(n) >= n // 2).long().numpy(),
+                "labels": labels.numpy(),
+                "binary_label": n % 2,
+            }
+        )
     results = []
     for batch in (collate_padded(samples, pad_id=0), collate_packed(samples)):
         model.zero_grad()

@@ -39,14 +39,21 @@ def test_long_inputs_are_windowed_not_truncated(tmp_path, minilm, cls_dir):
     assert pipe.max_length == 64
     result = pipe(LONG)[0]
     assert result["label"] in ("LABEL_0", "LABEL_1") and 0 <= result["score"] <= 1
-    ner_dir = make(tmp_path / "ner", "BertForTokenClassification", minilm, num_labels=3,
-                   id2label={0: "O", 1: "B-X", 2: "I-X"}, label2id={"O": 0, "B-X": 1, "I-X": 2})
+    ner_dir = make(
+        tmp_path / "ner",
+        "BertForTokenClassification",
+        minilm,
+        num_labels=3,
+        id2label={0: "O", 1: "B-X", 2: "I-X"},
+        label2id={"O": 0, "B-X": 1, "I-X": 2},
+    )
     entities = bertforge.pipeline("ner", model=ner_dir)(LONG, ignore_labels=())
     assert max(e["end"] for e in entities) == len(LONG) - 1 or max(e["end"] for e in entities) == len(LONG)
     qa_dir = make(tmp_path / "qa", "BertForQuestionAnswering", minilm, num_labels=2)
-    answer = bertforge.pipeline("question-answering", model=qa_dir)(question="Which word?", context=LONG,
-                                                                      max_answer_len=4)
-    assert LONG[answer["start"]:answer["end"]] == answer["answer"] and answer["answer"]
+    answer = bertforge.pipeline("question-answering", model=qa_dir)(
+        question="Which word?", context=LONG, max_answer_len=4
+    )
+    assert LONG[answer["start"] : answer["end"]] == answer["answer"] and answer["answer"]
     enc_dir = make(tmp_path / "enc", "BertModel", minilm)
     emb = bertforge.pipeline("feature-extraction", model=enc_dir)
     assert emb(LONG, pooling="mean").shape == (32,)
@@ -86,9 +93,14 @@ def test_clear_errors(tmp_path, minilm, cls_dir):
         bertforge.pipeline("question-answering", model=qa)(question="why?", context="")
     with pytest.raises(ValueError, match="entailment"):
         bertforge.pipeline("zero-shot-classification", model=cls_dir)
-    nli = make(tmp_path / "nli", "BertForSequenceClassification", minilm, num_labels=3,
-               id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
-               label2id={"entailment": 0, "neutral": 1, "contradiction": 2})
+    nli = make(
+        tmp_path / "nli",
+        "BertForSequenceClassification",
+        minilm,
+        num_labels=3,
+        id2label={0: "entailment", 1: "neutral", 2: "contradiction"},
+        label2id={"entailment": 0, "neutral": 1, "contradiction": 2},
+    )
     with pytest.raises(ValueError, match="candidate_labels"):
         bertforge.pipeline("zero-shot-classification", model=nli)("text", [])
     with pytest.raises(ValueError, match="unknown task"):

@@ -32,8 +32,10 @@ def test_tables(tmp_path):
 
 def test_conll(tmp_path):
     f = tmp_path / "x.conll"
-    f.write_text("-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n"
-                 "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n")
+    f.write_text(
+        "-DOCSTART- -X- O O\n\nEU NNP I-NP I-ORG\nrejects VBZ I-VP O\nGerman JJ I-NP I-MISC\n\n"
+        "Peter NNP I-NP I-PER\nBlackburn NNP I-NP I-PER\n"
+    )
     sents = read_conll(str(f))
     assert sents[0]["tokens"] == ["EU", "rejects", "German"] and sents[0]["tags"] == ["B-ORG", "O", "B-MISC"]
     assert sents[1]["tags"] == ["B-PER", "I-PER"]

@@ -14,8 +14,31 @@ from bertforge.tasks.readers import SquadExample
 from bertforge.tokenization import BertTokenizer
 from tests.conftest import tiny_config
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "un", "##aff", "##able",
-         "play", "##ing", ".", ",", "a", "b", "c", "where", "?", "did"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "un",
+    "##aff",
+    "##able",
+    "play",
+    "##ing",
+    ".",
+    ",",
+    "a",
+    "b",
+    "c",
+    "where",
+    "?",
+    "did",
+]
 
 
 @pytest.fixture
@@ -35,7 +58,7 @@ def test_word_windows_cover_every_word_and_overlap():
         covered.update(range(s, e))
         if nxt is not None:
             assert s < nxt[0] <= e  # advances, no gap
-            assert sum(counts[nxt[0]:e]) <= 2  # overlap within the stride
+            assert sum(counts[nxt[0] : e]) <= 2  # overlap within the stride
     assert covered == set(range(len(counts)))
     assert word_windows([9], budget=4, stride=1) == [(0, 1)]  # one over-long word still gets a window
     assert word_windows([], 4, 1) == [(0, 0)]
@@ -115,7 +138,7 @@ def test_best_answer_across_windows_and_null(tok):
         logits.append((s, e))
     answers = best_answers([ex], feats, logits, n_best=5, max_answer_length=30)[0]
     assert answers[0].text == "the mat" and answers[0].score == 9.0
-    assert context[answers[0].start:answers[0].end] == "the mat"
+    assert context[answers[0].start : answers[0].end] == "the mat"
     v2 = best_answers([ex], feats, logits, version_2=True, null_threshold=0.0)[0]
     assert v2[0].text == "the mat" and any(a.start == -1 for a in v2)
     v2 = best_answers([ex], feats, logits, version_2=True, null_threshold=-8.0)[0]  # 2 - 9 > -8: no answer
@@ -125,8 +148,10 @@ def test_best_answer_across_windows_and_null(tok):
 
 
 def test_collate_pads_tokens_and_labels():
-    feats = [{"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 0], "labels": [-100, 1, -100]},
-             {"input_ids": [2, 3], "token_type_ids": [0, 0], "labels": [-100, -100]}]
+    feats = [
+        {"input_ids": [2, 5, 3], "token_type_ids": [0, 0, 0], "labels": [-100, 1, -100]},
+        {"input_ids": [2, 3], "token_type_ids": [0, 0], "labels": [-100, -100]},
+    ]
     b = collate(feats, pad_token_id=0, token_label_keys=("labels",))
     assert b["input_ids"].tolist() == [[2, 5, 3], [2, 3, 0]]
     assert b["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]

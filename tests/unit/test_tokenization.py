@@ -12,8 +12,28 @@ from bertforge.tokenization import (
     train_vocab,
 )
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat", "un", "##aff", "##able",
-         "play", "##ing", ".", ",", "a", "b", "c"]
+VOCAB = [
+    "[PAD]",
+    "[UNK]",
+    "[CLS]",
+    "[SEP]",
+    "[MASK]",
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "mat",
+    "un",
+    "##aff",
+    "##able",
+    "play",
+    "##ing",
+    ".",
+    ",",
+    "a",
+    "b",
+    "c",
+]
 
 
 @pytest.fixture
@@ -31,7 +51,13 @@ def test_wordpiece_splits_and_specials(tok):
     assert enc.word_ids() == [None, 0, 1, 2, 3, None, 0, 0, 1, 2, 3, None]
     assert enc.sequence_ids() == [None, 0, 0, 0, 0, None, 1, 1, 1, 1, 1, None]
     assert tok("the [MASK] sat")["input_ids"] == [2, 5, 4, 7, 3]
-    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id, tok.unk_token_id) == (2, 3, 0, 4, 1)
+    assert (tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id, tok.unk_token_id) == (
+        2,
+        3,
+        0,
+        4,
+        1,
+    )
     assert tok.decode(tok("unaffable playing")["input_ids"], skip_special_tokens=True) == "unaffable playing"
 
 
@@ -63,8 +89,14 @@ def test_align_word_labels_by_hand(tok):
     assert enc.word_ids() == [None, 0, 1, 1, 2, None]
     assert align_word_labels(enc.word_ids(), [3, 1, 0]) == [-100, 3, 1, -100, 0, -100]
     assert align_word_labels(enc.word_ids(), [3, 1, 0], label_all_tokens=True) == [-100, 3, 1, 1, 0, -100]
-    assert align_word_labels(enc.word_ids(), [3, 1, 0], label_all_tokens=True,
-                             continuation_label=lambda x: x + 10) == [-100, 3, 1, 11, 0, -100]
+    assert align_word_labels(enc.word_ids(), [3, 1, 0], label_all_tokens=True, continuation_label=lambda x: x + 10) == [
+        -100,
+        3,
+        1,
+        11,
+        0,
+        -100,
+    ]
     with pytest.raises(ValueError, match="word labels"):
         align_word_labels(enc.word_ids(), [3])
 
@@ -73,14 +105,23 @@ def test_answer_span_to_tokens_per_window(tok):
     question, context = "the cat", "a cat sat on the mat , playing"
     start = context.index("the mat")
     end = start + len("the mat")
-    enc = tok(question, context, truncation="only_second", max_length=9, stride=2, return_overflowing_tokens=True,
-              return_offsets_mapping=True)
-    spans = [char_span_to_token_span(enc["offset_mapping"][i], enc.sequence_ids(i), start, end)
-             for i in range(len(enc["input_ids"]))]
+    enc = tok(
+        question,
+        context,
+        truncation="only_second",
+        max_length=9,
+        stride=2,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    spans = [
+        char_span_to_token_span(enc["offset_mapping"][i], enc.sequence_ids(i), start, end)
+        for i in range(len(enc["input_ids"]))
+    ]
     found = [(i, s) for i, s in enumerate(spans) if s is not None]
     assert found, spans
     for i, (s, e) in found:
-        assert enc.tokens(i)[s: e + 1] == ["the", "mat"]
+        assert enc.tokens(i)[s : e + 1] == ["the", "mat"]
     assert spans[0] is None  # the first window ends before "the mat"
 
 
@@ -109,8 +150,11 @@ def test_megatron_names(tmp_path):
 
 def test_trained_vocab_round_trips_with_few_unknowns(tmp_path):
     corpus = tmp_path / "corpus.txt"
-    lines = [f"The {w} number {i} walked across the {v} bridge, singing about café life."
-             for i in range(300) for w, v in [("quick", "old"), ("lazy", "new"), ("brown", "stone")]]
+    lines = [
+        f"The {w} number {i} walked across the {v} bridge, singing about café life."
+        for i in range(300)
+        for w, v in [("quick", "old"), ("lazy", "new"), ("brown", "stone")]
+    ]
     corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
     tok = train_vocab([corpus], vocab_size=300, output=tmp_path / "tok", show_progress=False)
     assert read_vocab(tmp_path / "tok" / "vocab.txt") == tok.vocab
@@ -120,8 +164,10 @@ def test_trained_vocab_round_trips_with_few_unknowns(tmp_path):
     ids = again(lines[:50])["input_ids"]
     tokens = [i for row in ids for i in row]
     assert tokens.count(again.unk_token_id) / len(tokens) < 0.01
-    assert again.decode(ids[0], skip_special_tokens=True) == \
-        "the quick number 0 walked across the old bridge, singing about cafe life."
+    assert (
+        again.decode(ids[0], skip_special_tokens=True)
+        == "the quick number 0 walked across the old bridge, singing about cafe life."
+    )
 
 
 def test_training_reports_bad_utf8_and_empty_input(tmp_path):
