@@ -160,6 +160,9 @@ class TrainConfig:
     """Run directory: checkpoints, metrics, plots."""
     load: str | None = None
     """Checkpoint (directory) or run directory to resume from."""
+    overwrite: bool = False
+    """Start a new run in a directory that holds an earlier run's checkpoints (they are kept, never pruned by the new
+    run; its metrics.jsonl is moved aside)."""
     save_interval: int | None = opt(None, minimum=1)
     """Steps between checkpoints; None: only at the end (fine-tuning: also after every evaluation)."""
     keep_last: int = opt(3, minimum=1)

@@ -157,6 +157,18 @@ def _apply(cfg, flags: dict):
     return cfg.merged({**flags, "model": model})
 
 
+def new_run_dir(base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``, ... : the first that holds no earlier run's checkpoints (the default run
+    directory of the no-argument main job, so that running it twice never collides with the first run)."""
+    from bertforge.training.checkpoint import has_checkpoint
+
+    candidate, n = base, 1
+    while has_checkpoint(candidate):
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 def run(args: argparse.Namespace) -> int:
     from bertforge.training.pretrain import pretrain
 
@@ -168,7 +180,9 @@ def run(args: argparse.Namespace) -> int:
         prefix, vocab = prepare_default_corpus(work, vocab_file=cfg.data.vocab_file)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab))
         if cfg.train.save is None:
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=os.path.join("runs", "pretrain")))
+            save = new_run_dir(os.path.join("runs", "pretrain"))
+            print(f"run directory: {save}")
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=save))
     result = pretrain(cfg)
     if result.eval:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))

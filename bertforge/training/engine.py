@@ -30,6 +30,7 @@ import json
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +44,8 @@ from bertforge.config import OptimConfig, TrainConfig
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
 from bertforge.training.optim import build_optimizer, build_scheduler
-from bertforge.training.plot import plot_metrics
-from bertforge.utils import autocast, logger, progress, warn_if_emulated_bf16
+from bertforge.training.plot import plot_metrics, read_records
+from bertforge.utils import atomic_write_text, autocast, logger, progress, warn_if_emulated_bf16
 
 
 class NonFiniteLossError(RuntimeError):
@@ -319,25 +320,57 @@ def wrap(model: nn.Module, train: TrainConfig, info: dist_.DistInfo) -> nn.Modul
 
 
 def fit(job: Job) -> TrainResult:
-    """Run (or resume) ``job``: see the module notes."""
+    """Run (or resume) ``job``: see the module notes. The run directory is locked for the run's duration."""
+    lock = ckpt.RunLock(job.run_dir) if job.run_dir and job.info.is_main else contextlib.nullcontext()
+    with lock:
+        if job.run_dir and job.info.is_main:
+            ckpt.clean_run_dir(job.run_dir)  # what a killed run left: temporary files, a half-replaced checkpoint
+        dist_.barrier(job.info)
+        return _fit(job, _checkpoint_to_resume(job))
+
+
+def _checkpoint_to_resume(job: Job) -> str | None:
+    """The checkpoint this run resumes from, or None for a fresh start; refuses, before anything is written, a
+    ``--load`` that holds no checkpoint (unless it is the run's own directory: Megatron's ``--save X --load X`` starts
+    fresh) and a fresh start in a directory that holds another run's checkpoints (unless ``overwrite``)."""
+    t, run_dir = job.train, job.run_dir
+    if t.load and ckpt.has_checkpoint(t.load):
+        return ckpt.resolve_checkpoint(t.load)
+    if t.load and not (run_dir and os.path.abspath(t.load) == os.path.abspath(run_dir)):
+        what = "does not exist" if not os.path.exists(t.load) else "holds no checkpoint"
+        raise ValueError(
+            f"--load {t.load} {what}: give a checkpoint directory (with {ckpt.STATE_FILE}) or a run directory (with "
+            f"checkpoints/{ckpt.LATEST})"
+        )
+    if run_dir and ckpt.has_checkpoint(run_dir) and not t.overwrite:
+        existing = ckpt.checkpoints(run_dir)
+        newest = os.path.basename(existing[-1]) if existing else ckpt.LATEST
+        raise ValueError(
+            f"{run_dir} holds the checkpoints of an earlier run (newest {newest}); resume it (pretrain: --load "
+            f"{run_dir}; finetune: --resume), choose another directory, or pass --overwrite to start a new run there "
+            "(the earlier checkpoints are kept)"
+        )
+    if t.load:
+        logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
+    return None
+
+
+def _fit(job: Job, checkpoint: str | None) -> TrainResult:
     t, info, model, plan = job.train, job.info, job.model, job.plan
     if t.fp16 and info.device.type != "cuda":
         raise ValueError("--fp16 needs a CUDA device (on CPU use --bf16)")
     if t.bf16 and info.is_main:
         warn_if_emulated_bf16(info.device.type, "--bf16")
     state = None
-    if t.load and ckpt.has_checkpoint(t.load):
-        checkpoint = ckpt.resolve_checkpoint(t.load)
+    if checkpoint is not None:
+        state = ckpt.load_trainer_state(checkpoint)  # first: a refused file loads nothing
         job.load_checkpoint(checkpoint, model)
-        state = ckpt.load_trainer_state(checkpoint)
         state["path"] = checkpoint
-    elif t.load:  # Megatron's behaviour for the common --save X --load X launch line: a first run starts fresh
-        logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
     train_model = wrap(model, t, info)
     optimizer = build_optimizer(model, job.optim, fused=not t.fsdp)
     scheduler = build_scheduler(optimizer, job.optim, job.steps)
     scaler = torch.amp.GradScaler("cuda") if t.fp16 else None
-    loop: dict[str, Any] = {"best": None, "stale": 0, "since_eval": [0.0, 0]}
+    loop: dict[str, Any] = {"best": None, "stale": 0, "since_eval": [0.0, 0], "run_id": uuid.uuid4().hex}
     start_step = 0
     if state is not None:
         start_step = _restore(state, model, optimizer, scheduler, scaler, info)
@@ -345,11 +378,9 @@ def fit(job: Job) -> TrainResult:
     run_dir = job.run_dir
     metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
     if run_dir and info.is_main:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "run_config.yaml"), "w", encoding="utf-8") as fh:
-            fh.write(job.config_yaml)
-        if start_step == 0 and metrics_path and os.path.exists(metrics_path):
-            os.remove(metrics_path)  # a fresh run in an old directory starts a fresh record
+        atomic_write_text(os.path.join(run_dir, "run_config.yaml"), job.config_yaml)
+        if metrics_path and os.path.exists(metrics_path):
+            _continue_record(metrics_path, start_step)
     stop_at = job.steps
     if t.exit_interval:
         stop_at = min(stop_at, (start_step // t.exit_interval + 1) * t.exit_interval)
@@ -483,6 +514,19 @@ def _log_record(
     return record
 
 
+def _continue_record(path: str, start_step: int) -> None:
+    """Prepare ``metrics.jsonl`` for a run starting at ``start_step``: a fresh run (0) moves an earlier run's record
+    aside (metrics.<time>.jsonl; nothing another run wrote is deleted); a resumed run keeps the records up to its
+    step, so that steps redone after a crash are logged once, and drops a line torn by a kill."""
+    if start_step == 0:
+        aside = path.removesuffix(".jsonl") + time.strftime(".%Y%m%d-%H%M%S.jsonl")
+        os.replace(path, aside)
+        logger.info("an earlier run's %s was moved to %s", os.path.basename(path), aside)
+        return
+    kept = [r for r in read_records(path) if r.get("step", 0) <= start_step]
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
 def _append(path: str, record: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
@@ -509,6 +553,7 @@ def _save(job: Job, step: int, model, optimizer, scheduler, scaler, loop: dict, 
         states = [ckpt.rng_state()]
     if info.is_main and job.run_dir:
         state = {
+            "run_id": loop["run_id"],
             "step": step,
             "consumed_samples": job.plan.step_range(step)[0],
             "optimizer": optim_state,
@@ -525,12 +570,16 @@ def _save(job: Job, step: int, model, optimizer, scheduler, scaler, loop: dict, 
             state,
             job.config_yaml,
             job.train.keep_last,
+            run_id=loop["run_id"],
         )
         if job.after_save is not None:
             job.after_save(path)
         metrics = os.path.join(job.run_dir, "metrics.jsonl")
         if os.path.exists(metrics):
-            plot_metrics(metrics, os.path.join(job.run_dir, "curves.png"))
+            try:
+                plot_metrics(metrics, os.path.join(job.run_dir, "curves.png"))
+            except Exception as e:  # a plot is never worth stopping a run for
+                logger.warning("could not redraw %s/curves.png: %s", job.run_dir, e)
         logger.info("step %d: checkpoint %s", step, path)
     dist_.barrier(info)
 

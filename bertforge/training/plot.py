@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from bertforge.utils import atomic_path
 
@@ -16,11 +17,8 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
 
     train: list[dict] = []
     evals: list[dict] = []
-    with open(metrics_path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                r = json.loads(line)
-                (evals if any(k.startswith("eval_") for k in r) else train).append(r)
+    for r in read_records(metrics_path):  # a line torn by a kill is skipped
+        (evals if any(k.startswith("eval_") for k in r) else train).append(r)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
 
     def curve(ax, records, key, label, style="-"):
@@ -59,3 +57,17 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+    """The JSON records of a metrics.jsonl, skipping a line that a kill cut off (or any line that is not a record)."""
+    records = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+    return records
