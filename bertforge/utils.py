@@ -27,14 +27,21 @@ def default_device(device: "str | torch.device | None" = None) -> "torch.device"
 
 def fast_bf16(device_type: str = "cpu") -> bool:
     """Whether bf16 matrix products run natively here: a CUDA GPU that supports bf16, or a CPU with AMX or
-    AVX512-BF16. Elsewhere (an AVX2-only CPU, say) bf16 is emulated and many times slower than fp32."""
+    AVX512-BF16 (``torch.cpu._is_amx_tile_supported`` / ``_is_avx512_bf16_supported``, torch >= 2.3). Elsewhere (an
+    AVX2-only CPU, say) bf16 is emulated and many times slower than fp32. ``BERTFORGE_BF16=0`` / ``=1`` overrides the
+    probe (for benchmarks and for CPUs that torch does not recognise)."""
+    import os
+
     import torch
 
+    forced = os.environ.get("BERTFORGE_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    cpu = getattr(torch._C, "_cpu", None)
     for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
-        if cpu is not None and hasattr(cpu, probe) and getattr(cpu, probe)():
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
             return True
     return False
 

@@ -251,3 +251,33 @@ def test_bad_flag_values_fail_by_name_before_any_work(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "amx, avx512_bf16, expected", [(False, False, False), (False, True, True), (True, False, True), (True, True, True)]
+)
+def test_native_bf16_detection_with_the_probes_mocked(monkeypatch, amx, avx512_bf16, expected):
+    import torch
+
+    from bertforge import utils
+
+    monkeypatch.delenv("BERTFORGE_BF16", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert utils.fast_bf16("cpu") is expected
+    monkeypatch.setenv("BERTFORGE_BF16", "0")
+    assert utils.fast_bf16("cpu") is False
+    monkeypatch.setenv("BERTFORGE_BF16", "1")
+    assert utils.fast_bf16("cpu") is True
+
+
+def test_native_bf16_detection_agrees_with_this_cpus_flags(monkeypatch):
+    """On Linux, /proc/cpuinfo lists avx512_bf16 / amx_bf16 where the CPU has them: the probe must say the same."""
+    from bertforge import utils
+
+    monkeypatch.delenv("BERTFORGE_BF16", raising=False)
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo here")
+    assert utils.fast_bf16("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
