@@ -222,7 +222,7 @@ def squad(args, cfg, out_dir):
     def evaluate(m):
         logits = predict(m, vfeats, 64, lambda o: [o.start_logits, o.end_logits], per_token=True)
         answers = best_answers(valid, vfeats, logits, 20, 30)
-        s = M.squad_scores({e.id: a[0].text for e, a in zip(valid, answers)}, {e.id: e.answers for e in valid})
+        s = M.squad_scores({e.id: a[0].text for e, a in zip(valid, answers)}, {e.id: e.answers for e in valid}, False)
         return {**s, "_metric": s["f1"]}
 
     theirs = hf_train(HF.from_pretrained(minilm()), feats, cfg, evaluate)

@@ -16,6 +16,8 @@ name, say), so adding an option is one field here. Units: tokens, sequences (sam
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,33 +43,88 @@ def opt(
     choices: tuple[str, ...] | None = None,
     cli: bool = True,
     minimum: float | None = None,
+    maximum: float | None = None,
     metavar: str | None = None,
 ) -> Any:
     """A config field with command-line metadata: ``flag`` (default ``--field-name``), extra ``aliases``, allowed
     ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users."""
-    meta = {"flag": flag, "aliases": aliases, "choices": choices, "cli": cli, "minimum": minimum, "metavar": metavar}
+    meta = {
+        "flag": flag,
+        "aliases": aliases,
+        "choices": choices,
+        "cli": cli,
+        "minimum": minimum,
+        "maximum": maximum,
+        "metavar": metavar,
+    }
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
 
 
-def _check(section: object, name: str) -> None:
-    """Validate one field against its metadata (choices, minimum); the message names the section and field."""
-    f = next(x for x in dataclasses.fields(section) if x.name == name)  # type: ignore[arg-type]
-    value = getattr(section, name)
-    choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
-    label = f"{type(section).__name__.removesuffix('Config').lower()}.{name}"
+def _check(section: object, f: dataclasses.Field, hint: Any) -> None:
+    """Validate one field against its type and metadata (choices, minimum, maximum); a wrong type (a YAML string
+    where a number belongs, ``bf16: 'no'``) or value is a ValueError that names the section and field."""
+    value = getattr(section, f.name)
+    label = f"{type(section).__name__.removesuffix('Config').lower()}.{f.name}"
     if value is None:
+        if not _optional(hint):
+            raise ValueError(f"{label} must be set (got null)")
         return
+    value = _typed(label, value, hint)
+    object.__setattr__(section, f.name, value)
+    choices, minimum, maximum = (f.metadata.get(k) for k in ("choices", "minimum", "maximum"))
     if choices and value not in choices and not (isinstance(value, (tuple, list)) and set(value) <= set(choices)):
         raise ValueError(f"{label} {value!r} must be one of {', '.join(choices)}")
     if minimum is not None and isinstance(value, (int, float)) and value < minimum:
         raise ValueError(f"{label} must be >= {minimum}, got {value}")
+    if maximum is not None and isinstance(value, (int, float)) and value > maximum:
+        raise ValueError(f"{label} must be <= {maximum}, got {value}")
+
+
+def _optional(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _typed(label: str, value: Any, hint: Any) -> Any:
+    """``value`` as the annotated type: numbers from numeric strings (PyYAML reads ``1e-3`` as a string), lists from
+    a single string or a comma list; anything else of the wrong type is refused."""
+    if _optional(hint):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{label} must be true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ValueError(f"{label} must be an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"{label} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{label} must be a number, got {value!r}")
+        return float(value)
+    elif hint is str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise ValueError(f"{label} must be a string, got {value!r}")
+    elif origin in (list, tuple):
+        items = [x.strip() for x in value.split(",")] if isinstance(value, str) and origin is tuple else value
+        items = [items] if isinstance(items, str) else items
+        if not isinstance(items, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in items):
+            raise ValueError(f"{label} must be a list of strings, got {value!r}")
+        return tuple(str(x) for x in items) if origin is tuple else [str(x) for x in items]
+    return value
 
 
 def _validate(section: object) -> None:
+    hints = typing.get_type_hints(type(section))
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
-        _check(section, f.name)
+        _check(section, f, hints[f.name])
 
 
 @dataclass(kw_only=True)
@@ -82,13 +139,13 @@ class DataConfig:
     """Train/valid/test proportions of each dataset's documents."""
     seq_length: int = opt(512, minimum=8)
     """Longest sample, in tokens, specials included."""
-    mask_prob: float = opt(0.15, minimum=0.0)
+    mask_prob: float = opt(0.15, minimum=0.0, maximum=1.0)
     """Share of (non-special) tokens predicted."""
-    mask_token_prob: float = opt(0.8, minimum=0.0)
+    mask_token_prob: float = opt(0.8, minimum=0.0, maximum=1.0)
     """Share of predicted tokens replaced by [MASK]."""
-    random_token_prob: float = opt(0.1, minimum=0.0)
+    random_token_prob: float = opt(0.1, minimum=0.0, maximum=1.0)
     """Share of predicted tokens replaced by a random token (the rest stay)."""
-    short_seq_prob: float = opt(0.1, minimum=0.0)
+    short_seq_prob: float = opt(0.1, minimum=0.0, maximum=1.0)
     """Probability of a shorter target length for a sample."""
     binary_head: str = opt("nsp", choices=BINARY_HEADS)
     """Sentence-pair head: nsp (next sentence, BERT), sop (sentence order, ALBERT/Megatron) or none (MLM only)."""
@@ -117,7 +174,7 @@ class OptimConfig:
     """linear, cosine or constant."""
     lr_warmup_iters: int = opt(0, minimum=0)
     """Warm-up steps (overridden by lr_warmup_fraction)."""
-    lr_warmup_fraction: float | None = opt(None, aliases=("--warmup-ratio",), minimum=0.0)
+    lr_warmup_fraction: float | None = opt(None, aliases=("--warmup-ratio",), minimum=0.0, maximum=1.0)
     """Warm-up as a fraction of the decay steps."""
     lr_decay_iters: int | None = opt(None, minimum=1)
     """Steps over which the rate decays; None means every training step."""
@@ -239,8 +296,8 @@ class TaskConfig:
     """Classification: any number of labels per row (JSON list or separated string), sigmoid outputs."""
     label_separator: str = ","
     """Classification: separator of labels in a multi-label cell."""
-    scheme: str = opt("auto", choices=("auto", "iob1", "iob2"))
-    """NER: tag scheme of the CoNLL files (auto detects)."""
+    scheme: str = opt("auto", choices=("auto", "iob1", "iob2", "iobes"))
+    """NER: tag scheme of the CoNLL files (auto detects; IOBES/BIOES is read as IOB2)."""
     stride: int | None = opt(None, aliases=("--doc-stride",), minimum=0)
     """Overlap of consecutive windows in tokens: NER default (max_length - 2) // 4, QA (doc_stride) default 128."""
     max_query_length: int = opt(64, minimum=1)
@@ -273,7 +330,7 @@ class AdaptConfig:
     """LoRA rank; giving it selects strategy lora."""
     lora_alpha: float = 16.0
     """LoRA scale numerator: the update is B A x alpha / r."""
-    lora_dropout: float = opt(0.0, minimum=0.0)
+    lora_dropout: float = opt(0.0, minimum=0.0, maximum=0.99)
     """Dropout on the LoRA branch's input."""
     lora_targets: tuple[str, ...] = opt(("query", "value"), choices=LORA_TARGETS)
     """Projections that get adapters (comma list): query, key, value, qkv, output, ffn_in, ffn_out."""
@@ -281,11 +338,10 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.lora_r and self.strategy == "full":
             self.strategy = "lora"
-        if self.strategy == "lora" and not self.lora_r:
+        if self.strategy == "lora" and self.lora_r is None:
             self.lora_r = 8
         if self.strategy == "head" and self.lora_r:
             raise ValueError("adapt.strategy head and lora_r are exclusive: LoRA already freezes the encoder")
-        self.lora_targets = tuple(self.lora_targets)
         _validate(self)
 
 

@@ -53,7 +53,7 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _converter(kind: type, flag: str, minimum: float | None):
+def _converter(kind: type, flag: str, minimum: float | None, maximum: float | None = None):
     def convert(text: str):
         try:
             value = kind(text)
@@ -61,6 +61,8 @@ def _converter(kind: type, flag: str, minimum: float | None):
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if minimum is not None and value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {text}")
         return value
 
     convert.__name__ = kind.__name__
@@ -129,7 +131,7 @@ def add_section(
             if meta.get("choices"):
                 kw["choices"] = meta["choices"]
             elif kind in (int, float):
-                kw["type"] = _converter(kind, flag, meta.get("minimum"))
+                kw["type"] = _converter(kind, flag, meta.get("minimum"), meta.get("maximum"))
                 kw["metavar"] = "N" if kind is int else "X"
             else:
                 kw["metavar"] = meta.get("metavar") or f.name.upper()

@@ -72,6 +72,7 @@ class BertConfig:
     model_type = "bert"
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for name in (
             "vocab_size",
             "hidden_size",
@@ -193,6 +194,28 @@ class BertConfig:
     def replace(self, **changes: Any) -> BertConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_types(config: BertConfig) -> None:
+    """Refuse values of the wrong type (a string where config.json needs a number, a list for id2label) with a
+    message naming the field, before any arithmetic on them."""
+    import typing
+
+    names = {float: "a number", int: "an integer", str: "a string", bool: "true or false", dict: "a mapping"}
+    hints = typing.get_type_hints(BertConfig)
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if value is None or f.name == "extra":
+            continue
+        hint = hints[f.name]
+        allowed = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        kinds = {typing.get_origin(a) or a for a in allowed}
+        ok = any(isinstance(value, k) and not (isinstance(value, bool) and k in (int, float)) for k in kinds) or (
+            float in kinds and isinstance(value, int) and not isinstance(value, bool)
+        )
+        if not ok:
+            wanted = " or ".join(names.get(k, k.__name__) for k in kinds)
+            raise ValueError(f"BertConfig.{f.name} must be {wanted}, got {value!r}")
 
 
 def _default_labels(id2label: dict[int, str]) -> bool:

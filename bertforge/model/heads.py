@@ -218,7 +218,7 @@ def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, label
     logits = logits.float()
     if problem == "regression":
         if config.num_labels == 1:
-            return F.mse_loss(logits.squeeze(-1), labels.squeeze(-1).float())
+            return F.mse_loss(logits.view(-1), labels.reshape(-1).float())  # (B,): a batch of one stays (1,)
         return F.mse_loss(logits, labels.float())
     if problem == "single_label_classification":
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1).long(), ignore_index=IGNORE_INDEX)

@@ -134,7 +134,20 @@ class Pipeline:
         stride = self.max_length // 4 if stride is None else stride
         if stride >= self.max_length - 3:
             raise ValueError(f"stride={stride} must be smaller than the window ({self.max_length} tokens) minus 3")
-        # windows slide over the first text (or the only one); a pair's second text is kept whole in each window
+        # windows slide over the first text (or the only one); a pair's second text is kept whole in each window, so
+        # the first text's share of a window is what the longest second text leaves, and the overlap must be smaller
+        if pairs is not None:
+            pair_ids = self.tokenizer(
+                list(pairs), add_special_tokens=False, return_attention_mask=False, return_token_type_ids=False
+            )["input_ids"]
+            longest = max((len(ids) for ids in pair_ids), default=0)
+            share = self.max_length - 3 - longest
+            if share < 2:
+                raise ValueError(
+                    f"a second text (text_pair) has {longest} tokens, which leaves no room for the first text in a "
+                    f"window of {self.max_length} tokens; shorten it or give a larger max_length"
+                )
+            stride = min(stride, share // 2)
         enc = self.tokenizer(
             list(texts),
             list(pairs) if pairs is not None else None,

@@ -33,6 +33,9 @@ def classification_labels(
 ):
     """Label values for ``kind`` "single" (ids), "multi" (0/1 vectors) or "regression" (floats), and the label map
     (built from ``rows`` when None). An unknown or malformed label names the file and line."""
+    for r in rows:
+        if r["label"] is None:
+            raise ValueError(f"{path}: line {r['line']}: the label is missing (null); every row needs a label")
     if kind == "regression":
         for r in rows:
             if not _is_number(r["label"]):

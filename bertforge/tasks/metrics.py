@@ -119,6 +119,22 @@ def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
     return out
 
 
+def iobes_to_iob2(tags: Sequence[str]) -> list[str]:
+    """IOBES / BIOES (S- a single-token entity, E- the last token) -> IOB2: S- becomes B-, E- becomes I- (or B- when
+    it does not continue an entity of its type), as seqeval reads them."""
+    out: list[str] = []
+    previous = "O"
+    for tag in tags:
+        prefix, _, label = tag.partition("-")
+        if prefix in ("S", "U"):
+            tag = "B-" + label
+        elif prefix in ("E", "L"):
+            tag = ("I-" if previous != "O" and previous[2:] == label else "B-") + label
+        out.append(tag)
+        previous = tag
+    return out
+
+
 def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     """(type, start, end inclusive) of each entity in an IOB2 sequence; a stray I- starts an entity (conlleval)."""
     spans: set[tuple[str, int, int]] = set()
@@ -181,16 +197,19 @@ def squad_exact(prediction: str, answers: Sequence[str]) -> float:
     return max(float(normalize_answer(prediction) == normalize_answer(a)) for a in (list(answers) or [""]))
 
 
-def squad_f1(prediction: str, answers: Sequence[str]) -> float:
-    """Best token-overlap F1 over the answers; no answers (SQuAD v2.0) means the answer ""."""
-    return max(_token_f1(prediction, a) for a in (list(answers) or [""]))
+def squad_f1(prediction: str, answers: Sequence[str], version_2: bool = True) -> float:
+    """Best token-overlap F1 over the answers; no answers (SQuAD v2.0) means the answer "".
+
+    ``version_2=False`` follows evaluate-v1.1.py: an answer that normalises to nothing (dev-v1.1 has three, ".")
+    scores F1 0 even against an empty prediction; v2.0's script scores an empty match 1."""
+    return max(_token_f1(prediction, a, version_2) for a in (list(answers) or [""]))
 
 
-def _token_f1(prediction: str, answer: str) -> float:
+def _token_f1(prediction: str, answer: str, version_2: bool = True) -> float:
     p, g = normalize_answer(prediction).split(), normalize_answer(answer).split()
     common = Counter(p) & Counter(g)
     same = sum(common.values())
-    if not p or not g:
+    if version_2 and (not p or not g):
         return float(p == g)  # both empty (a no-answer matched) scores 1
     if same == 0:
         return 0.0
@@ -198,10 +217,13 @@ def _token_f1(prediction: str, answer: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def squad_scores(predictions: dict[str, str], references: dict[str, Sequence[str]]) -> dict[str, float]:
-    """EM and F1 in percent over the questions of ``references`` (a missing prediction scores 0)."""
+def squad_scores(
+    predictions: dict[str, str], references: dict[str, Sequence[str]], version_2: bool = True
+) -> dict[str, float]:
+    """EM and F1 in percent over the questions of ``references``, as the official scripts count them: a missing
+    prediction scores 0; ``version_2=False`` applies evaluate-v1.1.py's F1 (see ``squad_f1``)."""
     if not references:
         return {"exact_match": 0.0, "f1": 0.0}
-    em = sum(squad_exact(predictions.get(q, ""), a) for q, a in references.items())
-    f = sum(squad_f1(predictions.get(q, ""), a) for q, a in references.items())
+    em = sum(squad_exact(predictions[q], a) for q, a in references.items() if q in predictions)
+    f = sum(squad_f1(predictions[q], a, version_2) for q, a in references.items() if q in predictions)
     return {"exact_match": 100 * em / len(references), "f1": 100 * f / len(references)}

@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from bertforge.tasks.metrics import iob1_to_iob2
+from bertforge.tasks.metrics import iob1_to_iob2, iobes_to_iob2
 
 
 def _open(path: str):
@@ -97,7 +97,8 @@ def read_table(
 def read_conll(path: str, scheme: str = "auto") -> list[dict]:
     """Sentences of a CoNLL file as dicts with ``tokens`` and IOB2 ``tags``.
 
-    ``scheme``: "iob1", "iob2", or "auto" (IOB1 when some entity starts with I-, as in CoNLL-2003's own files).
+    ``scheme``: "iob1", "iob2", "iobes", or "auto" (IOBES when E- or S- tags occur; else IOB1 when some entity starts
+    with I-, as in CoNLL-2003's own files). Tags come back as IOB2.
     """
     sentences: list[dict] = []
     tokens: list[str] = []
@@ -114,8 +115,8 @@ def read_conll(path: str, scheme: str = "auto") -> list[dict]:
             if len(parts) < 2:
                 raise ValueError(f"{path}: line {number}: expected 'token ... tag', found {line.strip()!r}")
             tag = parts[-1]
-            if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-", "E-", "S-")):
-                raise ValueError(f"{path}: line {number}: {tag!r} is not an IOB tag (O, B-X, I-X)")
+            if tag != "O" and not (len(tag) > 2 and tag[:2] in ("B-", "I-", "E-", "S-", "L-", "U-")):
+                raise ValueError(f"{path}: line {number}: {tag!r} is not an IOB tag (O, B-X, I-X; or IOBES E-X, S-X)")
             if not tokens:
                 first_line = number
             tokens.append(parts[0])
@@ -124,13 +125,18 @@ def read_conll(path: str, scheme: str = "auto") -> list[dict]:
         sentences.append({"tokens": tokens, "tags": tags, "line": first_line})
     if not sentences:
         raise ValueError(f"{path} holds no sentences")
+    if scheme == "auto" and any(t[:2] in ("E-", "S-", "L-", "U-") for s in sentences for t in s["tags"]):
+        scheme = "iobes"
     if scheme == "auto":
         scheme = "iob1" if any(iob1_to_iob2(s["tags"]) != s["tags"] for s in sentences) else "iob2"
-    if scheme == "iob1":
+    if scheme == "iobes":
+        for s in sentences:
+            s["tags"] = iobes_to_iob2(s["tags"])
+    elif scheme == "iob1":
         for s in sentences:
             s["tags"] = iob1_to_iob2(s["tags"])
     elif scheme != "iob2":
-        raise ValueError(f"scheme={scheme!r} must be iob1, iob2 or auto")
+        raise ValueError(f"scheme={scheme!r} must be iob1, iob2, iobes or auto")
     return sentences
 
 

@@ -268,7 +268,9 @@ class Job:
     eval_every: int | None = None
     """Steps between evaluations (and at the last step); None: only at the end."""
     best_metric: str | None = None
-    """Key of evaluate's result that picks the best evaluation (larger is better)."""
+    """Key of evaluate's result that picks the best evaluation."""
+    best_lower: bool = False
+    """Smaller is better for ``best_metric`` (an error such as MSE); else larger is better."""
     on_best: Callable[[nn.Module, dict[str, float]], None] | None = None
     """Called on every rank when an evaluation is the best so far (saving it may gather FSDP shards)."""
     patience: int | None = None
@@ -457,7 +459,8 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                             f"computes ({', '.join(k.removeprefix('eval_') for k in scores)})"
                         )
                     best = loop["best"]
-                    if best is None or scores[job.best_metric] > best[job.best_metric]:
+                    value, previous = scores[job.best_metric], best and best[job.best_metric]
+                    if best is None or (value < previous if job.best_lower else value > previous):
                         loop["best"], loop["stale"] = {**record, **scores}, 0
                         if job.on_best is not None:
                             job.on_best(model, scores)

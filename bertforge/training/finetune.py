@@ -50,6 +50,8 @@ from bertforge.training.engine import BatchPlan, Job, Objective, fit, full_state
 from bertforge.utils import atomic_directory, atomic_write_text, logger
 
 TASKS = ("classification", "ner", "qa")
+LOWER_IS_BETTER = ("mse",)
+"""Validation metrics where a smaller value is the better epoch."""
 TRAINING_STATE = "training_state.safetensors"
 """In a fine-tuning checkpoint with adapters: the unmerged weights under bertforge's names (for exact resume)."""
 
@@ -132,6 +134,8 @@ class _Task:
     test: Callable[[torch.nn.Module], tuple[dict, list]] | None = None
     token_label_keys: tuple[str, ...] = ()
     label_dtype: torch.dtype = torch.long
+    metrics: tuple[str, ...] = ()
+    """The names of the validation metrics this task computes (checked against ``metric`` before training)."""
 
 
 def _run(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool) -> dict:
@@ -148,6 +152,10 @@ def _train(
 ) -> dict:
     if not task.train_features:
         raise ValueError("no training examples")
+    if task.metrics and task.metric not in task.metrics:
+        raise ValueError(
+            f"--metric {task.metric!r} is not one this task computes; choose one of {', '.join(task.metrics)}"
+        )
     t = cfg.train
     started = time.perf_counter()
     model, tok = task.model, task.tokenizer
@@ -230,6 +238,7 @@ def _train(
         evaluate=evaluate,
         eval_every=steps_per_epoch,
         best_metric=f"eval_{task.metric}",
+        best_lower=task.metric in LOWER_IS_BETTER,
         on_best=on_best,
         patience=cfg.task.early_stopping_patience,
         save_at_eval=True,
@@ -372,6 +381,7 @@ def finetune_classification(
         f"{model_dir} for {kind} classification ({num_labels} outputs)",
         test if test_file else None,
         label_dtype=torch.long if kind == "single" else torch.float,
+        metrics=tuple(classification_metrics(y_train[:2], y_train[:2], kind, num_labels)),
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 
@@ -456,6 +466,7 @@ def finetune_ner(
         f"{model_dir} for NER ({len(labels)} tags)",
         test if test_file else None,
         token_label_keys=("labels",),
+        metrics=("precision", "recall", "f1", *sorted({f"f1_{t[2:]}" for t in labels if t != "O"})),
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 
@@ -503,12 +514,12 @@ def finetune_qa(
         )
         answers = best_answers(examples, feats, logits, tc.n_best, tc.max_answer_length, version_2, tc.null_threshold)
         predicted = {ex.id: a[0].text for ex, a in zip(examples, answers)}
-        scores = M.squad_scores(predicted, {ex.id: ex.answers for ex in examples})
+        scores = M.squad_scores(predicted, {ex.id: ex.answers for ex in examples}, version_2)
         if version_2:
             for name, keep in (("has_ans", lambda e: not e.is_impossible), ("no_ans", lambda e: e.is_impossible)):
                 subset = {ex.id: ex.answers for ex in examples if keep(ex)}
                 if subset:
-                    part = M.squad_scores(predicted, subset)
+                    part = M.squad_scores(predicted, subset, version_2)
                     scores[f"{name}_exact_match"], scores[f"{name}_f1"] = part["exact_match"], part["f1"]
         records = [
             {
@@ -536,6 +547,8 @@ def finetune_qa(
         tc.metric or "f1",
         f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
         test if test_file else None,
+        metrics=("exact_match", "f1")
+        + (("has_ans_exact_match", "has_ans_f1", "no_ans_exact_match", "no_ans_f1") if version_2 else ()),
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 

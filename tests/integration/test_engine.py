@@ -229,3 +229,16 @@ def test_finetuning_accumulates_gradients_like_a_larger_batch(sentiment, tmp_pat
     a, b = _step_losses(tmp_path / "big"), _step_losses(tmp_path / "acc")
     assert len(a) == len(b) == 6
     assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_an_unknown_metric_is_refused_before_training(sentiment, tmp_path):
+    with pytest.raises(ValueError, match="--metric 'bogus' is not one this task computes; choose one of accuracy"):
+        _finetune(sentiment, tmp_path / "m", _ft_config(), metric="bogus")
+    assert not (tmp_path / "m" / "checkpoints").exists()
+
+
+def test_regression_keeps_the_epoch_with_the_lowest_mse(sentiment, tmp_path):
+    result = _finetune(sentiment, tmp_path / "r", _ft_config(epochs=3), regression=True, metric="mse")
+    records = [json.loads(x) for x in open(tmp_path / "r" / "metrics.jsonl") if '"epoch"' in x]
+    best = min(records, key=lambda r: r["eval_mse"])
+    assert result["mse"] == best["eval_mse"] and result["best_epoch"] == round(best["epoch"])

@@ -281,3 +281,38 @@ def test_native_bf16_detection_agrees_with_this_cpus_flags(monkeypatch):
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo here")
     assert utils.fast_bf16("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_config_values_are_checked_by_type_and_range(tmp_path):
+    from bertforge.config import FinetuneConfig, RunConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("optim:\n  lr: 1e-3\n")  # PyYAML reads 1e-3 as a string: taken as the number it spells
+    assert RunConfig.from_yaml(str(recipe)).optim.lr == 1e-3
+    for text, message in [
+        ("train:\n  bf16: 'no'\n", "train.bf16 must be true or false, got 'no'"),
+        ("train:\n  eval_iters: 0\n", "train.eval_iters must be >= 1"),
+        ("optim:\n  lr_warmup_fraction: 2\n", "optim.lr_warmup_fraction must be <= 1.0"),
+        ("train:\n  micro_batch_size: eight\n", "train.micro_batch_size must be an integer"),
+        ("model:\n  hidden_dropout_prob: '0.1'\n", "BertConfig.hidden_dropout_prob must be a number"),
+    ]:
+        recipe.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            RunConfig.from_yaml(str(recipe))
+    with pytest.raises(ValueError, match="adapt.lora_r must be >= 1"):
+        FinetuneConfig.build(lora_r=0, strategy="lora")
+    with pytest.raises(ValueError, match="task.epochs must be >= 1"):
+        FinetuneConfig.build(epochs=0)
+
+
+def test_a_cuda_device_without_a_gpu_is_one_line(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    from bertforge.utils import default_device
+
+    with pytest.raises(ValueError, match="no CUDA device is available here"):
+        default_device("cuda")
+    with pytest.raises(ValueError, match="not a device name"):
+        default_device("gpu0")

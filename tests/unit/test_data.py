@@ -319,3 +319,65 @@ def test_collate_padded_and_packed():
     assert packed["cu_seqlens"].tolist() == [0, 4, 7] and packed["max_seqlen"] == 4
     assert packed["position_ids"].tolist() == [0, 1, 2, 3, 0, 1, 2]
     assert packed["input_ids"].tolist() == [101, 5, 6, 102, 101, 7, 102] and packed["mlm_positions"].tolist() == [1]
+
+
+def _split_reference(text):
+    """The splitter before it was made linear (copies the rest of the paragraph at every candidate end)."""
+    import re
+
+    from bertforge.data.sentences import _END, _STARTS_SENTENCE, _is_abbreviation
+
+    sentences = []
+    for paragraph in re.split(r"\n\s*\n", text):
+        start = 0
+        for m in _END.finditer(paragraph):
+            rest = paragraph[m.end() :]
+            if not rest or not _STARTS_SENTENCE.match(rest):
+                continue
+            if m.group(1) == "." and _is_abbreviation(paragraph[start : m.start(1)]):
+                continue
+            piece = paragraph[start : m.end(2)].strip()
+            if piece:
+                sentences.append(piece)
+            start = m.end()
+        if paragraph[start:].strip():
+            sentences.append(paragraph[start:].strip())
+    return sentences
+
+
+def test_linear_sentence_splitter_splits_as_before():
+    import random
+
+    rng = random.Random(7)
+    words = [
+        "Dr.",
+        "Smith",
+        "met",
+        "J.",
+        "R.",
+        "Tolkien",
+        "at",
+        "3.14",
+        "p.m.",
+        "in",
+        "the",
+        "U.S.",
+        "e.g.",
+        "It",
+        "was",
+        "fine!",
+        "Was",
+        "it?",
+        "yes.",
+        "(Maybe)",
+        '"Quoted."',
+        "Mr.",
+        "X.",
+        "\n",
+        "\n\n",
+        "etc.",
+        "1999.",
+    ]
+    for _ in range(200):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
+        assert split_sentences(text) == _split_reference(text), text

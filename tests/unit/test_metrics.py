@@ -81,3 +81,29 @@ def test_squad_normalisation_and_scores():
     assert s["exact_match"] == pytest.approx(100 / 3)
     # q1 F1 1, q2 F1: pred [in, 1889] vs [1889] -> p 1/2 r 1 -> 2/3, q3 0
     assert s["f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3)
+
+
+def test_squad_scores_follow_the_official_scripts():
+    # evaluate-v1.1.py: a reference that normalises to nothing scores F1 0 (EM 1 for an empty prediction);
+    # v2.0's script scores the empty match 1. A missing prediction scores 0 in both.
+    assert squad_scores({"q": ""}, {"q": ["."]}, version_2=False) == {"exact_match": 100.0, "f1": 0.0}
+    assert squad_scores({"q": ""}, {"q": ["."]}, version_2=True) == {"exact_match": 100.0, "f1": 100.0}
+    assert squad_scores({}, {"q": ["Paris"], "r": [""]}, version_2=False) == {"exact_match": 0.0, "f1": 0.0}
+    assert squad_scores({}, {"q": []}, version_2=True) == {"exact_match": 0.0, "f1": 0.0}
+
+
+def test_iobes_tags_are_read_as_iob2(tmp_path):
+    from bertforge.tasks.metrics import entity_spans, iobes_to_iob2
+    from bertforge.tasks.readers import read_conll
+
+    assert iobes_to_iob2(["O", "E-PER"]) == ["O", "B-PER"]
+    assert iobes_to_iob2(["S-PER", "I-PER"]) == ["B-PER", "I-PER"]
+    assert iobes_to_iob2(["B-ORG", "I-ORG", "E-ORG", "S-LOC", "S-LOC"]) == ["B-ORG", "I-ORG", "I-ORG", "B-LOC", "B-LOC"]
+    assert entity_spans(iobes_to_iob2(["B-ORG", "E-ORG", "S-LOC", "S-LOC"])) == {
+        ("ORG", 0, 1),
+        ("LOC", 2, 2),
+        ("LOC", 3, 3),
+    }
+    path = tmp_path / "x.conll"
+    path.write_text("EU S-ORG\nrejects O\nGerman B-MISC\ncall E-MISC\n\n")
+    assert read_conll(str(path))[0]["tags"] == ["B-ORG", "O", "B-MISC", "I-MISC"]

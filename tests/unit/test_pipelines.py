@@ -110,3 +110,14 @@ def test_clear_errors(tmp_path, minilm, cls_dir):
         bertforge.pipeline("ner", model=ner)("text", aggregation_strategy="longest")
     with pytest.raises(ValueError, match="empty text"):
         bertforge.pipeline("text-classification", model=cls_dir)(["fine", " "])
+
+
+def test_a_long_text_pair_is_windowed_or_refused_never_a_panic(cls_dir):
+    """The pair's second text stays whole in each window, so the overlap shrinks to fit what it leaves; a second
+    text that leaves no room is a ValueError (it was a PanicException from the tokenizer)."""
+    pipe = bertforge.pipeline("text-classification", model=cls_dir)  # windows of 64 tokens
+    pair = " ".join(["tail"] * 50)  # 50 tokens leave 11 for the first text, less than the default stride (16)
+    result = pipe({"text": LONG, "text_pair": pair})
+    assert result["label"] in ("LABEL_0", "LABEL_1")
+    with pytest.raises(ValueError, match="text_pair.*leaves no room"):
+        pipe({"text": LONG, "text_pair": " ".join(["tail"] * 70)})

@@ -57,3 +57,13 @@ def test_real_files(data_dir):
     assert len(mrpc) == 408
     squad = read_squad(str(data_dir / "squad" / "dev-v1.1.json"))
     assert len(squad) == 10570 and sum(len(e.answers) for e in squad) == 34726
+
+
+def test_a_null_label_is_refused_with_its_line(tmp_path):
+    from bertforge.tasks.classification import classification_labels
+
+    path = tmp_path / "t.jsonl"
+    path.write_text('{"sentence": "fine", "label": "pos"}\n{"sentence": "x", "label": null}\n')
+    rows = read_table(str(path), "sentence", "label")
+    with pytest.raises(ValueError, match=r"t.jsonl: line 2: the label is missing \(null\)"):
+        classification_labels(rows, str(path), "single", None)
