@@ -39,14 +39,23 @@ class FillMaskPipeline(Pipeline):
 
     @torch.no_grad()
     def _mask_logits(self, feats: list[dict], mask_id: int) -> list[np.ndarray]:
-        """(masks, V) logits per input: the MLM head runs at the [MASK] positions only, not at every token."""
+        """(masks, V) logits per feature: the MLM head runs at the [MASK] positions only, not at every token, and a
+        window cut from a long input (``"read"``: the index of the one mask it is for) computes that mask alone, so
+        memory stays at masks x V however many masks share a window."""
         out: list[np.ndarray | None] = [None] * len(feats)
         for idx in length_batches([len(f["input_ids"]) for f in feats], self.batch_size):
-            batch = collate([feats[i] for i in idx], self.tokenizer.pad_token_id, device=self.device)
-            is_mask = batch["input_ids"] == mask_id
-            positions = is_mask.flatten().nonzero().squeeze(-1)
+            chosen = [{"input_ids": feats[i]["input_ids"], "token_type_ids": feats[i]["token_type_ids"]} for i in idx]
+            batch = collate(chosen, self.tokenizer.pad_token_id, device=self.device)
+            width = batch["input_ids"].shape[1]
+            flat, counts = [], []
+            for row, i in enumerate(idx):
+                masks = [p for p, t in enumerate(feats[i]["input_ids"]) if t == mask_id]
+                if "read" in feats[i]:
+                    masks = [masks[feats[i]["read"]]]
+                flat.extend(row * width + p for p in masks)
+                counts.append(len(masks))
+            positions = torch.tensor(flat, dtype=torch.long, device=self.device)
             logits = self.model(**batch, mlm_positions=positions).logits.float().cpu().numpy()
-            counts = is_mask.sum(-1).tolist()
             start = 0
             for i, n in zip(idx, counts):
                 out[i] = logits[start : start + n]
@@ -77,8 +86,9 @@ class FillMaskPipeline(Pipeline):
             for p in positions:
                 start = min(max(p - 1 - width // 2, 0), len(content) - width)
                 window = [tok.cls_token_id] + content[start : start + width] + [tok.sep_token_id]
-                feats.append({"input_ids": window, "token_type_ids": [0] * len(window)})
-                spots.append((len(feats) - 1, sum(1 for q in positions if start + 1 <= q < p)))
+                read = sum(1 for q in positions if start + 1 <= q < p)  # this mask's index among the window's
+                feats.append({"input_ids": window, "token_type_ids": [0] * len(window), "read": read})
+                spots.append((len(feats) - 1, 0))  # the window's logits hold this one mask
             where.append(spots)
         logits = self._mask_logits(feats, mask_id)
         target_ids = self.target_ids(targets) if targets is not None else None

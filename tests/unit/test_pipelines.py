@@ -121,3 +121,23 @@ def test_a_long_text_pair_is_windowed_or_refused_never_a_panic(cls_dir):
     assert result["label"] in ("LABEL_0", "LABEL_1")
     with pytest.raises(ValueError, match="text_pair.*leaves no room"):
         pipe({"text": LONG, "text_pair": " ".join(["tail"] * 70)})
+
+
+def test_fill_mask_memory_stays_at_masks_times_vocabulary(tmp_path, minilm, monkeypatch):
+    """A long input with many masks is read in one window per mask; each window computes its own mask only (before,
+    every window kept the logits of every mask in it: 700 masks in 1,000 words reached 22 GB)."""
+    mlm_dir = make(tmp_path / "mlm", "BertForMaskedLM", minilm)
+    pipe = bertforge.pipeline("fill-mask", model=mlm_dir)  # windows of 64 tokens
+    text = " ".join("[MASK]" if i % 4 == 0 else f"word{i % 30}" for i in range(400))  # 100 masks
+    sizes = []
+    original = pipe._mask_logits
+
+    def spy(feats, mask_id):
+        out = original(feats, mask_id)
+        sizes.extend(x.shape[0] for x in out)
+        return out
+
+    monkeypatch.setattr(pipe, "_mask_logits", spy)
+    result = pipe(text, top_k=2)
+    assert len(result) == 100 and all(len(r) == 2 for r in result)
+    assert sizes == [1] * 100  # one (1, V) row per window: memory masks x V
