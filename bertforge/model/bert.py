@@ -359,6 +359,8 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
     if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
     B, S = input_ids.shape
+    if S == 0 or B == 0:
+        raise ValueError(f"input_ids has shape {(B, S)}: a batch needs at least one sequence of at least one token")
     if S > config.max_position_embeddings and position_ids is None:
         raise ValueError(
             f"input has {S} tokens, {S - config.max_position_embeddings} more than the model's "

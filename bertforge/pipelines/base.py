@@ -176,8 +176,11 @@ def as_list(inputs) -> tuple[list, bool]:
     """(list of inputs, whether a single input was given)."""
     if isinstance(inputs, (str, dict)):
         return [inputs], True
-    inputs = list(inputs)
-    return inputs, False
+    if not hasattr(inputs, "__iter__"):
+        raise TypeError(f"a pipeline takes a text or a list of texts, got {type(inputs).__name__}")
+    if isinstance(inputs, bytes):
+        raise TypeError("a pipeline takes a text (str) or a list of texts, got bytes; decode them first")
+    return list(inputs), False
 
 
 def check_texts(texts: Sequence, what: str = "text") -> None:

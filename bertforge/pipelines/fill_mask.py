@@ -47,7 +47,8 @@ class FillMaskPipeline(Pipeline):
             chosen = [{"input_ids": feats[i]["input_ids"], "token_type_ids": feats[i]["token_type_ids"]} for i in idx]
             batch = collate(chosen, self.tokenizer.pad_token_id, device=self.device)
             width = batch["input_ids"].shape[1]
-            flat, counts = [], []
+            flat: list[int] = []
+            counts: list[int] = []
             for row, i in enumerate(idx):
                 masks = [p for p, t in enumerate(feats[i]["input_ids"]) if t == mask_id]
                 if "read" in feats[i]:

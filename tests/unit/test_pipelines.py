@@ -141,3 +141,12 @@ def test_fill_mask_memory_stays_at_masks_times_vocabulary(tmp_path, minilm, monk
     result = pipe(text, top_k=2)
     assert len(result) == 100 and all(len(r) == 2 for r in result)
     assert sizes == [1] * 100  # one (1, V) row per window: memory masks x V
+
+
+def test_inputs_of_the_wrong_kind_get_a_clear_error(cls_dir):
+    pipe = bertforge.pipeline("text-classification", model=cls_dir)
+    for bad in (None, 5):
+        with pytest.raises(TypeError, match="a pipeline takes a text or a list of texts"):
+            pipe(bad)
+    with pytest.raises(ValueError, match="a batch needs at least one sequence of at least one token"):
+        pipe.model(torch.zeros(1, 0, dtype=torch.long))
