@@ -72,7 +72,8 @@ class IndexedDatasetBuilder:
         directory = os.path.dirname(os.path.abspath(self.prefix))
         os.makedirs(directory, exist_ok=True)
         base = os.path.basename(self.prefix)
-        self._tmp_bin = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{base}.bin.", delete=False)
+        _remove_leftovers(directory, base)
+        self._tmp_bin = tempfile.NamedTemporaryFile(dir=directory, prefix=f".{base}.bin.{os.getpid()}.", delete=False)
         self._tmp_lengths = tempfile.TemporaryFile(dir=directory)
         self._tmp_docs = tempfile.TemporaryFile(dir=directory)
         self.num_sequences = 0
@@ -164,6 +165,30 @@ class IndexedDatasetBuilder:
             self.abort()
 
 
+def _remove_leftovers(directory: str, base: str) -> None:
+    """Remove the temporary .bin files (``.BASE.bin.PID.*``) and ``BASE.idx.tmp`` of a killed earlier build of the
+    same prefix, when the process that wrote them is gone."""
+    for name in os.listdir(directory):
+        if not name.startswith(f".{base}.bin."):
+            continue
+        pid = name[len(f".{base}.bin.") :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            os.remove(os.path.join(directory, name))
+    idx_tmp = os.path.join(directory, base + ".idx.tmp")
+    if os.path.exists(idx_tmp) and not any(n.startswith(f".{base}.bin.") for n in os.listdir(directory)):
+        os.remove(idx_tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _copy(src, dst) -> None:
     src.flush()
     src.seek(0)
@@ -224,6 +249,21 @@ class IndexedDataset:
             )
         if n_doc == 0 or self.document_indices[0] != 0 or self.document_indices[-1] != n_seq:
             raise ValueError(f"{idx}: the document index does not cover the {n_seq} sequences")
+        if n_seq and int(self.sequence_lengths.min()) < 0:
+            raise ValueError(f"{idx}: sequence {int(np.argmin(self.sequence_lengths))} has a negative length")
+        if n_doc > 1 and bool((np.diff(self.document_indices) < 0).any()):
+            raise ValueError(f"{idx}: the document index goes backwards (document boundaries must not decrease)")
+        # Sequences lie back to back in the .bin: pointer i = the bytes of sequences 0..i-1.
+        starts = np.zeros(n_seq, dtype=np.int64)
+        if n_seq > 1:
+            np.cumsum(self.sequence_lengths[:-1], dtype=np.int64, out=starts[1:])
+        bad = np.flatnonzero(self.sequence_pointers != starts * self.dtype.itemsize)
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(
+                f"{idx}: sequence {i} points at byte {int(self.sequence_pointers[i])} of {binf}, expected "
+                f"{int(starts[i]) * self.dtype.itemsize} (sequences lie back to back); the index is corrupt"
+            )
         self._data = np.memmap(binf, dtype=self.dtype, mode="r") if n_tokens else np.zeros(0, self.dtype)
         self.num_tokens = n_tokens
 

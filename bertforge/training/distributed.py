@@ -6,6 +6,7 @@ without torchrun is a world of one and every helper is a no-op.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -77,6 +78,26 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
+def shutdown(barrier: bool = True) -> None:
+    """Leave the process group. After a normal run, a barrier first, so that no rank tears its connections down while
+    a peer still completes the last collective (gloo then aborts the peer: seen as an occasional SIGABRT of rank 1 at
+    exit); after an error there is no barrier (the other ranks may never reach it)."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if barrier:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: str | None = None, backend: str | None = None):
+    """``with process_group(device, backend) as info:`` -- ``init`` on entry, ``shutdown`` on exit (with the barrier
+    only when the body finished normally)."""
+    info = init(device, backend)
+    try:
+        yield info
+    except BaseException:
+        shutdown(barrier=False)
+        raise
+    shutdown()

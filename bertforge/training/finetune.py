@@ -140,11 +140,8 @@ class _Task:
 
 def _run(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool) -> dict:
     t = cfg.train
-    info = dist_.init(t.device, t.distributed_backend)
-    try:
+    with dist_.process_group(t.device, t.distributed_backend) as info:
         return _train(task, cfg, output_dir, show_progress, resume, info)
-    finally:
-        dist_.shutdown()
 
 
 def _train(

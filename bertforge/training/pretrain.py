@@ -80,6 +80,12 @@ def build_data(cfg: RunConfig) -> Data:
                 f"{prefix}: {ds.dtype} tokens cannot hold the {tok.vocab_size}-token vocabulary of "
                 f"{d.vocab_file}; was it preprocessed with another vocabulary?"
             )
+        head = np.asarray(ds._data[: 1 << 20])  # a sample of the tokens: ids past the vocabulary mean another vocab
+        if head.size and int(head.max()) >= tok.vocab_size:
+            raise ValueError(
+                f"{prefix}.bin holds token id {int(head.max())}, past the {tok.vocab_size}-token vocabulary of "
+                f"{d.vocab_file}; preprocess it with this vocabulary (or pass the vocabulary it was made with)"
+            )
         (t0, t1), (v0, v1), _ = split_ranges(ds.num_documents, d.split)
         common: dict = dict(
             max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head, seed=cfg.train.seed
@@ -230,11 +236,8 @@ def pretrain(
         cfg = RunConfig(
             model=cfg.model, data=cfg.data, optim=cfg.optim, train=dataclasses.replace(t, exit_interval=exit_interval)
         )
-    info = dist_.init(t.device, t.distributed_backend)
-    try:
+    with dist_.process_group(t.device, t.distributed_backend) as info:
         return _pretrain(cfg, info, data, show_progress)
-    finally:
-        dist_.shutdown()
 
 
 def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_progress: bool) -> TrainResult:

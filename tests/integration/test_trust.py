@@ -209,3 +209,19 @@ def test_kill_nine_loop_ends_with_a_resumable_clean_run(corpus, tmp_path):  # no
     assert [r["loss"] for r in records if "loss" in r] == expected
     leftovers = [n for d in (run, run / "checkpoints") for n in os.listdir(d) if n.endswith((".tmp", ".old"))]
     assert leftovers == [] and not (run / ".lock").exists()
+
+
+def test_token_ids_past_the_vocabulary_are_refused_by_file(corpus, tmp_path):  # noqa: F811
+    import numpy as np
+
+    from bertforge.data.indexed import IndexedDatasetBuilder
+    from bertforge.training.pretrain import build_data
+
+    with IndexedDatasetBuilder(str(tmp_path / "big"), dtype=np.uint16) as b:
+        for d in range(20):
+            b.add_document([[5, 6, 7], [4000 + d, 8]])
+        b.finalize()
+    cfg = tiny_run(corpus)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[str(tmp_path / "big")]))
+    with pytest.raises(ValueError, match=r"big.bin holds token id 40\d\d, past the \d+-token vocabulary"):
+        build_data(cfg)

@@ -381,3 +381,42 @@ def test_linear_sentence_splitter_splits_as_before():
     for _ in range(200):
         text = " ".join(rng.choice(words) for _ in range(rng.randint(1, 60)))
         assert split_sentences(text) == _split_reference(text), text
+
+
+def test_reader_rejects_corrupt_pointers_lengths_and_document_index(tmp_path):
+    import struct
+
+    _synthetic(tmp_path, docs=3)
+    idx = bytearray((tmp_path / "synth.idx").read_bytes())
+    data = (tmp_path / "synth.bin").read_bytes()
+    n_seq, n_doc = struct.unpack("<QQ", idx[18:34])
+    lengths_at, pointers_at = 34, 34 + 4 * n_seq
+    docs_at = pointers_at + 8 * n_seq
+
+    def variant(name, offset, fmt, value):
+        bad = bytearray(idx)
+        struct.pack_into(fmt, bad, offset, value)
+        (tmp_path / f"{name}.idx").write_bytes(bytes(bad))
+        (tmp_path / f"{name}.bin").write_bytes(data)
+        return str(tmp_path / name)
+
+    first_len = struct.unpack_from("<i", idx, lengths_at)[0]
+    with pytest.raises(ValueError, match="sequence 1 points at byte"):
+        IndexedDataset(variant("ptr", pointers_at + 8, "<q", 10**12))
+    with pytest.raises(ValueError, match="negative length|truncated or mismatched"):
+        IndexedDataset(variant("neg", lengths_at, "<i", -first_len))
+    with pytest.raises(ValueError, match="document index"):
+        IndexedDataset(variant("doc", docs_at + 8, "<q", n_seq + 5))
+
+
+def test_a_new_build_removes_what_a_killed_one_left(tmp_path):
+    from bertforge.data.indexed import IndexedDatasetBuilder
+
+    stale = tmp_path / ".out.bin.999999999.abc"  # no such pid
+    stale.write_bytes(b"partial")
+    (tmp_path / "out.idx.tmp").write_bytes(b"partial")
+    with IndexedDatasetBuilder(str(tmp_path / "out")) as b:
+        b.add_document([[1, 2, 3]])
+        b.finalize()
+    assert not stale.exists() and not (tmp_path / "out.idx.tmp").exists()
+    assert len(IndexedDataset(str(tmp_path / "out"))) == 1
