@@ -225,3 +225,13 @@ def test_token_ids_past_the_vocabulary_are_refused_by_file(corpus, tmp_path):  #
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[str(tmp_path / "big")]))
     with pytest.raises(ValueError, match=r"big.bin holds token id 40\d\d, past the \d+-token vocabulary"):
         build_data(cfg)
+
+
+def test_the_default_run_directory_never_collides_with_an_earlier_run(tmp_path, monkeypatch):
+    from bertforge.cli.pretrain import new_run_dir
+
+    monkeypatch.chdir(tmp_path)
+    assert new_run_dir("runs/pretrain") == "runs/pretrain"
+    (tmp_path / "runs" / "pretrain" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "runs" / "pretrain" / "checkpoints" / "latest").write_text("iter_0000900\n")
+    assert new_run_dir("runs/pretrain") == "runs/pretrain-2"
