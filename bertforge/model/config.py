@@ -205,9 +205,11 @@ def _check_types(config: BertConfig) -> None:
     hints = typing.get_type_hints(BertConfig)
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if value is None or f.name == "extra":
-            continue
         hint = hints[f.name]
+        if f.name == "extra" or (value is None and type(None) in typing.get_args(hint)):
+            continue
+        if value is None:
+            raise ValueError(f"BertConfig.{f.name} must be set, got null")
         allowed = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         kinds = {typing.get_origin(a) or a for a in allowed}
         ok = any(isinstance(value, k) and not (isinstance(value, bool) and k in (int, float)) for k in kinds) or (

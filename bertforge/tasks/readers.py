@@ -34,7 +34,8 @@ def _column(header: list[str] | None, name: str | int, path: str) -> int:
     if header is None:
         raise ValueError(f"{path} has no header row; name columns by index (e.g. --text-column 3)")
     if name not in header:
-        raise ValueError(f"{path}: no column {name!r}; the header has {', '.join(header)}")
+        shown = ", ".join(h if h.isprintable() else repr(h) for h in header)
+        raise ValueError(f"{path}: no column {name!r}; the header has {shown}")
     return header.index(name)
 
 

@@ -129,7 +129,7 @@ from hypothesis import strategies as st  # noqa: E402
 _text = st.text(alphabet=st.sampled_from('ab "\t\n,{}[]:-BIOSE0123\\'), max_size=120)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=_text, suffix=st.sampled_from([".tsv", ".csv", ".jsonl", ".json", ".conll"]))
 def test_fuzz_readers_give_a_result_or_a_one_line_error(tmp_path, content, suffix):
     path = tmp_path / f"f{suffix}"
@@ -145,7 +145,7 @@ def test_fuzz_readers_give_a_result_or_a_one_line_error(tmp_path, content, suffi
             assert str(path) in str(e) and "\n" not in str(e).strip()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=300, deadline=None, derandomize=True)
 @given(
     section=st.sampled_from(["data", "optim", "train", "model"]),
     key=st.sampled_from(
