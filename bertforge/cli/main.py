@@ -13,7 +13,7 @@ import sys
 import bertforge
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "run", "convert", "demo", "info"]
+COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "run", "models", "convert", "demo", "info"]
 
 
 def build_parser() -> argparse.ArgumentParser:

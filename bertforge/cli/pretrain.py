@@ -179,10 +179,10 @@ def run(args: argparse.Namespace) -> int:
         work = extras["work_dir"] or os.path.join(os.path.expanduser("~"), ".cache", "bertforge", "default_corpus")
         prefix, vocab = prepare_default_corpus(work, vocab_file=cfg.data.vocab_file)
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab))
-        if cfg.train.save is None:
-            save = new_run_dir(os.path.join("runs", "pretrain"))
-            print(f"run directory: {save}")
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=save))
+    if cfg.train.save is None:  # never train a model only to throw it away: a run directory of its own
+        save = new_run_dir(os.path.join("runs", "pretrain"))
+        print(f"run directory: {save} (--save DIR to choose)")
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=save))
     result = pretrain(cfg)
     if result.eval:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))

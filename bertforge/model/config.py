@@ -176,7 +176,9 @@ class BertConfig:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: Any) -> BertConfig:
         """Read ``config.json`` from a directory (or the file itself); keyword arguments override fields."""
-        path = os.fspath(path)
+        from bertforge.hub import resolve_model
+
+        path = resolve_model(path)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
         if not os.path.exists(file):
             raise FileNotFoundError(

@@ -77,7 +77,9 @@ class PreTrainedBert(nn.Module):
         as ``add_pooling_layer``) go to the constructor. ``dtype`` (e.g. ``torch.bfloat16`` for inference) and
         ``device`` move the loaded model.
         """
-        path = os.fspath(path)
+        from bertforge.hub import resolve_model
+
+        path = resolve_model(path)
         if not os.path.isdir(path):
             raise FileNotFoundError(
                 f"{path} is not a directory; from_pretrained takes a checkpoint directory with "

@@ -82,7 +82,9 @@ class Pipeline:
         if dtype == torch.bfloat16:
             warn_if_emulated_bf16(torch.device(device).type, "dtype=bf16")
         if isinstance(model, (str, os.PathLike)):
-            path = os.fspath(model)
+            from bertforge.hub import resolve_model
+
+            path = resolve_model(model)  # a directory, an installed model package, the Hugging Face cache or Hub
             self.model = self.model_class.from_pretrained(path)
             self._check_head(path)
             tokenizer = tokenizer if tokenizer is not None else path

@@ -176,7 +176,9 @@ class BertTokenizer:
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> BertTokenizer:
         """Load from a directory holding vocab.txt (and tokenizer_config.json when present), or a vocab.txt path."""
-        directory = os.fspath(directory)
+        from bertforge.hub import resolve_model
+
+        directory = resolve_model(directory)
         if os.path.isfile(directory):
             return cls(directory, **overrides)
         vocab_file = os.path.join(directory, "vocab.txt")
