@@ -6,6 +6,7 @@ Each sub-command module exposes ``register(subparsers)``, which adds its parser 
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import sys
@@ -16,8 +17,64 @@ import bertforge
 COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "run", "models", "convert", "demo", "info"]
 
 
+# Megatron-LM pretrain_bert.py flags that bertforge does not implement (model/pipeline parallelism, Megatron's own
+# kernels and optimizer sharding): named as such instead of "unrecognized".
+MEGATRON_ONLY = {
+    "--use-flash-attn",
+    "--sequence-parallel",
+    "--use-distributed-optimizer",
+    "--overlap-grad-reduce",
+    "--overlap-param-gather",
+    "--context-parallel-size",
+    "--virtual-pipeline-model-parallel-size",
+    "--use-mcore-models",
+    "--transformer-impl",
+    "--tokenizer-model",
+    "--data-impl",
+    "--mmap-warmup",
+    "--loss-scale",
+    "--initial-loss-scale",
+    "--accumulate-allreduce-grads-in-fp32",
+    "--attention-softmax-in-fp32",
+    "--no-masked-softmax-fusion",
+    "--no-bias-gelu-fusion",
+    "--no-bias-dropout-fusion",
+    "--rampup-batch-size",
+    "--tensorboard-dir",
+    "--wandb-project",
+    "--use-checkpoint-args",
+    "--no-load-optim",
+    "--no-load-rng",
+    "--finetune",
+    "--dataloader-type",
+    "--distributed-timeout-minutes",
+    "--num-layers-per-virtual-pipeline-stage",
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage block is what ``--help`` is for)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _unknown(extra: list[str], parser: argparse.ArgumentParser) -> str:
+    """``unrecognized arguments: ...`` with what each unknown flag is: a Megatron flag bertforge does not implement,
+    or a near miss of one that exists."""
+    known = [s for action in parser._actions for s in action.option_strings]
+    notes = []
+    for flag in (x.split("=", 1)[0] for x in extra if x.startswith("--")):
+        if flag in MEGATRON_ONLY:
+            notes.append(f"{flag} is a Megatron-LM flag that bertforge does not implement")
+        elif close := difflib.get_close_matches(flag, known, n=1, cutoff=0.75):
+            notes.append(f"{flag}: did you mean {close[0]}?")
+    return f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bertforge",
         description="Pretrain, fine-tune and run BERT encoders (Hugging Face and Megatron-LM compatible).",
     )
@@ -38,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra and getattr(args, "command", None) == "run" and not any(x.startswith("-") for x in extra):
         args.texts = list(args.texts) + extra  # texts after the options: bertforge run TASK --model M TEXT...
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = getattr(args, "command", None)
+        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        sub = subparsers.choices.get(command) if subparsers is not None and command else None
+        (sub or parser).error(_unknown(extra, sub or parser))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

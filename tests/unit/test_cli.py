@@ -316,3 +316,20 @@ def test_a_cuda_device_without_a_gpu_is_one_line(capsys):
         default_device("cuda")
     with pytest.raises(ValueError, match="not a device name"):
         default_device("gpu0")
+
+
+def test_flag_errors_are_one_line_and_name_megatron_flags_and_near_misses(capsys):
+    with pytest.raises(SystemExit):
+        main(["finetune", "ner", "--model", "m"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "required: --train, --validation, --output" in err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--use-flash-attn", "--num-layer", "2"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--use-flash-attn is a Megatron-LM flag that bertforge does not implement" in err
+    assert "--num-layer: did you mean --num-layers?" in err
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    help_text = capsys.readouterr().out
+    assert "%%" not in help_text and "(default: None)" not in help_text and "(default: 1000)" in help_text
