@@ -10,6 +10,7 @@ import difflib
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 import bertforge
 
@@ -55,7 +56,7 @@ MEGATRON_ONLY = {
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (the usage block is what ``--help`` is for)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
