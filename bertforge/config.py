@@ -31,6 +31,9 @@ NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
 TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase")
 STRATEGIES = ("full", "head", "lora")
+STRATEGY_LR = {"full": 3e-5, "head": 2e-2, "lora": 2e-3}
+"""Fine-tuning's default peak learning rate per strategy: BERT's 3e-5 for full fine-tuning; a frozen encoder's head
+and LoRA's low-rank updates need far larger steps (measured on SST-2, see the README)."""
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
 
 
@@ -166,8 +169,8 @@ class DataConfig:
 class OptimConfig:
     optimizer: str = opt("adamw", choices=OPTIMIZERS)
     """adamw (torch's fused / foreach implementation) or lamb."""
-    lr: float = opt(1e-4, minimum=0.0)
-    """Peak learning rate."""
+    lr: float | None = opt(1e-4, minimum=0.0)
+    """Peak learning rate. Fine-tuning: None (the default) picks the strategy's own (``STRATEGY_LR``)."""
     min_lr: float = opt(0.0, minimum=0.0)
     """Learning rate at the end of decay."""
     lr_decay_style: str = opt("linear", choices=DECAY_STYLES)
@@ -418,6 +421,8 @@ class RunConfig(_Sections):
 
     def __post_init__(self) -> None:
         t = self.train
+        if self.optim.lr is None:
+            raise ValueError("optim.lr must be set for pretraining (--lr)")
         if self.data.seq_length > self.model.max_position_embeddings:
             raise ValueError(
                 f"data.seq_length ({self.data.seq_length}) exceeds model.max_position_embeddings "
@@ -432,7 +437,7 @@ class RunConfig(_Sections):
 
 
 def _finetune_optim() -> OptimConfig:
-    return OptimConfig(lr=3e-5, lr_warmup_fraction=0.1, lr_decay_style="linear", weight_decay=0.01, clip_grad=1.0)
+    return OptimConfig(lr=None, lr_warmup_fraction=0.1, lr_decay_style="linear", weight_decay=0.01, clip_grad=1.0)
 
 
 def _finetune_train() -> TrainConfig:
@@ -446,9 +451,16 @@ class FinetuneConfig(_Sections):
 
     SECTIONS = ("optim", "train", "task", "adapt")
     optim: OptimConfig = field(default_factory=_finetune_optim)
+    """optim.lr None: the strategy's default (STRATEGY_LR)."""
     train: TrainConfig = field(default_factory=_finetune_train)
     task: TaskConfig = field(default_factory=TaskConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+
+    def resolved_optim(self) -> OptimConfig:
+        """The optimizer settings with the learning rate resolved (the strategy's default when none was given)."""
+        if self.optim.lr is not None:
+            return self.optim
+        return dataclasses.replace(self.optim, lr=STRATEGY_LR[self.adapt.strategy])
 
     @classmethod
     def build(cls, **values: Any) -> FinetuneConfig:

@@ -225,7 +225,7 @@ def _train(
         ),
         plan=plan,
         steps=steps_per_epoch * cfg.task.epochs,
-        optim=cfg.optim,
+        optim=cfg.resolved_optim(),
         train=run_cfg,
         info=info,
         run_dir=output_dir,
@@ -243,7 +243,7 @@ def _train(
     )
     trained = fit(job)
     best = trained.best or {}
-    result = {
+    result: dict[str, Any] = {
         "best_epoch": round(best.get("epoch", 0)),
         **{k.removeprefix("eval_"): v for k, v in best.items() if k.startswith("eval_")},
         "trainable_parameters": trainable,
@@ -254,8 +254,44 @@ def _train(
         return result
     if info.is_main:
         result["total_seconds"] = round(time.perf_counter() - started, 2)
+        warnings: list[str] = _did_it_learn(output_dir, cfg)
+        for text in warnings:
+            logger.warning("%s", text)
+        if warnings:
+            result["warnings"] = warnings
         _finish(result, cfg, output_dir, task, info)
     return result
+
+
+def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
+    """What a user should hear about a run that learned nothing: the best epoch predicts one class (or, for NER, no
+    entity) for every validation example, or the epochs' mean training loss did not move."""
+    from bertforge.training.plot import read_records
+
+    warnings = []
+    advice = (
+        f"try a larger --lr (this run: {cfg.resolved_optim().lr:g}, strategy {cfg.adapt.strategy}), more epochs or "
+        "more training data"
+    )
+    path = os.path.join(output_dir, "predictions_validation.jsonl")
+    values: list[str] = []
+    words = False
+    for r in read_records(path) if os.path.exists(path) else []:
+        if "answers" in r:  # QA: answers are spans, not classes
+            continue
+        words = "tokens" in r
+        p = r.get("prediction")
+        values.extend(p if words and isinstance(p, list) else [json.dumps(p)])
+    if len(values) > 1 and len(set(values)) == 1:
+        what = "O (no entity) for every word" if words else f"{values[0]} for all {len(values)} validation examples"
+        warnings.append(f"the best model predicts {what}: it learned nothing that tells the classes apart; {advice}")
+    metrics = os.path.join(output_dir, "metrics.jsonl")
+    losses = [r["train_loss"] for r in read_records(metrics) if "epoch" in r] if os.path.exists(metrics) else []
+    if len(losses) >= 2 and losses[-1] >= 0.98 * losses[0]:
+        warnings.append(
+            f"the training loss did not move over {len(losses)} epochs ({losses[0]:.4f} -> {losses[-1]:.4f}); {advice}"
+        )
+    return warnings
 
 
 def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, info: dist_.DistInfo) -> None:
@@ -267,7 +303,15 @@ def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, inf
         result.update({f"test_{k}": v for k, v in scores.items()})
     atomic_write_text(
         os.path.join(output_dir, "finetune_result.json"),
-        json.dumps({"task": task.name, "result": result, "config": cfg.to_dict()}, indent=2) + "\n",
+        json.dumps(
+            {
+                "task": task.name,
+                "result": result,
+                "config": dataclasses.replace(cfg, optim=cfg.resolved_optim()).to_dict(),
+            },
+            indent=2,
+        )
+        + "\n",
     )
 
 

@@ -66,25 +66,28 @@ class Lamb(torch.optim.Optimizer):
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW (fused kernel when ``fused`` and the device has one, else foreach) or LAMB, with BERT's groups."""
+    if cfg.lr is None:
+        raise ValueError("optim.lr is not set (fine-tuning resolves it with FinetuneConfig.resolved_optim)")
+    lr = cfg.lr
     groups = parameter_groups(model, cfg.weight_decay)
     betas = (cfg.adam_beta1, cfg.adam_beta2)
     if cfg.optimizer == "lamb":
-        return Lamb(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps)
+        return Lamb(groups, lr=lr, betas=betas, eps=cfg.adam_eps)
     device = next(model.parameters()).device
     fused = fused and device.type in ("cuda", "cpu") and all(p.is_floating_point() for p in model.parameters())
     if fused:
         try:
-            return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, fused=True)
+            return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=cfg.adam_eps, fused=True)
         except (RuntimeError, TypeError):  # an older torch without the fused kernel for this device
             pass
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=betas, eps=cfg.adam_eps, foreach=True)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=cfg.adam_eps, foreach=True)
 
 
 def lr_lambda(cfg: OptimConfig, train_iters: int):
     """Multiplier of the peak rate at step s: linear warm-up, then linear / cosine decay to min_lr, or constant."""
     warmup = cfg.warmup_steps(train_iters)
     decay = cfg.lr_decay_iters or train_iters
-    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    floor = cfg.min_lr / cfg.lr if cfg.lr else 0.0
 
     def f(step: int) -> float:
         if warmup > 0 and step < warmup:

@@ -242,3 +242,17 @@ def test_regression_keeps_the_epoch_with_the_lowest_mse(sentiment, tmp_path):
     records = [json.loads(x) for x in open(tmp_path / "r" / "metrics.jsonl") if '"epoch"' in x]
     best = min(records, key=lambda r: r["eval_mse"])
     assert result["mse"] == best["eval_mse"] and result["best_epoch"] == round(best["epoch"])
+
+
+def test_each_strategy_has_a_learning_rate_that_works_and_a_run_that_learned_nothing_says_so(sentiment, tmp_path):
+    from bertforge.config import STRATEGY_LR
+
+    assert FinetuneConfig.build(strategy="head").resolved_optim().lr == STRATEGY_LR["head"]
+    assert FinetuneConfig.build(lora_r=4).resolved_optim().lr == STRATEGY_LR["lora"]
+    assert FinetuneConfig.build().resolved_optim().lr == 3e-5  # BERT's recipe for full fine-tuning
+    assert FinetuneConfig.build(strategy="head", lr=1e-4).resolved_optim().lr == 1e-4  # a given lr wins
+    result = _finetune(sentiment, tmp_path / "stuck", _ft_config(lr=1e-9, epochs=2))
+    assert any("did not move" in w and "--lr" in w for w in result["warnings"]), result.get("warnings")
+    assert any("predicts" in w for w in result["warnings"]) or len(result["warnings"]) == 1
+    saved = json.loads((tmp_path / "stuck" / "finetune_result.json").read_text())["result"]
+    assert saved["warnings"] == result["warnings"]
