@@ -299,6 +299,9 @@ class TaskConfig:
     """Classification: any number of labels per row (JSON list or separated string), sigmoid outputs."""
     label_separator: str = ","
     """Classification: separator of labels in a multi-label cell."""
+    label_names: tuple[str, ...] | None = None
+    """Classification: names for the label values in their order (numbers ascending, else alphabetical), written to
+    id2label so that predictions and pipelines show them: negative,positive for GLUE's 0 and 1."""
     scheme: str = opt("auto", choices=("auto", "iob1", "iob2", "iobes"))
     """NER: tag scheme of the CoNLL files (auto detects; IOBES/BIOES is read as IOB2)."""
     stride: int | None = opt(None, aliases=("--doc-stride",), minimum=0)

@@ -28,6 +28,27 @@ def _split_labels(value, separator: str) -> list[str]:
     return [v.strip() for v in str(value).split(separator) if v.strip()]
 
 
+def _label_order(name: str):
+    """Integer labels in numeric order (2 before 10), then the others alphabetically."""
+    try:
+        return (0, int(name), "")
+    except ValueError:
+        return (1, 0, name)
+
+
+def name_labels(label2id: dict[str, int], names: tuple[str, ...] | list[str], path: str) -> dict[int, str]:
+    """id2label that shows ``names`` for the label values in their order (``--label-names negative,positive`` for
+    GLUE's 0 and 1); the counts must match."""
+    if len(names) != len(label2id):
+        raise ValueError(
+            f"--label-names gives {len(names)} names but {path} has {len(label2id)} labels "
+            f"({', '.join(label2id)}, in this order)"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"--label-names has a name twice: {', '.join(names)}")
+    return {i: names[i] for i in range(len(names))}
+
+
 def classification_labels(
     rows: list[dict], path: str, kind: str, label2id: dict[str, int] | None, separator: str = ","
 ):
@@ -43,7 +64,7 @@ def classification_labels(
         return [float(r["label"]) for r in rows], None
     per_row = [_split_labels(r["label"], separator) if kind == "multi" else [str(r["label"])] for r in rows]
     if label2id is None:
-        names = sorted({name for names in per_row for name in names})
+        names = sorted({name for names in per_row for name in names}, key=_label_order)
         if not names:
             raise ValueError(f"{path}: no labels found in column for labels")
         label2id = {name: i for i, name in enumerate(names)}

@@ -39,7 +39,13 @@ from bertforge.model import BertForQuestionAnswering, BertForSequenceClassificat
 from bertforge.model.lora import LoRALinear, apply_lora, merge_lora
 from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tasks import metrics as M
-from bertforge.tasks.classification import classification_labels, classification_metrics, encode_rows, predictions
+from bertforge.tasks.classification import (
+    classification_labels,
+    classification_metrics,
+    encode_rows,
+    name_labels,
+    predictions,
+)
 from bertforge.tasks.features import collate, predict
 from bertforge.tasks.ner import label_list, ner_features, word_predictions
 from bertforge.tasks.qa import best_answers, qa_features
@@ -362,7 +368,10 @@ def finetune_classification(
     y_valid, _ = classification_labels(valid_rows, validation_file, kind, label2id, tc.label_separator)
     tok = BertTokenizer.from_pretrained(model_dir)
     num_labels = 1 if kind == "regression" else len(label2id)
-    extra = {} if kind == "regression" else {"id2label": {i: n for n, i in label2id.items()}, "label2id": label2id}
+    shown_names = {i: n for n, i in (label2id or {}).items()}
+    if tc.label_names and kind != "regression":
+        shown_names = name_labels(label2id, tc.label_names, train_file)
+    extra: dict[str, Any] = {} if kind == "regression" else {"id2label": shown_names}
     problem = {
         "regression": "regression",
         "multi": "multi_label_classification",
@@ -371,7 +380,7 @@ def finetune_classification(
     model = BertForSequenceClassification.from_pretrained(
         model_dir, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, **extra
     )
-    id2label = {i: n for n, i in (label2id or {}).items()}
+    id2label = shown_names
 
     def evaluate_rows(m, rows, feats, gold):
         logits = np.stack(

@@ -256,3 +256,26 @@ def test_each_strategy_has_a_learning_rate_that_works_and_a_run_that_learned_not
     assert any("predicts" in w for w in result["warnings"]) or len(result["warnings"]) == 1
     saved = json.loads((tmp_path / "stuck" / "finetune_result.json").read_text())["result"]
     assert saved["warnings"] == result["warnings"]
+
+
+def test_label_names_reach_id2label_predictions_and_the_pipeline(sentiment, tmp_path):
+    import bertforge
+
+    cfg = _ft_config(epochs=1, label_names=("negative", "positive"))
+    _finetune(sentiment, tmp_path / "n", cfg)
+    config = json.loads((tmp_path / "n" / "best" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    record = json.loads((tmp_path / "n" / "predictions_validation.jsonl").read_text().splitlines()[0])
+    assert record["prediction"] in ("negative", "positive") and record["label"] in ("0", "1")
+    out = bertforge.pipeline("text-classification", model=str(tmp_path / "n" / "best"))("the film was good")
+    assert out[0]["label"] in ("negative", "positive")
+    with pytest.raises(ValueError, match="--label-names gives 3 names but .* has 2 labels"):
+        _finetune(sentiment, tmp_path / "bad", _ft_config(label_names=("a", "b", "c")))
+
+
+def test_integer_labels_are_ordered_numerically():
+    from bertforge.tasks.classification import classification_labels
+
+    rows = [{"label": v, "line": i} for i, v in enumerate(["10", "2", "1", "2"])]
+    _, label2id = classification_labels(rows, "x", "single", None)
+    assert list(label2id) == ["1", "2", "10"]
