@@ -285,6 +285,8 @@ class TaskConfig:
     """Use only the first N training examples (quick runs, learning curves)."""
     max_eval_examples: int | None = opt(None, minimum=1)
     """Use only the first N validation examples."""
+    validation_split: float | None = opt(None, minimum=0.01, maximum=0.9)
+    """Without a validation file: hold out this fraction of the training data (whole articles for QA), seeded."""
     text_column: str = "sentence"
     """Classification: the column (name, or index with no_header) of the text."""
     text_pair_column: str | None = None

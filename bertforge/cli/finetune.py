@@ -38,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="Hugging Face BERT directory")
     p.add_argument("--train", required=True, help="training file")
-    p.add_argument("--validation", required=True, help="file evaluated after each epoch (picks the best epoch)")
+    p.add_argument(
+        "--validation",
+        default=None,
+        help="file evaluated after each epoch (picks the best epoch); without it, --validation-split holds out "
+        "a share of the training data",
+    )
     p.add_argument("--test", default=None, help="file scored once with the best checkpoint")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its newest checkpoint")

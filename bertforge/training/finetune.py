@@ -321,6 +321,36 @@ def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, inf
     )
 
 
+def _held_out(
+    items: list,
+    validation_file: str | None,
+    read: Callable[[str], list],
+    cfg: FinetuneConfig,
+    train_file: str,
+    group: Callable[[Any], Any],
+) -> tuple[list, list, str]:
+    """(training items, validation items, the validation data's name): the validation file when there is one, else
+    ``validation_split`` of the training groups (a row, a sentence, an article) drawn with the run's seed."""
+    fraction = cfg.task.validation_split
+    if validation_file is not None:
+        if fraction is not None:
+            raise ValueError("give a validation file or --validation-split, not both")
+        return items, read(validation_file), validation_file
+    if fraction is None:
+        raise ValueError("no validation data: give a validation file (--validation) or --validation-split 0.1")
+    groups = list(dict.fromkeys(group(x) for x in items))
+    n_valid = max(1, round(fraction * len(groups)))
+    if n_valid >= len(groups):
+        raise ValueError(f"--validation-split {fraction} of {len(groups)} training groups leaves no training data")
+    order = np.random.default_rng([cfg.train.seed, 0x5B11]).permutation(len(groups))
+    held = {groups[i] for i in order[:n_valid]}
+    return (
+        [x for x in items if group(x) not in held],
+        [x for x in items if group(x) in held],
+        f"{train_file} (held out: {fraction:g} of {len(groups)})",
+    )
+
+
 def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> FinetuneConfig:
     cfg = cfg or FinetuneConfig()
     if task_options:
@@ -332,7 +362,7 @@ def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> Finetun
 def finetune_classification(
     model_dir: str,
     train_file: str,
-    validation_file: str,
+    validation_file: str | None,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -362,8 +392,11 @@ def finetune_classification(
     train_rows = rows_of(train_file)
     if not train_rows:
         raise ValueError(f"{train_file} holds no rows")
+    train_rows, valid_rows, validation_file = _held_out(
+        train_rows, validation_file, rows_of, cfg, train_file, lambda r: r["line"]
+    )
     train_rows = train_rows[: tc.max_train_examples or None]
-    valid_rows = rows_of(validation_file)[: tc.max_eval_examples or None]
+    valid_rows = valid_rows[: tc.max_eval_examples or None]
     y_train, label2id = classification_labels(train_rows, train_file, kind, None, tc.label_separator)
     y_valid, _ = classification_labels(valid_rows, validation_file, kind, label2id, tc.label_separator)
     tok = BertTokenizer.from_pretrained(model_dir)
@@ -440,7 +473,7 @@ def finetune_classification(
 def finetune_ner(
     model_dir: str,
     train_file: str,
-    validation_file: str,
+    validation_file: str | None,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -456,8 +489,15 @@ def finetune_ner(
     _seed(cfg.train.seed)
     max_length = tc.length("ner")
     stride = (max_length - 2) // 4 if tc.stride is None else tc.stride
-    train = read_conll(train_file, tc.scheme)[: tc.max_train_examples or None]
-    valid = read_conll(validation_file, tc.scheme)[: tc.max_eval_examples or None]
+    train, valid, validation_file = _held_out(
+        read_conll(train_file, tc.scheme),
+        validation_file,
+        lambda f: read_conll(f, tc.scheme),
+        cfg,
+        train_file,
+        lambda s: s["line"],
+    )
+    train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     labels = label_list([s["tags"] for s in train])
     label2id = {t: i for i, t in enumerate(labels)}
     for s in valid:
@@ -525,7 +565,7 @@ def finetune_ner(
 def finetune_qa(
     model_dir: str,
     train_file: str,
-    validation_file: str,
+    validation_file: str | None,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -543,8 +583,10 @@ def finetune_qa(
     tc = cfg.task
     _seed(cfg.train.seed)
     max_length, stride = tc.length("qa"), 128 if tc.stride is None else tc.stride
-    train = read_squad(train_file)[: tc.max_train_examples or None]
-    valid = read_squad(validation_file)[: tc.max_eval_examples or None]
+    train, valid, validation_file = _held_out(
+        read_squad(train_file), validation_file, read_squad, cfg, train_file, lambda ex: ex.title or ex.context
+    )  # held out by article: questions about one passage stay on one side
+    train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     version_2 = tc.version_2 if tc.version_2 is not None else any(ex.is_impossible for ex in train)
     tok = BertTokenizer.from_pretrained(model_dir)
     model = BertForQuestionAnswering.from_pretrained(model_dir, num_labels=2, ignore_mismatched_sizes=True)
@@ -603,7 +645,9 @@ def finetune_qa(
     return _run(task, cfg, output_dir, show_progress, resume)
 
 
-def finetune(task: str, model_dir: str, train_file: str, validation_file: str, output_dir: str, **kwargs) -> dict:
+def finetune(
+    task: str, model_dir: str, train_file: str, validation_file: str | None, output_dir: str, **kwargs
+) -> dict:
     """``finetune("classification" | "ner" | "qa", ...)``: the function for the task, with its keyword arguments."""
     functions = {"classification": finetune_classification, "ner": finetune_ner, "qa": finetune_qa}
     if task not in functions:

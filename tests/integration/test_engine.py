@@ -279,3 +279,41 @@ def test_integer_labels_are_ordered_numerically():
     rows = [{"label": v, "line": i} for i, v in enumerate(["10", "2", "1", "2"])]
     _, label2id = classification_labels(rows, "x", "single", None)
     assert list(label2id) == ["1", "2", "10"]
+
+
+def test_validation_split_holds_out_seeded_rows_when_there_is_no_validation_file(sentiment, tmp_path):
+    cfg = _ft_config(epochs=1, validation_split=0.25)
+    result = finetune_classification(
+        sentiment["model"],
+        sentiment["train"],
+        None,
+        str(tmp_path / "s"),
+        text_column="text",
+        cfg=cfg,
+        show_progress=False,
+    )
+    held = [json.loads(x)["line"] for x in (tmp_path / "s" / "predictions_validation.jsonl").read_text().splitlines()]
+    assert len(held) == 5 and "accuracy" in result  # round(0.25 x 19 rows)
+    again = finetune_classification(
+        sentiment["model"],
+        sentiment["train"],
+        None,
+        str(tmp_path / "t"),
+        text_column="text",
+        cfg=cfg,
+        show_progress=False,
+    )
+    assert again["accuracy"] == result["accuracy"]
+    assert [
+        json.loads(x)["line"] for x in (tmp_path / "t" / "predictions_validation.jsonl").read_text().splitlines()
+    ] == held  # seeded
+    with pytest.raises(ValueError, match="no validation data: give a validation file"):
+        finetune_classification(
+            sentiment["model"],
+            sentiment["train"],
+            None,
+            str(tmp_path / "u"),
+            text_column="text",
+            cfg=_ft_config(),
+            show_progress=False,
+        )

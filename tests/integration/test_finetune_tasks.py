@@ -206,3 +206,17 @@ def test_finetune_ner_and_qa_commands(tiny_checkpoint, data_dir, tmp_path, capsy
         == 0
     )
     assert '"exact_match"' in capsys.readouterr().out
+
+
+def test_qa_validation_split_keeps_each_article_on_one_side(tiny_checkpoint, data_dir, tmp_path):
+    from bertforge.tasks.readers import read_squad
+
+    train = squad_slice(data_dir, tmp_path / "train.json", slice(0, 4), paragraphs=1)
+    cfg = FinetuneConfig.build(**FAST, max_length=96, stride=32, max_query_length=24, validation_split=0.25)
+    finetune_qa(str(tiny_checkpoint), str(train), None, str(tmp_path / "out"), cfg=cfg, show_progress=False)
+    held = {json.loads(x)["id"] for x in (tmp_path / "out" / "predictions_validation.jsonl").read_text().splitlines()}
+    by_article: dict = {}
+    for ex in read_squad(str(train)):
+        by_article.setdefault(ex.title, set()).add(ex.id)
+    held_articles = [t for t, ids in by_article.items() if ids & held]
+    assert len(held_articles) == 1 and by_article[held_articles[0]] == held  # one whole article of four
