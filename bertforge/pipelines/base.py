@@ -102,6 +102,15 @@ class Pipeline:
         self.show_progress = show_progress
 
     def _check_head(self, path: str) -> None:
+        # A sentence classifier and a token classifier both name their head "classifier.": the saved architecture
+        # tells them apart (a sentence classifier run as NER would return entity groups named after its classes).
+        saved = (self.model.config.architectures or [None])[0]
+        rivals = {"BertForSequenceClassification": "text-classification", "BertForTokenClassification": "ner"}
+        if saved in rivals and self.model_class.__name__ in rivals and saved != self.model_class.__name__:
+            raise ValueError(
+                f"{path} holds a {saved} (a checkpoint for {rivals[saved]}), not a "
+                f"{self.model_class.__name__}; run it as {rivals[saved]}, or {self.head_hint}"
+            )
         report = self.model.load_report
         if self.head and report is not None and any(name.startswith(self.head) for name in report.missing):
             raise ValueError(

@@ -150,3 +150,8 @@ def test_inputs_of_the_wrong_kind_get_a_clear_error(cls_dir):
             pipe(bad)
     with pytest.raises(ValueError, match="a batch needs at least one sequence of at least one token"):
         pipe.model(torch.zeros(1, 0, dtype=torch.long))
+
+
+def test_a_sentence_classifier_is_not_run_as_ner(cls_dir):
+    with pytest.raises(ValueError, match="holds a BertForSequenceClassification .* run it as text-classification"):
+        bertforge.pipeline("ner", model=cls_dir)
