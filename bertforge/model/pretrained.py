@@ -52,8 +52,9 @@ class PreTrainedBert(nn.Module):
         """'' for BertModel itself, 'bert.' for head classes."""
         return "" if hasattr(self, "embeddings") else "bert."
 
-    def num_parameters(self, trainable_only: bool = False) -> int:
-        """Number of distinct parameters (tied weights counted once)."""
+    def num_parameters(self, trainable_only: bool = False, *, only_trainable: bool = False) -> int:
+        """Number of distinct parameters (tied weights counted once); ``only_trainable`` is transformers' name."""
+        trainable_only = trainable_only or only_trainable
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     # ---- loading -------------------------------------------------------------------------------------------------

@@ -29,8 +29,8 @@ class QuestionAnsweringPipeline(Pipeline):
     def __call__(
         self,
         inputs=None,
-        *,
         question: str | list[str] | None = None,
+        *,
         context: str | list[str] | None = None,
         top_k: int = 1,
         doc_stride: int = 128,
@@ -38,8 +38,11 @@ class QuestionAnsweringPipeline(Pipeline):
         max_question_len: int = 64,
         handle_impossible_answer: bool = False,
     ):
-        """``pipe(question=..., context=...)``, ``pipe({"question": ..., "context": ...})`` or a list of such
-        dicts. Returns ``{"score", "start", "end", "answer"}`` per question (a list of ``top_k`` when top_k > 1)."""
+        """``pipe(question=..., context=...)``, ``pipe(question, context)``, ``pipe({"question": ..., "context":
+        ...})`` or a list of such dicts. Returns ``{"score", "start", "end", "answer"}`` per question (a list of
+        ``top_k`` when top_k > 1)."""
+        if isinstance(inputs, str) and isinstance(question, str) and context is None:
+            inputs, question, context = None, inputs, question  # pipe(question, context), positionally
         if inputs is None:
             if question is None or context is None:
                 raise ValueError("give question= and context= (or dicts with 'question' and 'context')")

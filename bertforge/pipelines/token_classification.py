@@ -16,6 +16,7 @@ import numpy as np
 
 from bertforge.model import BertForTokenClassification
 from bertforge.pipelines.base import Pipeline, as_list, check_texts, softmax
+from bertforge.utils import logger
 
 STRATEGIES = ("none", "simple", "first", "average", "max")
 
@@ -78,8 +79,21 @@ class TokenClassificationPipeline(Pipeline):
     head = "classifier."
     head_hint = "use a checkpoint fine-tuned for NER (bertforge finetune ner writes one)"
 
-    def __call__(self, inputs, *, aggregation_strategy: str = "none", ignore_labels=("O",), stride: int | None = None):
-        """Entities of a text or of each text of a list (see the module doc for the strategies)."""
+    def __call__(
+        self,
+        inputs,
+        *,
+        aggregation_strategy: str = "none",
+        ignore_labels=("O",),
+        stride: int | None = None,
+        grouped_entities: bool | None = None,
+    ):
+        """Entities of a text or of each text of a list (see the module doc for the strategies).
+        ``grouped_entities=True`` is transformers' old spelling of ``aggregation_strategy="simple"`` (deprecated)."""
+        if grouped_entities is not None:
+            logger.warning('grouped_entities is deprecated (as in transformers): use aggregation_strategy="simple"')
+            if grouped_entities and aggregation_strategy == "none":
+                aggregation_strategy = "simple"
         strategy = aggregation_strategy.lower() if isinstance(aggregation_strategy, str) else aggregation_strategy
         if strategy not in STRATEGIES:
             raise ValueError(f"aggregation_strategy={aggregation_strategy!r} is not one of {STRATEGIES}")

@@ -383,6 +383,15 @@ class BertTokenizer:
         """WordPiece tokens of a text, without special tokens."""
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
 
+    def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs) -> list[int]:
+        """The ids of one text (or pair), with [CLS]/[SEP] unless ``add_special_tokens=False`` (transformers'
+        ``encode``); keywords such as ``truncation`` and ``max_length`` are those of the call."""
+        return self(text, text_pair, add_special_tokens=add_special_tokens, **kwargs)["input_ids"]
+
+    def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """WordPiece tokens -> text: ``##`` pieces joined to the piece before them."""
+        return " ".join(tokens).replace(" ##", "").strip()
+
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]):
         """Token(s) -> id(s); unknown tokens give the [UNK] id."""
         if isinstance(tokens, str):

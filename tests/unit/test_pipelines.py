@@ -155,3 +155,23 @@ def test_inputs_of_the_wrong_kind_get_a_clear_error(cls_dir):
 def test_a_sentence_classifier_is_not_run_as_ner(cls_dir):
     with pytest.raises(ValueError, match="holds a BertForSequenceClassification .* run it as text-classification"):
         bertforge.pipeline("ner", model=cls_dir)
+
+
+def test_the_transformers_habits_carry_over(tmp_path, minilm, cls_dir):
+    tok = BertTokenizer.from_pretrained(minilm)
+    ids = tok.encode("Hello world")
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.encode("Hello world", add_special_tokens=False) == ids[1:-1]
+    assert tok.convert_tokens_to_string(tok.tokenize("unaffable tokenization")) == "unaffable tokenization"
+    clf = bertforge.BertForSequenceClassification.from_pretrained(cls_dir)
+    assert clf.num_parameters(only_trainable=True) == clf.num_parameters(trainable_only=True) > 0
+    ner_dir = make(
+        tmp_path / "ner2", "BertForTokenClassification", minilm, num_labels=3, id2label={0: "O", 1: "B-PER", 2: "I-PER"}
+    )
+    ner = bertforge.pipeline("ner", model=ner_dir)
+    text = "Peter Blackburn met officials in Brussels."
+    assert ner(text, grouped_entities=True) == ner(text, aggregation_strategy="simple")
+    qa_dir = make(tmp_path / "qa", "BertForQuestionAnswering", minilm)
+    qa = bertforge.pipeline("question-answering", model=qa_dir)
+    context = "Paris is the capital of France."
+    assert qa("What is the capital?", context) == qa(question="What is the capital?", context=context)
