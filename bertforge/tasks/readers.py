@@ -54,15 +54,45 @@ def read_jsonl(path: str):
 RECORD_SUFFIXES = (".jsonl", ".json", ".parquet", ".arrow")
 
 
-def is_records(path: str) -> bool:
-    """Whether ``path`` is a records file (JSON lines / array, Parquet, Arrow) or a ``save_to_disk`` directory."""
+IN_MEMORY = "rows in memory"
+"""The name in messages of data given as Python rows (a list of dicts, a pandas DataFrame, a datasets.Dataset)."""
+
+
+def in_memory(source) -> bool:
+    """Whether ``source`` is data in memory rather than a path."""
+    return not isinstance(source, (str, os.PathLike))
+
+
+def is_records(path) -> bool:
+    """Whether ``path`` is a records file (JSON lines / array, Parquet, Arrow), a ``save_to_disk`` directory, or rows in
+    memory (a list of dicts, a pandas DataFrame, a ``datasets.Dataset``)."""
+    if in_memory(path):
+        return True
+    path = os.fspath(path)
     return path.endswith(RECORD_SUFFIXES) or (os.path.isdir(path) and _arrow_files(path) != [])
 
 
-def read_records(path: str):
+def _memory_rows(source) -> list:
+    """The rows of in-memory data: a pandas DataFrame's records, a datasets.Dataset's examples, or a list's items."""
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas.DataFrame
+        return source.to_dict("records")
+    try:
+        return list(source)
+    except TypeError:
+        raise ValueError(
+            f"training data must be a file path or rows (a list of dicts, a DataFrame, a Dataset), "
+            f"got {type(source).__name__}"
+        ) from None
+
+
+def read_records(path):
     """(place, record) for each record of a JSON-lines file ("line N"), a JSON array ("record N"), a Parquet or Arrow
-    file or a ``datasets`` ``save_to_disk`` directory ("row N"). A record that is not an object names its place."""
-    if path.endswith((".parquet", ".arrow")) or os.path.isdir(path):
+    file, a ``datasets`` ``save_to_disk`` directory or rows in memory ("row N"). A record that is not an object
+    names its place."""
+    if in_memory(path):
+        pairs = ((f"row {i}", obj) for i, obj in enumerate(_memory_rows(path), 1))
+        path = IN_MEMORY
+    elif path.endswith((".parquet", ".arrow")) or os.path.isdir(path):
         rows = _arrow_rows(path)
         places = (f"row {i}" for i in range(1, len(rows) + 1))
         pairs = zip(places, rows)
@@ -120,6 +150,11 @@ def _arrow_rows(path: str) -> list[dict]:
 def label_names(path: str, column: str) -> list[str] | None:
     """The class names of an integer label column, from the ``datasets`` metadata of a Parquet file or a
     ``save_to_disk`` directory (``features.COLUMN`` as a ClassLabel, or a sequence of them); None when absent."""
+    if in_memory(path):  # a datasets.Dataset carries its features
+        feature = getattr(path, "features", {}).get(column) if hasattr(getattr(path, "features", None), "get") else None
+        while feature is not None and not hasattr(feature, "names") and hasattr(feature, "feature"):
+            feature = feature.feature
+        return list(feature.names) if feature is not None and hasattr(feature, "names") else None
     info = None
     try:
         if os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_info.json")):
@@ -175,7 +210,8 @@ def read_table(
     rows: list[dict] = []
     if is_records(path):
         names = label_names(path, str(label_column)) if label_column is not None else None
-        for place, obj in read_records(path):
+        source, path = path, (IN_MEMORY if in_memory(path) else path)
+        for place, obj in read_records(source):
             for col in (text_column, text_pair_column, label_column):
                 if col is not None and col not in obj:
                     raise ValueError(f"{path}: {place}: no field {col!r}; the record has {', '.join(map(str, obj))}")
@@ -243,7 +279,7 @@ def read_conll(path: str, scheme: str = "auto") -> list[dict]:
     """
     sentences = _conll_records(path) if is_records(path) else _conll_file(path)
     if not sentences:
-        raise ValueError(f"{path} holds no sentences")
+        raise ValueError(f"{IN_MEMORY if in_memory(path) else path} holds no sentences")
     return _to_iob2(sentences, scheme)
 
 
@@ -251,7 +287,8 @@ def _conll_records(path: str) -> list[dict]:
     """Sentences from records with ``tokens`` and ``ner_tags`` (tag names, or ids named by the dataset's features)."""
     names = label_names(path, "ner_tags")
     sentences = []
-    for place, obj in read_records(path):
+    source, path = path, (IN_MEMORY if in_memory(path) else path)
+    for place, obj in read_records(source):
         tokens, tags = obj.get("tokens"), obj.get("ner_tags", obj.get("tags"))
         if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
             raise ValueError(f"{path}: {place}: expected 'tokens' and 'ner_tags' lists of the same length")
@@ -338,6 +375,8 @@ def read_squad(path: str) -> list[SquadExample]:
     """Questions of a SQuAD v1.1 / v2.0 file (v2.0's unanswerable questions have no answers), or of records in the
     ``datasets`` squad layout. A missing field, a non-integer ``answer_start`` or an answer that is not where its start
     says name the file and question."""
+    if in_memory(path):
+        return [_squad_record(IN_MEMORY, place, obj) for place, obj in read_records(path)]
     if is_records(path) and not (path.endswith(".json") and not _starts_with(path, "[") and _has_data_key(path)):
         return [_squad_record(path, place, obj) for place, obj in read_records(path)]
     with _open(path) as fh:

@@ -49,7 +49,7 @@ from bertforge.tasks.classification import (
 from bertforge.tasks.features import collate, predict
 from bertforge.tasks.ner import label_list, ner_features, word_predictions
 from bertforge.tasks.qa import best_answers, qa_features
-from bertforge.tasks.readers import read_conll, read_squad, read_table
+from bertforge.tasks.readers import IN_MEMORY, in_memory, read_conll, read_squad, read_table
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import distributed as dist_
 from bertforge.training.engine import BatchPlan, Job, Objective, fit, full_state
@@ -326,7 +326,7 @@ def _held_out(
     validation_file: str | None,
     read: Callable[[str], list],
     cfg: FinetuneConfig,
-    train_file: str,
+    train_file: Any,
     group: Callable[[Any], Any],
 ) -> tuple[list, list, str]:
     """(training items, validation items, the validation data's name): the validation file when there is one, else
@@ -335,7 +335,7 @@ def _held_out(
     if validation_file is not None:
         if fraction is not None:
             raise ValueError("give a validation file or --validation-split, not both")
-        return items, read(validation_file), validation_file
+        return items, read(validation_file), _name(validation_file)
     if fraction is None:
         raise ValueError("no validation data: give a validation file (--validation) or --validation-split 0.1")
     groups = list(dict.fromkeys(group(x) for x in items))
@@ -351,6 +351,11 @@ def _held_out(
     )
 
 
+def _name(source: Any) -> str:
+    """How messages name training data: its path, or "rows in memory" for a list, DataFrame or Dataset."""
+    return IN_MEMORY if in_memory(source) else str(source)
+
+
 def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> FinetuneConfig:
     cfg = cfg or FinetuneConfig()
     if task_options:
@@ -361,8 +366,8 @@ def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> Finetun
 # ---- classification ---------------------------------------------------------------------------------------------
 def finetune_classification(
     model_dir: str,
-    train_file: str,
-    validation_file: str | None,
+    train_file: Any,
+    validation_file: Any,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -390,6 +395,7 @@ def finetune_classification(
         return read_table(path, tc.text_column, tc.label_column, tc.text_pair_column, not tc.no_header)
 
     train_rows = rows_of(train_file)
+    train_file = _name(train_file)
     if not train_rows:
         raise ValueError(f"{train_file} holds no rows")
     train_rows, valid_rows, validation_file = _held_out(
@@ -472,8 +478,8 @@ def finetune_classification(
 # ---- NER ------------------------------------------------------------------------------------------------------------
 def finetune_ner(
     model_dir: str,
-    train_file: str,
-    validation_file: str | None,
+    train_file: Any,
+    validation_file: Any,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -564,8 +570,8 @@ def finetune_ner(
 # ---- QA -------------------------------------------------------------------------------------------------------------
 def finetune_qa(
     model_dir: str,
-    train_file: str,
-    validation_file: str | None,
+    train_file: Any,
+    validation_file: Any,
     output_dir: str,
     *,
     test_file: str | None = None,
@@ -584,7 +590,7 @@ def finetune_qa(
     _seed(cfg.train.seed)
     max_length, stride = tc.length("qa"), 128 if tc.stride is None else tc.stride
     train, valid, validation_file = _held_out(
-        read_squad(train_file), validation_file, read_squad, cfg, train_file, lambda ex: ex.title or ex.context
+        read_squad(train_file), validation_file, read_squad, cfg, _name(train_file), lambda ex: ex.title or ex.context
     )  # held out by article: questions about one passage stay on one side
     train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     version_2 = tc.version_2 if tc.version_2 is not None else any(ex.is_impossible for ex in train)

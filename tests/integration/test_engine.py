@@ -317,3 +317,41 @@ def test_validation_split_holds_out_seeded_rows_when_there_is_no_validation_file
             cfg=_ft_config(),
             show_progress=False,
         )
+
+
+def test_finetuning_takes_rows_in_memory(sentiment, tmp_path):
+    """Lists of dicts, and anything shaped like a datasets.Dataset (iterable rows + features with ClassLabel names),
+    instead of files."""
+    rows = [json.loads(x) for x in open(sentiment["train"])]
+    valid = [json.loads(x) for x in open(sentiment["valid"])]
+
+    class Names:
+        names = ["neg", "pos"]
+
+    class FakeDataset(list):  # what datasets.Dataset offers: iteration over dict rows, and features
+        features = {"label": Names()}
+
+    as_ids = FakeDataset({"text": r["text"], "label": int(r["label"])} for r in rows)
+    valid_ids = FakeDataset({"text": r["text"], "label": int(r["label"])} for r in valid)
+    result = finetune_classification(
+        sentiment["model"],
+        as_ids,
+        valid_ids,
+        str(tmp_path / "m"),
+        text_column="text",
+        cfg=_ft_config(epochs=1),
+        show_progress=False,
+    )
+    assert "accuracy" in result
+    config = json.loads((tmp_path / "m" / "best" / "config.json").read_text())
+    assert set(config["label2id"]) == {"neg", "pos"}  # the Dataset's class names
+    with pytest.raises(ValueError, match="rows in memory: row 2: no field 'text'"):
+        finetune_classification(
+            sentiment["model"],
+            [rows[0], {"x": 1}],
+            valid,
+            str(tmp_path / "b"),
+            text_column="text",
+            cfg=_ft_config(),
+            show_progress=False,
+        )
