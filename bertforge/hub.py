@@ -62,8 +62,8 @@ def resolve_model(name: str | os.PathLike) -> str:
     found = _from_package(text) or _from_cache(text)
     if found:
         return found
-    if "/" in text.strip("/") and text.startswith(("/", ".", "~")):
-        raise FileNotFoundError(f"{text} does not exist")
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text:
+        raise FileNotFoundError(f"{text} does not exist")  # a path, not a Hub name (those are NAME or ORG/NAME)
     if not offline() and importlib.util.find_spec("huggingface_hub") is not None:
         return _download(text)
     here = ", ".join(m.name for m in local_models()) or "none"

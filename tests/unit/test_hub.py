@@ -62,6 +62,8 @@ def test_an_unknown_name_offline_is_one_line_listing_what_is_here(hub_cache, cap
     assert "google-bert/bert-test" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model("./no/such/dir")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_model("runs/typo/hf")  # two slashes: a path, never sent to the Hub
 
 
 def test_online_a_name_not_here_is_downloaded_into_the_cache(hub_cache, monkeypatch, tmp_path):
