@@ -19,7 +19,7 @@ from bertforge.training.engine import BatchPlan
 from bertforge.training.finetune import finetune_classification
 from bertforge.training.pretrain import pretrain
 
-from .test_pretrain import corpus, tiny_run  # noqa: F401  (the session corpus fixture)
+from .test_pretrain import _exit_child, corpus, tiny_run  # noqa: F401  (the session corpus fixture)
 
 
 def _free_port() -> int:
@@ -61,6 +61,7 @@ def _pretrain_worker(rank, world, port, cfg_dict, out):
     if rank == 0:
         with open(out, "w") as fh:
             json.dump({"losses": result.losses, "eval": result.eval}, fh)
+    _exit_child()
 
 
 @pytest.mark.slow
@@ -95,6 +96,8 @@ def _eval_worker(rank, world, port, cfg_dict, out):
     if rank == 0:
         with open(out, "w") as fh:
             json.dump(result, fh)
+    if world > 1:  # a spawned rank (the single-rank case runs in the test process itself)
+        _exit_child()
 
 
 @pytest.mark.slow
@@ -186,6 +189,7 @@ def _step_losses(out) -> list[float]:
 def _finetune_worker(rank, world, port, data, out, cfg_dict):
     _join(rank, world, port)
     _finetune(data, out, FinetuneConfig.from_dict(cfg_dict))
+    _exit_child()
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import socket
+import sys
 
 import pytest
 import torch
@@ -149,6 +150,17 @@ def _worker(rank, world, port, cfg_dict, out):
     if rank == 0:
         with open(out, "w") as fh:
             json.dump(result.losses, fh)
+    _exit_child()
+
+
+def _exit_child() -> None:
+    """End a spawned rank without interpreter teardown. About 1 run in 10, a gloo/FSDP child that has finished all
+    its work and left the process group aborts at teardown ("terminate called without an active exception": a C++
+    thread still joinable when static objects are destroyed); the results are complete by then. Open problem, noted
+    for the next session: skipping teardown here keeps the equivalence tests about equivalence."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.slow
