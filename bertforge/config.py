@@ -16,6 +16,7 @@ name, say), so adding an option is one field here. Units: tokens, sequences (sam
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -124,8 +125,14 @@ def _typed(label: str, value: Any, hint: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A config class's field types, resolved once (every config construction validates against them)."""
+    return typing.get_type_hints(cls)
+
+
 def _validate(section: object) -> None:
-    hints = typing.get_type_hints(type(section))
+    hints = _hints(type(section))  # type: ignore[arg-type]  # classes are hashable
     for f in dataclasses.fields(section):  # type: ignore[arg-type]
         _check(section, f, hints[f.name])
 
@@ -451,8 +458,9 @@ def _finetune_train() -> TrainConfig:
 
 @dataclass(kw_only=True)
 class FinetuneConfig(_Sections):
-    """Fine-tuning with BERT's recipe: AdamW lr 3e-5, weight decay 0.01 off biases and LayerNorm, 10% warm-up then
-    linear decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA)."""
+    """Fine-tuning with BERT's recipe: AdamW, weight decay 0.01 off biases and LayerNorm, 10% warm-up then linear
+    decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA); lr 3e-5 for full fine-tuning, and each other
+    strategy's own when none is given (STRATEGY_LR)."""
 
     SECTIONS = ("optim", "train", "task", "adapt")
     optim: OptimConfig = field(default_factory=_finetune_optim)

@@ -100,6 +100,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (one that exists but belongs to another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -28,6 +28,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from bertforge.utils import process_alive
+
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
 DTYPES: dict[int, type] = {
@@ -172,21 +174,11 @@ def _remove_leftovers(directory: str, base: str) -> None:
         if not name.startswith(f".{base}.bin."):
             continue
         pid = name[len(f".{base}.bin.") :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             os.remove(os.path.join(directory, name))
     idx_tmp = os.path.join(directory, base + ".idx.tmp")
     if os.path.exists(idx_tmp) and not any(n.startswith(f".{base}.bin.") for n in os.listdir(directory)):
         os.remove(idx_tmp)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _copy(src, dst) -> None:

@@ -10,8 +10,10 @@ translation step. Fields that transformers writes but BERT does not use (``use_c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,13 +200,16 @@ class BertConfig:
         return dataclasses.replace(self, **changes)
 
 
+@functools.lru_cache(maxsize=1)
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(BertConfig)
+
+
 def _check_types(config: BertConfig) -> None:
     """Refuse values of the wrong type (a string where config.json needs a number, a list for id2label) with a
     message naming the field, before any arithmetic on them."""
-    import typing
-
     names = {float: "a number", int: "an integer", str: "a string", bool: "true or false", dict: "a mapping"}
-    hints = typing.get_type_hints(BertConfig)
+    hints = _field_types()
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         hint = hints[f.name]

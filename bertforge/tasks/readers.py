@@ -377,13 +377,15 @@ def read_squad(path: str) -> list[SquadExample]:
     says name the file and question."""
     if in_memory(path):
         return [_squad_record(IN_MEMORY, place, obj) for place, obj in read_records(path)]
-    if is_records(path) and not (path.endswith(".json") and not _starts_with(path, "[") and _has_data_key(path)):
+    if is_records(path) and not (path.endswith(".json") and not _starts_with(path, "[")):
         return [_squad_record(path, place, obj) for place, obj in read_records(path)]
-    with _open(path) as fh:
+    with _open(path) as fh:  # parsed once: SQuAD's own layout, or one squad row in a .json file
         try:
             data = json.load(fh)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if path.endswith(".json") and isinstance(data, dict) and "data" not in data:
+        return [_squad_record(path, "record 1", data)]
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise ValueError(f"{path}: not a SQuAD file (no top-level 'data' list)")
     examples = []
@@ -412,15 +414,6 @@ def read_squad(path: str) -> list[SquadExample]:
                     )
                 )
     return examples
-
-
-def _has_data_key(path: str) -> bool:
-    with _open(path) as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError:
-            return True  # let read_squad report the JSON error
-    return isinstance(data, dict) and "data" in data
 
 
 def _squad_record(path: str, place: str, obj: dict) -> SquadExample:

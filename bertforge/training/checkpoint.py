@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertforge.utils import atomic_directory, atomic_write_text, logger
+from bertforge.utils import atomic_directory, atomic_write_text, logger, process_alive
 
 LATEST = "latest"
 STATE_FILE = "trainer_state.pt"
@@ -229,15 +229,7 @@ class RunLock:
 
 def _stale(pid: str, host: str) -> bool:
     """Whether the process ``pid`` on ``host`` is known to be gone (only decidable on this host)."""
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, ValueError):
-        return False
-    return False
+    return host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid))
 
 
 _TEMP = re.compile(r"\A\..+\.tmp\Z")

@@ -44,7 +44,7 @@ from bertforge.config import OptimConfig, TrainConfig
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
 from bertforge.training.optim import build_optimizer, build_scheduler
-from bertforge.training.plot import plot_metrics, read_records
+from bertforge.training.plot import plot_metrics, read_metrics
 from bertforge.utils import atomic_write_text, autocast, logger, progress, warn_if_emulated_bf16
 
 
@@ -532,7 +532,7 @@ def _continue_record(path: str, start_step: int) -> None:
         os.replace(path, aside)
         logger.info("an earlier run's %s was moved to %s", os.path.basename(path), aside)
         return
-    kept = [r for r in read_records(path) if r.get("step", 0) <= start_step]
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= start_step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 

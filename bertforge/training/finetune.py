@@ -272,7 +272,7 @@ def _train(
 def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
     """What a user should hear about a run that learned nothing: the best epoch predicts one class (or, for NER, no
     entity) for every validation example, or the epochs' mean training loss did not move."""
-    from bertforge.training.plot import read_records
+    from bertforge.training.plot import read_metrics
 
     warnings = []
     advice = (
@@ -282,7 +282,7 @@ def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
     path = os.path.join(output_dir, "predictions_validation.jsonl")
     values: list[str] = []
     words = False
-    for r in read_records(path) if os.path.exists(path) else []:
+    for r in read_metrics(path) if os.path.exists(path) else []:
         if "answers" in r:  # QA: answers are spans, not classes
             continue
         words = "tokens" in r
@@ -292,7 +292,7 @@ def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
         what = "O (no entity) for every word" if words else f"{values[0]} for all {len(values)} validation examples"
         warnings.append(f"the best model predicts {what}: it learned nothing that tells the classes apart; {advice}")
     metrics = os.path.join(output_dir, "metrics.jsonl")
-    losses = [r["train_loss"] for r in read_records(metrics) if "epoch" in r] if os.path.exists(metrics) else []
+    losses = [r["train_loss"] for r in read_metrics(metrics) if "epoch" in r] if os.path.exists(metrics) else []
     if len(losses) >= 2 and losses[-1] >= 0.98 * losses[0]:
         warnings.append(
             f"the training loss did not move over {len(losses)} epochs ({losses[0]:.4f} -> {losses[-1]:.4f}); {advice}"
@@ -562,7 +562,7 @@ def finetune_ner(
         f"{model_dir} for NER ({len(labels)} tags)",
         test if test_file else None,
         token_label_keys=("labels",),
-        metrics=("precision", "recall", "f1", *sorted({f"f1_{t[2:]}" for t in labels if t != "O"})),
+        metrics=tuple(M.entity_scores([labels], [labels])),  # every tag once: every entity type's score
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 

@@ -17,7 +17,7 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
 
     train: list[dict] = []
     evals: list[dict] = []
-    for r in read_records(metrics_path):  # a line torn by a kill is skipped
+    for r in read_metrics(metrics_path):  # a line torn by a kill is skipped
         (evals if any(k.startswith("eval_") for k in r) else train).append(r)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
 
@@ -59,8 +59,9 @@ def plot_metrics(metrics_path: str, png_path: str) -> None:
     plt.close(fig)
 
 
-def read_records(path: str) -> list[dict[str, Any]]:
-    """The JSON records of a metrics.jsonl, skipping a line that a kill cut off (or any line that is not a record)."""
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The JSON records of a JSON-lines file a run wrote (metrics.jsonl, predictions), skipping a line that a kill cut
+    off (or any line that is not a record)."""
     records = []
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
