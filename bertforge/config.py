@@ -31,8 +31,20 @@ OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
 TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase")
-STRATEGIES = ("full", "head", "lora")
-STRATEGY_LR = {"full": 3e-5, "head": 2e-2, "lora": 2e-3}
+STRATEGIES = ("full", "head", "freeze", "lora", "adapter", "prompt", "prefix")
+STRATEGY_LR = {
+    "full": 3e-5,
+    "head": 2e-2,
+    "freeze": 5e-5,
+    "lora": 2e-3,
+    "adapter": 1e-3,
+    "prompt": 3e-2,
+    "prefix": 1e-2,
+}
+"""Default peak learning rates of the fine-tuning strategies (AdamW): the few trained parameters of the efficient
+methods want rates 30-1000x BERT's 3e-5 (LoRA: Hu et al. use 4e-4..5e-4 on RoBERTa-base with more epochs; prompt
+tuning: Lester et al. 0.3 with Adafactor; P-tuning v2: 5e-3..1e-2)."""
+UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
 """Fine-tuning's default peak learning rate per strategy: BERT's 3e-5 for full fine-tuning; a frozen encoder's head
 and LoRA's low-rank updates need far larger steps (measured on SST-2, see the README)."""
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
@@ -340,7 +352,30 @@ class AdaptConfig:
     """Which parameters fine-tuning trains and what small modules it inserts."""
 
     strategy: str = opt("full", choices=STRATEGIES)
-    """full (every weight), head (the task head only; the encoder frozen) or lora (low-rank adapters + head)."""
+    """full (every weight), head (the task head only), freeze (embeddings + the bottom --freeze-layers layers frozen,
+    optionally unfrozen gradually), lora (low-rank updates), adapter (bottleneck adapters), prompt (soft prompt
+    tokens) or prefix (trained keys/values in every layer); the task head always trains."""
+    freeze_layers: int = opt(0, minimum=0)
+    """Strategy freeze: the bottom K encoder layers (and the embeddings) stay frozen."""
+    unfreeze: str = opt("none", choices=UNFREEZE_SCHEDULES)
+    """Strategy freeze: gradual unfreezing (ULMFiT): start with the top layer, unfreeze one more layer (down to
+    --freeze-layers, the embeddings last when it is 0) every epoch or every --unfreeze-steps steps."""
+    unfreeze_steps: int = opt(100, minimum=1)
+    """Steps between unfreezings with --unfreeze steps."""
+    adapter_size: int = opt(64, minimum=1)
+    """Strategy adapter: the bottleneck width."""
+    adapter_placement: str = opt("houlsby", choices=("houlsby", "pfeiffer"))
+    """Strategy adapter: houlsby (after attention and after the feed-forward block) or pfeiffer (feed-forward only)."""
+    prompt_tokens: int = opt(20, minimum=1)
+    """Strategy prompt: the number of soft tokens in front of each input."""
+    prompt_init: str = opt("vocab", choices=("vocab", "text", "random"))
+    """Strategy prompt: start from the embeddings of random vocabulary tokens, of --prompt-init-text, or at random."""
+    prompt_init_text: str | None = None
+    """Strategy prompt: the text whose token embeddings (repeated to the prompt length) start the prompt."""
+    prefix_tokens: int = opt(20, minimum=1)
+    """Strategy prefix: the number of trained key/value positions in every layer."""
+    prefix_projection: int = opt(0, minimum=0)
+    """Strategy prefix: the hidden width of the reparameterisation MLP used in training (0: none); folded at save."""
     lora_r: int | None = opt(None, minimum=1)
     """LoRA rank; giving it selects strategy lora."""
     lora_alpha: float = 16.0
@@ -355,8 +390,12 @@ class AdaptConfig:
             self.strategy = "lora"
         if self.strategy == "lora" and self.lora_r is None:
             self.lora_r = 8
-        if self.strategy == "head" and self.lora_r:
-            raise ValueError("adapt.strategy head and lora_r are exclusive: LoRA already freezes the encoder")
+        if self.strategy not in ("full", "lora") and self.lora_r:
+            raise ValueError(f"adapt.strategy {self.strategy} and lora_r are exclusive: choose one strategy")
+        if self.prompt_init == "text" and not self.prompt_init_text:
+            raise ValueError("adapt.prompt_init text needs prompt_init_text (--prompt-init-text 'classify the review')")
+        if self.unfreeze != "none" and self.strategy != "freeze":
+            raise ValueError(f"adapt.unfreeze {self.unfreeze} is part of strategy freeze (got {self.strategy})")
         _validate(self)
 
 

@@ -45,19 +45,23 @@ def attend(
     dropout_p: float,
     backend: str = "sdpa",
     packed: Packing | None = None,
+    prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Multi-head attention on fused projections laid out [q | k | v].
 
     qkv (B, S, 3H) with key_mask (B, 1, 1, S) bool (True = attend) or None; or packed (T, 3H) with ``packed``.
-    ``backend`` "eager" returns the probabilities (B, N, S, S) too (padded layout only). Returns the context in the
-    layout of the input, (B, S, H) or (T, H), and the probabilities or None.
+    ``prefix``: trained keys and values (N, P, D) each (prefix tuning) that every query also attends to.
+    ``backend`` "eager" returns the probabilities (B, N, S, S) (or (B, N, S, P + S) with a prefix) too (padded
+    layout only). Returns the context in the layout of the input, (B, S, H) or (T, H), and the probabilities or None.
     """
     H = qkv.shape[-1] // 3
     D = H // num_heads
     if packed is not None:
-        return _packed(qkv, num_heads, D, key_mask, dropout_p, packed), None
+        return _packed(qkv, num_heads, D, key_mask, dropout_p, packed, prefix), None
     B, S, _ = qkv.shape
     q, k, v = qkv.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4)  # (B, S, 3H) -> 3 x (B, N, S, D)
+    if prefix is not None:
+        k, v, key_mask = with_prefix(k, v, key_mask, prefix)
     probs = None
     if backend == "eager":
         ctx, probs = eager_attention(q, k, v, key_mask, dropout_p)
@@ -66,11 +70,36 @@ def attend(
     return ctx.transpose(1, 2).reshape(B, S, H), probs  # (B, N, S, D) -> (B, S, H)
 
 
+def with_prefix(
+    k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None, prefix: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Keys and values (B, N, S, D) with the prefix (N, P, D) in front, and the key mask widened to match."""
+    B = k.shape[0]
+    pk, pv = (t.to(k.dtype).unsqueeze(0).expand(B, -1, -1, -1) for t in prefix)
+    k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
+    if key_mask is not None:
+        ones = key_mask.new_ones(*key_mask.shape[:-1], pk.shape[2]).expand(B, -1, -1, -1)
+        key_mask = torch.cat([ones, key_mask.expand(B, -1, -1, -1)], dim=-1)
+    return k, v, key_mask
+
+
 def _packed(
-    qkv: torch.Tensor, num_heads: int, D: int, key_mask: torch.Tensor | None, dropout_p: float, p: Packing
+    qkv: torch.Tensor,
+    num_heads: int,
+    D: int,
+    key_mask: torch.Tensor | None,
+    dropout_p: float,
+    p: Packing,
+    prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     T, H3 = qkv.shape
     H = H3 // 3
+    if prefix is not None:  # the prefix joins each sequence's keys: the padded block, where every row sees it
+        blocks = pad(qkv, p)
+        q, k, v = blocks.view(p.batch, p.seq, 3, num_heads, D).permute(2, 0, 3, 1, 4)
+        k, v, key_mask = with_prefix(k, v, key_mask, prefix)
+        ctx = attention(q, k, v, key_mask, dropout_p)
+        return unpad(ctx.transpose(1, 2).reshape(p.batch, p.seq, H), p)
     if _varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
         q, k, v = qkv.view(T, 3, num_heads, D).unbind(1)  # each (T, N, D)
         ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen)

@@ -93,10 +93,17 @@ class Embeddings(nn.Module):
         """Set by a tied MLM head: see ``_token``."""
 
     def forward(
-        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        token_type_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        prompt: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        # (B, S) ids -> (B, S, H)
-        x = self._token(input_ids) + self.segment(token_type_ids) + self.position(position_ids)
+        # (B, S) ids -> (B, S, H); with a soft prompt (P, H), ids (B, S - P) and the prompt in front as word vectors
+        words = self._token(input_ids)
+        if prompt is not None:
+            words = torch.cat([prompt.to(words.dtype).expand(words.shape[0], -1, -1), words], dim=1)
+        x = words + self.segment(token_type_ids) + self.position(position_ids)
         return self.dropout(self.norm(x))
 
     def _token(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -139,12 +146,18 @@ class SelfAttention(nn.Module):
         self.dropout_p = config.attention_probs_dropout_prob
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa", packed: Packing | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        backend: str = "sdpa",
+        packed: Packing | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend.
-        Returns the output in the layout of x, and the probabilities (eager backend) or None."""
+        """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend; ``prefix`` trained
+        keys and values (N, P, D) (prefix tuning). Returns the output in the layout of x, and the probabilities
+        (eager backend) or None."""
         dropout_p = self.dropout_p if self.training else 0.0
-        ctx, probs = attend(self.qkv_proj(x), self.num_heads, key_mask, dropout_p, backend, packed)
+        ctx, probs = attend(self.qkv_proj(x), self.num_heads, key_mask, dropout_p, backend, packed, prefix)
         return self.out_proj(ctx), probs
 
 
@@ -162,7 +175,9 @@ class FeedForward(nn.Module):
 
 
 class EncoderLayer(nn.Module):
-    """One post-LN transformer block: attention and feed-forward, each followed by dropout, residual add, LayerNorm."""
+    """One post-LN transformer block: attention and feed-forward, each followed by dropout, residual add, LayerNorm.
+    Bottleneck adapters (``adapter_attn``, ``adapter_ffn``; None unless a strategy inserts them) act on a sublayer's
+    output before its residual add."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -171,13 +186,26 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.norm_ffn = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
+        self.adapter_attn: nn.Module | None = None
+        self.adapter_ffn: nn.Module | None = None
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor | None, backend: str = "sdpa", packed: Packing | None = None
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor | None,
+        backend: str = "sdpa",
+        packed: Packing | None = None,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, probs = self.attn(x, key_mask, backend, packed)
-        x = self.norm_attn(x + self.dropout(attn_out))
-        x = self.norm_ffn(x + self.dropout(self.ffn(x)))
+        attn_out, probs = self.attn(x, key_mask, backend, packed, prefix)
+        attn_out = self.dropout(attn_out)
+        if self.adapter_attn is not None:
+            attn_out = self.adapter_attn(attn_out)
+        x = self.norm_attn(x + attn_out)
+        ffn_out = self.dropout(self.ffn(x))
+        if self.adapter_ffn is not None:
+            ffn_out = self.adapter_ffn(ffn_out)
+        x = self.norm_ffn(x + ffn_out)
         return x, probs
 
 
@@ -206,6 +234,10 @@ class BertModel(PreTrainedBert):
         self.gradient_checkpointing = False
         self.padding_free = True
         """Pack the real tokens of padded batches (see ``padding.py``); False runs every position."""
+        self.prompt: nn.Module | None = None
+        """A ``SoftPrompt`` (prompt tuning) whose vectors go in front of every input; None by default."""
+        self.prefix: nn.Module | None = None
+        """A ``PrefixEncoder`` (prefix tuning) whose keys and values every layer attends to; None by default."""
         self.apply(lambda m: init_weights(m, config))
 
     def set_attention_backend(self, backend: str) -> None:
@@ -244,9 +276,28 @@ class BertModel(PreTrainedBert):
                 output_attentions,
                 output_hidden_states,
             )
+        P_prompt = self.prompt.num_tokens if self.prompt is not None else 0
+        if (
+            self.prefix is not None
+            and position_ids is None
+            and isinstance(input_ids, torch.Tensor)
+            and input_ids.dim() == 2
+        ):
+            # as transformers does after cached keys: the real tokens' positions start after the prefix
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device) + self.prefix.num_tokens
+            position_ids = position_ids.expand_as(input_ids)
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
-            self.config, input_ids, attention_mask, token_type_ids, position_ids
+            self.config, input_ids, attention_mask, token_type_ids, position_ids, extra=P_prompt
         )
+        if P_prompt:  # the soft tokens in front: real to the mask, segment 0, positions 0..P-1 then the input's + P
+            B = input_ids.shape[0]
+            front = torch.ones(B, P_prompt, dtype=torch.long, device=input_ids.device)
+            if attention_mask is not None:
+                attention_mask = torch.cat([front.to(attention_mask.dtype), attention_mask], dim=1)
+            token_type_ids = torch.cat([front * 0, token_type_ids], dim=1)
+            position_ids = torch.cat(
+                [torch.arange(P_prompt, device=front.device).expand(B, -1), position_ids + P_prompt], 1
+            )
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
         # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
         # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
@@ -263,10 +314,15 @@ class BertModel(PreTrainedBert):
         packed = None
         if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
             packed = packing(attention_mask, total=attention_mask.numel() - padding, max_seqlen=longest)
-            input_ids, token_type_ids, position_ids = (
-                unpad(t, packed) for t in (input_ids, token_type_ids, position_ids)
-            )
-        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        if P_prompt:  # the prompt joins the word vectors in the padded layout, then the whole is packed
+            x = self.embeddings(input_ids, token_type_ids, position_ids, prompt=self.prompt())  # type: ignore[misc]
+            x = unpad(x, packed) if packed is not None else x
+        else:
+            if packed is not None:
+                input_ids, token_type_ids, position_ids = (
+                    unpad(t, packed) for t in (input_ids, token_type_ids, position_ids)
+                )
+            x = self.embeddings(input_ids, token_type_ids, position_ids)
         x, hidden_states, attentions = self._encode(
             x, key_mask, backend, packed, output_hidden_states, output_attentions
         )
@@ -274,6 +330,9 @@ class BertModel(PreTrainedBert):
             x = pad(x, packed)
             hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
         pooled = self.pooler(x) if self.pooler is not None else None
+        if P_prompt:  # heads read the real tokens; the pooler read position 0 (the first soft token), as in peft
+            x = x[:, P_prompt:]
+            hidden_states = tuple(h[:, P_prompt:] for h in hidden_states) if hidden_states else hidden_states
         return BaseModelOutput(x, pooled, hidden_states, attentions)
 
     def _encode(
@@ -289,11 +348,14 @@ class BertModel(PreTrainedBert):
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
         attentions: list | None = [] if output_attentions else None
-        for layer in self.layers:
+        prefixes = self.prefix.key_values() if self.prefix is not None else [None] * len(self.layers)  # type: ignore[operator]
+        for layer, prefix in zip(self.layers, prefixes):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x, probs = torch.utils.checkpoint.checkpoint(layer, x, key_mask, backend, packed, use_reentrant=False)
+                x, probs = torch.utils.checkpoint.checkpoint(
+                    layer, x, key_mask, backend, packed, prefix, use_reentrant=False
+                )
             else:
-                x, probs = layer(x, key_mask, backend, packed)
+                x, probs = layer(x, key_mask, backend, packed, prefix)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
@@ -321,6 +383,10 @@ class BertModel(PreTrainedBert):
             )
         if output_attentions:
             raise ValueError("output_attentions=True needs a padded batch (attention probabilities are (B, N, S, S))")
+        if self.prompt is not None:
+            raise ValueError(
+                "prompt tuning takes padded batches (input_ids (B, S) with attention_mask); the model packs them itself"
+            )
         if max_seqlen is None:
             raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
         if max_seqlen > self.config.max_position_embeddings:
@@ -335,6 +401,8 @@ class BertModel(PreTrainedBert):
         if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
             raise ValueError(f"cu_seqlens must be (batch + 1,), got shape {tuple(cu_seqlens.shape)}")
         packed, positions = packing_from_cu_seqlens(cu_seqlens, max_seqlen, T)
+        if self.prefix is not None and position_ids is None:
+            positions = positions + self.prefix.num_tokens  # after the prefix, as in the padded path
         position_ids = positions if position_ids is None else position_ids.reshape(-1)
         token_type_ids = torch.zeros_like(flat) if token_type_ids is None else token_type_ids.reshape(-1)
         check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None])
@@ -351,8 +419,9 @@ class BertModel(PreTrainedBert):
         )
 
 
-def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids):
-    """Validate and complete the public inputs; raise ValueError naming the bad input and by how much."""
+def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids, extra: int = 0):
+    """Validate and complete the public inputs; raise ValueError naming the bad input and by how much. ``extra``:
+    positions the model adds in front (a soft prompt's tokens)."""
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
         raise ValueError(f"input_ids must be a (batch, sequence) tensor of token ids, got {got}")
@@ -361,9 +430,10 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
     B, S = input_ids.shape
     if S == 0 or B == 0:
         raise ValueError(f"input_ids has shape {(B, S)}: a batch needs at least one sequence of at least one token")
-    if S > config.max_position_embeddings and position_ids is None:
+    if S + extra > config.max_position_embeddings and position_ids is None:
+        with_prompt = f" (with the {extra} prompt tokens)" if extra else ""
         raise ValueError(
-            f"input has {S} tokens, {S - config.max_position_embeddings} more than the model's "
+            f"input has {S} tokens{with_prompt}, {S + extra - config.max_position_embeddings} more than the model's "
             f"max_position_embeddings ({config.max_position_embeddings}); truncate or window the input"
         )
     for name, t in (
@@ -380,7 +450,9 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
         if token_type_ids is not None:
             _check_range("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
         if position_ids is not None:
-            _check_range("position_ids", position_ids, config.max_position_embeddings, "max_position_embeddings")
+            _check_range(
+                "position_ids", position_ids + extra, config.max_position_embeddings, "max_position_embeddings"
+            )
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
     if position_ids is None:
