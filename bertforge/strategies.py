@@ -67,7 +67,7 @@ def apply_strategy(model: nn.Module, cfg: AdaptConfig, tokenizer: Any = None) ->
     """Insert the strategy's modules and freeze what it does not train; returns the number of trainable parameters.
 
     ``tokenizer`` is needed only for a prompt started from a text (``prompt_init`` text)."""
-    backbone: Any = model.bert  # type: ignore[union-attr]
+    backbone: Any = model.bert
     config = backbone.config
     if cfg.strategy != "full":
         for p in backbone.parameters():
@@ -130,7 +130,7 @@ class UnfreezeSchedule:
     keeps DDP's and FSDP's parameter sets fixed)."""
 
     def __init__(self, model: nn.Module, cfg: AdaptConfig, steps_per_epoch: int):
-        backbone: Any = model.bert  # type: ignore[union-attr]
+        backbone: Any = model.bert
         self.layers = list(range(len(backbone.layers) - 1, cfg.freeze_layers - 1, -1))  # top first
         self.interval = steps_per_epoch if cfg.unfreeze == "epoch" else cfg.unfreeze_steps
         self.backbone = backbone
@@ -171,9 +171,11 @@ def save_adapter(model: nn.Module, cfg: AdaptConfig, directory: str, base: str |
 
     head_class = type(model).__name__
     config: Any = model.config
+    adapt = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()}
+    adapt["prefix_projection"] = 0  # saved folded: the table itself
     meta = {
         "strategy": cfg.strategy,
-        "adapt": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(cfg).items()},
+        "adapt": adapt,
         "head_class": head_class,
         "num_labels": config.num_labels,
         "id2label": {str(k): v for k, v in (config.id2label or {}).items()},
@@ -204,7 +206,7 @@ def _head_modules(model: nn.Module) -> list[str]:
 
 
 def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict[str, torch.Tensor], dict]:
-    backbone: Any = model.bert  # type: ignore[union-attr]
+    backbone: Any = model.bert
     config = backbone.config
     H = config.hidden_size
     common = {
@@ -281,6 +283,19 @@ def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict
     return tensors, {**prompt_common, "encoder_hidden_size": H, "prefix_projection": False}
 
 
+def remove_strategy(model: nn.Module) -> None:
+    """Take every inserted module out of ``model`` (LoRA unmerged first): the base encoder again."""
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                child.unmerge()
+                setattr(module, name, child.base)
+    backbone: Any = model.bert
+    backbone.prompt = backbone.prefix = None
+    for layer in backbone.layers:
+        layer.adapter_attn = layer.adapter_ffn = None
+
+
 def is_adapter_dir(path: str) -> bool:
     return os.path.isdir(path) and os.path.exists(os.path.join(path, ADAPTER_WEIGHTS))
 
@@ -331,9 +346,16 @@ _PEFT_LORA_KEY = re.compile(
 )
 
 
-def load_adapter(model: nn.Module, directory: str, cfg: AdaptConfig | None = None, meta: dict | None = None) -> None:
+def load_adapter(
+    model: nn.Module,
+    directory: str,
+    cfg: AdaptConfig | None = None,
+    meta: dict | None = None,
+    originals: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Insert the adapter of ``directory`` into ``model`` (a head model with the base weights) and load its tensors
-    (the head included). Raises ValueError naming the file and the tensors that do not fit."""
+    (the head included). ``originals`` receives copies of the base tensors the adapter overwrites (to switch back).
+    Raises ValueError naming the file and the tensors that do not fit."""
     from safetensors.torch import load_file
 
     from bertforge.model import convert
@@ -344,9 +366,9 @@ def load_adapter(model: nn.Module, directory: str, cfg: AdaptConfig | None = Non
     tensors = load_file(file)
     if meta.get("format") != "peft":
         apply_strategy(model, cfg)
-        _load_into(model, tensors, file)
+        _load_into(model, tensors, file, originals)
         return
-    backbone: Any = model.bert  # type: ignore[union-attr]
+    backbone: Any = model.bert
     H = backbone.config.hidden_size
     inverse = {v: k for k, v in _LORA_MODULES.items()}
     ours: dict[str, torch.Tensor] = {}
@@ -403,16 +425,20 @@ def load_adapter(model: nn.Module, directory: str, cfg: AdaptConfig | None = Non
     converted, unused = convert.hf_to_ours(head)
     if unused:
         raise ValueError(f"{file}: head tensors {unused} do not belong to a BERT head")
-    _load_into(model, converted, file)
+    _load_into(model, converted, file, originals)
 
 
-def _load_into(model: nn.Module, tensors: dict[str, torch.Tensor], file: str) -> None:
+def _load_into(
+    model: nn.Module, tensors: dict[str, torch.Tensor], file: str, originals: dict[str, torch.Tensor] | None = None
+) -> None:
     own = dict(model.named_parameters())
     for name, t in tensors.items():
         if name not in own:
             raise ValueError(f"{file}: tensor {name!r} has no place in a {type(model).__name__} with this strategy")
         if own[name].shape != t.shape:
             raise ValueError(f"{file}: tensor {name!r} is {tuple(t.shape)}, the model's is {tuple(own[name].shape)}")
+        if originals is not None and name not in originals:
+            originals[name] = own[name].detach().clone()
         with torch.no_grad():
             own[name].copy_(t)
 

@@ -95,6 +95,6 @@ class PrefixEncoder(nn.Module):
         if self.transform is None:
             return
         table = self().detach().clone()
-        self.embedding = nn.Embedding(*table.shape, device=table.device, dtype=table.dtype)
+        self.embedding = nn.Embedding(table.shape[0], table.shape[1], device=table.device, dtype=table.dtype)
         self.embedding.weight.copy_(table)
         self.transform = None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertforge.model.adapters import PrefixEncoder, SoftPrompt
 from bertforge.model.attention import attend
 from bertforge.model.config import BertConfig
 from bertforge.model.dropout import Dropout
@@ -234,9 +235,9 @@ class BertModel(PreTrainedBert):
         self.gradient_checkpointing = False
         self.padding_free = True
         """Pack the real tokens of padded batches (see ``padding.py``); False runs every position."""
-        self.prompt: nn.Module | None = None
+        self.prompt: SoftPrompt | None = None
         """A ``SoftPrompt`` (prompt tuning) whose vectors go in front of every input; None by default."""
-        self.prefix: nn.Module | None = None
+        self.prefix: PrefixEncoder | None = None
         """A ``PrefixEncoder`` (prefix tuning) whose keys and values every layer attends to; None by default."""
         self.apply(lambda m: init_weights(m, config))
 
@@ -312,7 +313,13 @@ class BertModel(PreTrainedBert):
         key_mask = real[:, None, None, :] if padding and real is not None else None
         backend = "eager" if output_attentions else self.attention_backend
         packed = None
-        if self.padding_free and backend == "sdpa" and padding > 0 and worth_unpadding(padding, attention_mask.numel()):
+        if (
+            self.padding_free
+            and backend == "sdpa"
+            and padding > 0
+            and attention_mask is not None
+            and worth_unpadding(padding, attention_mask.numel())
+        ):
             packed = packing(attention_mask, total=attention_mask.numel() - padding, max_seqlen=longest)
         if P_prompt:  # the prompt joins the word vectors in the padded layout, then the whole is packed
             x = self.embeddings(input_ids, token_type_ids, position_ids, prompt=self.prompt())  # type: ignore[misc]
@@ -348,7 +355,7 @@ class BertModel(PreTrainedBert):
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
         attentions: list | None = [] if output_attentions else None
-        prefixes = self.prefix.key_values() if self.prefix is not None else [None] * len(self.layers)  # type: ignore[operator]
+        prefixes = self.prefix.key_values() if self.prefix is not None else [None] * len(self.layers)
         for layer, prefix in zip(self.layers, prefixes):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, probs = torch.utils.checkpoint.checkpoint(

@@ -81,6 +81,16 @@ class PreTrainedBert(nn.Module):
         from bertforge.hub import resolve_model
 
         path = resolve_model(path)
+        if not os.path.exists(os.path.join(path, "config.json")):
+            from bertforge.strategies import from_adapter, is_adapter_dir
+
+            if is_adapter_dir(path):  # a fine-tuning strategy's artefact: its base model with the adapter on it
+                if config is not None or config_overrides:
+                    raise ValueError(f"{path} is an adapter directory: its head and labels come with it (no overrides)")
+                model = from_adapter(path)
+                if not isinstance(model, cls):
+                    raise ValueError(f"{path} holds an adapter for a {type(model).__name__}, not a {cls.__name__}")
+                return model.to(device=device, dtype=dtype) if dtype is not None or device is not None else model
         if not os.path.isdir(path):
             raise FileNotFoundError(
                 f"{path} is not a directory; from_pretrained takes a checkpoint directory with "

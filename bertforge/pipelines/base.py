@@ -76,23 +76,48 @@ class Pipeline:
         batch_size: int = 32,
         max_length: int | None = None,
         show_progress: bool = False,
+        adapter: str | os.PathLike | dict[str, str | os.PathLike] | None = None,
     ):
+        """``adapter``: a fine-tuning strategy's artefact (``OUTPUT/adapter``) to run on the base ``model``, or
+        {name: directory} of several: the base is loaded once and ``set_adapter(name)`` switches between them
+        (the first is active)."""
         dtype = resolve_dtype(dtype)
         device = default_device(device)
         if dtype == torch.bfloat16:
             warn_if_emulated_bf16(torch.device(device).type, "dtype=bf16")
+        self.adapters: dict[str, str] = {}
+        self._originals: dict[str, torch.Tensor] = {}
+        self.active_adapter: str | None = None
+        if adapter is not None:
+            named = adapter if isinstance(adapter, dict) else {"default": adapter}
+            self.adapters = {name: os.fspath(d) for name, d in named.items()}
+            if not self.adapters:
+                raise ValueError("adapter={} names no adapter directory")
         if isinstance(model, (str, os.PathLike)):
             from bertforge.hub import resolve_model
 
             path = resolve_model(model)  # a directory, an installed model package, the Hugging Face cache or Hub
-            self.model = self.model_class.from_pretrained(path)
-            self._check_head(path)
+            if self.adapters:
+                from bertforge.strategies import read_adapter_config
+
+                _, meta = read_adapter_config(next(iter(self.adapters.values())))
+                labels = {k: v for k, v in meta.items() if k in ("num_labels", "problem_type") and v}
+                if meta.get("id2label"):
+                    labels["id2label"] = {int(k): v for k, v in meta["id2label"].items()}
+                if self.model_class.__name__ == "BertForQuestionAnswering":
+                    labels = {}
+                self.model = self.model_class.from_pretrained(path, **labels)
+            else:
+                self.model = self.model_class.from_pretrained(path)
+                self._check_head(path)
             tokenizer = tokenizer if tokenizer is not None else path
         else:
             self.model = model
             if tokenizer is None:
                 raise ValueError("a loaded model needs tokenizer= (a BertTokenizer or a directory)")
         self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
+        if self.adapters:
+            self.set_adapter(next(iter(self.adapters)))
         self.model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype = device, dtype or torch.float32
         self.config = self.model.config
@@ -100,6 +125,36 @@ class Pipeline:
         limit = min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
         self.max_length = min(max_length, limit) if max_length else limit
         self.show_progress = show_progress
+
+    def set_adapter(self, name: str) -> None:
+        """Run the adapter loaded as ``name``: the previous one's modules are taken out and the base weights it
+        replaced (its head) put back; the encoder is not reloaded."""
+        from bertforge.strategies import load_adapter, read_adapter_config, remove_strategy
+
+        if name not in self.adapters:
+            raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters)}")
+        directory = self.adapters[name]
+        cfg, meta = read_adapter_config(directory)
+        if meta.get("head_class") and meta["head_class"] != self.model_class.__name__:
+            raise ValueError(
+                f"{directory} is an adapter for a {meta['head_class']}; {self.task} runs a {self.model_class.__name__}"
+            )
+        device = next(self.model.parameters()).device
+        dtype = next(self.model.parameters()).dtype
+        remove_strategy(self.model)
+        own = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for key, value in self._originals.items():
+                if key in own:
+                    own[key].copy_(value)
+        self._originals = {}
+        self.model.float()
+        load_adapter(self.model, directory, cfg, meta, originals=self._originals)
+        if meta.get("id2label"):
+            self.model.config.id2label = {int(k): v for k, v in meta["id2label"].items()}
+            self.model.config.label2id = {v: k for k, v in self.model.config.id2label.items()}
+        self.model.to(device=device, dtype=dtype).eval()
+        self.active_adapter = name
 
     def _check_head(self, path: str) -> None:
         # A sentence classifier and a token classifier both name their head "classifier.": the saved architecture

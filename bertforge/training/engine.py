@@ -169,10 +169,12 @@ def train_step(
     clip_grad: float,
     stats: torch.Tensor,
     info: dist_.DistInfo,
+    frozen: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over this rank's micro-batches, each (batch on the device, loss weight, dropout seed):
     forward, weighted loss, backward (gradients synchronised on the last micro-batch only), clip, step, schedule,
-    zero-grad. Accumulates metrics into ``stats`` on the device.
+    zero-grad. Accumulates metrics into ``stats`` on the device. ``frozen``: parameters whose gradients are dropped
+    before the update (a schedule's not-yet-trained layers): the optimizer skips them, so they stay bit-identical.
 
     A step whose loss or gradient is NaN/inf applies no update; it is counted in ``stats[SKIPPED]`` (decided on the
     device for fused AdamW, so there is no host sync; on the host for other optimizers; under fp16 the GradScaler skips
@@ -195,6 +197,8 @@ def train_step(
                 stats[MICRO] += 1
                 stats[TOKENS] += objective.tokens(batch)
                 objective.accumulate(stats[N_ENGINE_STATS:], out, batch)
+    for p in frozen or ():
+        p.grad = None
     if scaler is not None:
         scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
@@ -286,6 +290,9 @@ class Job:
     """The progress bar's text from a log record."""
     after_save: Callable[[str], None] | None = None
     """Called on rank 0 after each checkpoint with the run directory (e.g. to write the HF export)."""
+    frozen_at: Callable[[int], list[torch.Tensor]] | None = None
+    """Step (0-based) -> parameters that must not change in it (gradual unfreezing); a function of the step alone, so
+    a resumed run freezes what the uninterrupted one did."""
 
 
 @dataclass
@@ -409,7 +416,17 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                 for positions, weight in plan.micro_batches(step)
             ]
             grad_norm, step_loss = train_step(
-                train_model, job.objective, micro, optimizer, scheduler, scaler, t, job.optim.clip_grad, stats, info
+                train_model,
+                job.objective,
+                micro,
+                optimizer,
+                scheduler,
+                scaler,
+                t,
+                job.optim.clip_grad,
+                stats,
+                info,
+                job.frozen_at(step) if job.frozen_at is not None else None,
             )
             step += 1
             result.train_seconds += time.perf_counter() - started

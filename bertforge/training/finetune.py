@@ -36,8 +36,9 @@ import torch
 
 from bertforge.config import AdaptConfig, FinetuneConfig
 from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-from bertforge.model.lora import LoRALinear, apply_lora, merge_lora
+from bertforge.model.lora import merge_lora
 from bertforge.model.pretrained import PreTrainedBert
+from bertforge.strategies import UnfreezeSchedule, apply_strategy, save_adapter
 from bertforge.tasks import metrics as M
 from bertforge.tasks.classification import (
     classification_labels,
@@ -59,9 +60,14 @@ TASKS = ("classification", "ner", "qa")
 LOWER_IS_BETTER = ("mse",)
 """Validation metrics where a smaller value is the better epoch."""
 TRAINING_STATE = "training_state.safetensors"
-"""In a fine-tuning checkpoint with adapters: the unmerged weights under bertforge's names (for exact resume)."""
+"""In a fine-tuning checkpoint with inserted modules: the unmerged weights under bertforge's names (exact resume)."""
+INSERTS_MODULES = ("lora", "adapter", "prompt", "prefix")
+"""Strategies that add modules to the encoder (their checkpoints keep the raw trained state)."""
+MERGEABLE = ("full", "head", "freeze", "lora")
+"""Strategies whose trained model is an ordinary BERT (LoRA merged in): ``best/`` is a Hugging Face directory; for
+the others ``best/`` is the adapter directory (base pointer + trained tensors + tokenizer)."""
 
-__all__ = ["FinetuneConfig", "TASKS", "adapt", "finetune", "finetune_classification", "finetune_ner", "finetune_qa"]
+__all__ = ["FinetuneConfig", "TASKS", "finetune", "finetune_classification", "finetune_ner", "finetune_qa"]
 
 
 class TaskObjective(Objective):
@@ -90,29 +96,47 @@ class FeatureStream:
         return self.features[int(self._order(epoch)[i])]
 
 
-def adapt(model: torch.nn.Module, cfg: AdaptConfig) -> int:
-    """Apply the adaptation strategy (which parameters train, which modules are inserted); returns the number of
-    trainable parameters. full: all; head: the encoder frozen; lora: adapters on the encoder + the head."""
-    if cfg.strategy == "head":
-        for p in model.bert.parameters():  # type: ignore[union-attr]
-            p.requires_grad_(False)
-    elif cfg.strategy == "lora":
-        apply_lora(model, cfg.lora_r or 8, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def _has_adapters(model: torch.nn.Module) -> bool:
-    return any(isinstance(m, LoRALinear) for m in model.modules())
+def _copy(model: PreTrainedBert, state: dict, cfg: AdaptConfig) -> PreTrainedBert:
+    """A CPU copy of ``model`` (strategy applied, nothing merged) holding ``state`` (bertforge names, as trained).
+    Built from the config, so FSDP shards never need copying."""
+    copy = type(model)(model.config)
+    apply_strategy(copy, cfg)  # a prompt's starting vectors are overwritten by the state: no tokenizer needed
+    copy.load_state_dict(state)
+    return copy.eval()
 
 
 def _plain(model: PreTrainedBert, state: dict, cfg: AdaptConfig) -> PreTrainedBert:
-    """A CPU copy of ``model`` with the weights ``state`` (bertforge names, as trained) and adapters merged in: an
-    ordinary BERT that saves as a Hugging Face directory. Built from the config, so FSDP shards never need copying."""
+    """An ordinary BERT for ``state``: LoRA merged in; for strategies that insert other modules, the base weights and
+    the head alone (the inserted modules are in the checkpoint's ``TRAINING_STATE``)."""
+    if cfg.strategy in MERGEABLE:
+        plain = _copy(model, state, cfg)
+        merge_lora(plain)
+        return plain
     plain = type(model)(model.config)
-    adapt(plain, cfg)
-    plain.load_state_dict(state)
-    merge_lora(plain)
+    own = plain.state_dict()
+    plain.load_state_dict({k: v for k, v in state.items() if k in own})
     return plain
+
+
+def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, output_dir: str, base: str) -> None:
+    """``adapter/`` (the small artefact, every strategy but full) and ``best/`` (what to load: a Hugging Face
+    directory, or the adapter with the tokenizer for strategies that cannot be merged)."""
+    if cfg.strategy != "full":
+        with atomic_directory(os.path.join(output_dir, "adapter")) as tmp:
+            save_adapter(copy, cfg, tmp, base)
+    with atomic_directory(os.path.join(output_dir, "best")) as tmp:
+        if cfg.strategy in MERGEABLE:
+            merge_lora(copy)
+            copy.save_pretrained(tmp)
+        else:
+            save_adapter(copy, cfg, tmp, base)
+        tok.save_pretrained(tmp)
+
+
+def _base_pointer(model_dir: Any) -> str:
+    """How an adapter names its base: an absolute path for a local directory, else the name as given."""
+    text = os.fspath(model_dir)
+    return os.path.abspath(text) if os.path.isdir(text) else text
 
 
 def _seed(seed: int) -> None:
@@ -132,6 +156,8 @@ class _Task:
     name: str
     model: PreTrainedBert
     tokenizer: BertTokenizer
+    base: str
+    """The base model as given (a directory or a name): the adapter's pointer."""
     train_features: list[dict]
     evaluate: Callable[[torch.nn.Module], tuple[dict, list]]
     """model -> (validation metrics, prediction records)."""
@@ -162,7 +188,7 @@ def _train(
     t = cfg.train
     started = time.perf_counter()
     model, tok = task.model, task.tokenizer
-    trainable = adapt(model, cfg.adapt)
+    trainable = apply_strategy(model, cfg.adapt, tok)
     model.bert.gradient_checkpointing = t.recompute_activations  # type: ignore[union-attr]
     model.to(info.device)
     accumulation = t.gradient_accumulation(info.world_size)
@@ -171,6 +197,9 @@ def _train(
         global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size, epoch_size=len(task.train_features)
     )
     steps_per_epoch = plan.steps_per_epoch or 1
+    schedule = UnfreezeSchedule(model, cfg.adapt, steps_per_epoch) if cfg.adapt.unfreeze != "none" else None
+    if schedule is not None and info.is_main:
+        logger.info("gradual unfreezing: %s", schedule.describe())
     if info.is_main:
         logger.info(
             "fine-tuning %s: %d training features, %s trainable parameters (%s), %d steps (%d epochs x %d) of %d on %s",
@@ -193,15 +222,13 @@ def _train(
     def on_best(m, scores) -> None:
         state, _ = full_state(m)
         if info.is_main:
-            with atomic_directory(os.path.join(output_dir, "best")) as tmp:
-                _plain(m, state, cfg.adapt).save_pretrained(tmp)
-                tok.save_pretrained(tmp)
+            _write_best(_copy(m, state, cfg.adapt), cfg.adapt, tok, output_dir, task.base)
             _write_jsonl(os.path.join(output_dir, "predictions_validation.jsonl"), validation["records"])
 
     def write_checkpoint(directory: str, state: dict) -> None:
         _plain(model, state, cfg.adapt).save_pretrained(directory)
         tok.save_pretrained(directory)
-        if _has_adapters(model):
+        if cfg.adapt.strategy in INSERTS_MODULES:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(directory, TRAINING_STATE))
@@ -215,8 +242,10 @@ def _train(
 
             m.load_state_dict(load_file(raw))
             return
-        if _has_adapters(m):
-            raise ValueError(f"{checkpoint} has no {TRAINING_STATE}: it was not written by a run with adapters")
+        if cfg.adapt.strategy in INSERTS_MODULES:
+            raise ValueError(
+                f"{checkpoint} has no {TRAINING_STATE}: it was not written by a run with strategy {cfg.adapt.strategy}"
+            )
         report = m.load_hf_state_dict(load_state_dict(checkpoint), source=checkpoint)
         if report.missing:
             raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
@@ -246,6 +275,7 @@ def _train(
         patience=cfg.task.early_stopping_patience,
         save_at_eval=True,
         desc=f"fine-tune {task.name}" if show_progress else "",
+        frozen_at=schedule.frozen_at if schedule is not None else None,
     )
     trained = fit(job)
     best = trained.best or {}
@@ -303,7 +333,7 @@ def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
 def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, info: dist_.DistInfo) -> None:
     """Score the test data once with the best checkpoint when there is one, and write finetune_result.json."""
     if task.test is not None:
-        best = type(task.model).from_pretrained(os.path.join(output_dir, "best")).to(info.device)
+        best = type(task.model).from_pretrained(os.path.join(output_dir, "best")).to(info.device)  # adapters too
         scores, records = task.test(best)
         _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
         result.update({f"test_{k}": v for k, v in scores.items()})
@@ -464,6 +494,7 @@ def finetune_classification(
         "classification",
         model,
         tok,
+        _base_pointer(model_dir),
         encode_rows(tok, train_rows, max_length, y_train),
         lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid),
         metric,
@@ -556,6 +587,7 @@ def finetune_ner(
         "ner",
         model,
         tok,
+        _base_pointer(model_dir),
         train_features,
         lambda m: evaluate_sentences(m, valid, valid_features),
         tc.metric or "f1",
@@ -640,6 +672,7 @@ def finetune_qa(
         "qa",
         model,
         tok,
+        _base_pointer(model_dir),
         qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),
         lambda m: evaluate_examples(m, valid, valid_features),
         tc.metric or "f1",
