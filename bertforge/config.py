@@ -359,7 +359,8 @@ class AdaptConfig:
     """Strategy freeze: the bottom K encoder layers (and the embeddings) stay frozen."""
     unfreeze: str = opt("none", choices=UNFREEZE_SCHEDULES)
     """Strategy freeze: gradual unfreezing (ULMFiT): start with the top layer, unfreeze one more layer (down to
-    --freeze-layers, the embeddings last when it is 0) every epoch or every --unfreeze-steps steps."""
+    --freeze-layers; the embeddings stay frozen) every epoch or every --unfreeze-steps steps. Frozen layers' gradients
+    are still computed (and dropped), which keeps DDP's and FSDP's parameter sets fixed."""
     unfreeze_steps: int = opt(100, minimum=1)
     """Steps between unfreezings with --unfreeze steps."""
     adapter_size: int = opt(64, minimum=1)

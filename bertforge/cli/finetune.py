@@ -26,8 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
         "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
         "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
-        "id2label and the tokenizer; metrics go to OUTPUT/metrics.jsonl, checkpoints to "
-        "OUTPUT/checkpoints (--resume continues from the newest).",
+        "id2label and the tokenizer (LoRA merged in; for adapter, prompt and prefix it is the adapter with "
+        "the tokenizer), and every strategy but full also writes the small artefact OUTPUT/adapter (trained "
+        "tensors + head, peft's layout for lora/prompt/prefix, a pointer to the base model); metrics go to "
+        "OUTPUT/metrics.jsonl, checkpoints to OUTPUT/checkpoints (--resume continues from the newest).",
         allow_abbrev=False,
     )
     p.add_argument(

@@ -385,7 +385,7 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
     loop: dict[str, Any] = {"best": None, "stale": 0, "since_eval": [0.0, 0], "run_id": uuid.uuid4().hex}
     start_step = 0
     if state is not None:
-        start_step = _restore(state, model, optimizer, scheduler, scaler, info)
+        start_step = _restore(state, model, optimizer, scheduler, scaler, info, partial=job.frozen_at is not None)
         loop.update(state.get("loop") or {})
     run_dir = job.run_dir
     metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
@@ -612,13 +612,15 @@ def _save(
     dist_.barrier(info)
 
 
-def _restore(state: dict[str, Any], model, optimizer, scheduler, scaler, info: dist_.DistInfo) -> int:
-    """Optimizer, schedule, scaler and RNG from a trainer state (after any FSDP sharding)."""
+def _restore(
+    state: dict[str, Any], model, optimizer, scheduler, scaler, info: dist_.DistInfo, partial: bool = False
+) -> int:
+    """Optimizer, schedule, scaler and RNG from a trainer state (after any FSDP sharding). ``partial``: parameters a
+    schedule has not trained yet have no optimizer state, which is then expected."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-    set_optimizer_state_dict(
-        model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=False)
-    )
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False, strict=not partial)
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
     for group in optimizer.param_groups:  # the saved groups carry the saving run's kernel choice: keep this run's
         for key in ("fused", "foreach"):
             if key in optimizer.defaults:
