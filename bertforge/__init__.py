@@ -15,6 +15,7 @@ _LAZY = {
     "BertModel": "bertforge.model",
     "BertForPreTraining": "bertforge.model",
     "BertForMaskedLM": "bertforge.model",
+    "BertLMHeadModel": "bertforge.model",
     "BertForSequenceClassification": "bertforge.model",
     "BertForTokenClassification": "bertforge.model",
     "BertForQuestionAnswering": "bertforge.model",

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="run a pipeline: fill-mask, text-classification, ner, question-answering, "
-        "zero-shot-classification, feature-extraction",
+        "zero-shot-classification, feature-extraction, text-generation",
         description="Run a pipeline on texts given as arguments or in a JSON-lines file; results are "
         "JSON lines in input order.",
     )
@@ -31,7 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=None, help="tokens per window (longer inputs are windowed)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--top-k", type=int, default=None, help="fill-mask (5), text-classification (1), qa (1)")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="fill-mask (5), text-classification (1), qa (1), text-generation (0: off)",
+    )
     p.add_argument("--targets", default=None, help="fill-mask: comma-separated candidate tokens")
     p.add_argument("--function-to-apply", default=None, choices=["softmax", "sigmoid", "none"])
     p.add_argument(
@@ -56,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="feature-extraction (default none; mean for sentence-embedding)",
     )
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    g = p.add_argument_group("text-generation (causal checkpoints)")
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--do-sample", action="store_true", help="sample (default: greedy)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest set reaching P")
+    g.add_argument("--seed", type=int, default=None, help="seed of the sampler (prompt i uses seed + i)")
+    g.add_argument("--no-cache", action="store_true", help="recompute every position each step (for comparison)")
     p.set_defaults(func=run)
 
 
@@ -150,6 +162,16 @@ def run(args: argparse.Namespace) -> int:
         }
     elif task == "feature-extraction":
         call = {"stride": args.stride}
+    elif task == "text-generation":
+        call = {
+            "max_new_tokens": args.max_new_tokens,
+            "do_sample": args.do_sample,
+            "temperature": args.temperature,
+            "top_k": args.top_k or 0,
+            "top_p": args.top_p,
+            "seed": args.seed,
+            "use_cache": not args.no_cache,
+        }
     results = pipe(list(inputs), **call)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:

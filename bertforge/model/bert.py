@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bertforge.model.adapters import PrefixEncoder, SoftPrompt
-from bertforge.model.attention import attend
+from bertforge.model.attention import KVCache, attend
 from bertforge.model.config import BertConfig
 from bertforge.model.dropout import Dropout
 from bertforge.model.padding import (
@@ -145,6 +145,7 @@ class SelfAttention(nn.Module):
         self.qkv_proj = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.out_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
+        self.causal = config.is_decoder
 
     def forward(
         self,
@@ -153,12 +154,15 @@ class SelfAttention(nn.Module):
         backend: str = "sdpa",
         packed: Packing | None = None,
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x (B, S, H), or (T, H) with ``packed``; key_mask (B, 1, 1, S) bool, True = attend; ``prefix`` trained
-        keys and values (N, P, D) (prefix tuning). Returns the output in the layout of x, and the probabilities
-        (eager backend) or None."""
+        keys and values (N, P, D) (prefix tuning); ``cache`` the keys and values of earlier positions (decoding).
+        Returns the output in the layout of x, and the probabilities (eager backend) or None."""
         dropout_p = self.dropout_p if self.training else 0.0
-        ctx, probs = attend(self.qkv_proj(x), self.num_heads, key_mask, dropout_p, backend, packed, prefix)
+        ctx, probs = attend(
+            self.qkv_proj(x), self.num_heads, key_mask, dropout_p, backend, packed, prefix, self.causal, cache
+        )
         return self.out_proj(ctx), probs
 
 
@@ -197,8 +201,9 @@ class EncoderLayer(nn.Module):
         backend: str = "sdpa",
         packed: Packing | None = None,
         prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_out, probs = self.attn(x, key_mask, backend, packed, prefix)
+        attn_out, probs = self.attn(x, key_mask, backend, packed, prefix, cache)
         attn_out = self.dropout(attn_out)
         if self.adapter_attn is not None:
             attn_out = self.adapter_attn(attn_out)
@@ -257,16 +262,25 @@ class BertModel(PreTrainedBert):
         output_hidden_states: bool = False,
         cu_seqlens: torch.Tensor | None = None,
         max_seqlen: int | None = None,
+        cache: list[KVCache] | None = None,
     ) -> BaseModelOutput:
         """input_ids, attention_mask (1 = real token), token_type_ids, position_ids: each (B, S).
 
         ``output_attentions`` switches to the eager attention path so that probabilities can be returned.
+
+        ``cache`` (one ``KVCache`` per layer; causal models, sequences without padding): the keys and values of the
+        positions before ``input_ids``, which are appended to it; default positions continue after them.
+
+        With causal attention (``config.is_decoder``) the pooler reads the last real token of each sequence (the
+        only one that has seen the whole input, as GPT-style classifiers do) instead of [CLS].
 
         A batch that is already packed (``bertforge.data.collate.collate_packed``) is given as input_ids (T,) (or
         (1, T)) with ``cu_seqlens`` (B + 1,) and the host int ``max_seqlen``, no attention_mask; position ids default
         to restarting at 0 in each sequence. The outputs then stay packed: last_hidden_state (T, H) (or (1, T, H)).
         """
         if cu_seqlens is not None:
+            if cache is not None:
+                raise ValueError("incremental decoding (cache) takes padded input_ids, not a packed batch")
             return self._forward_packed(
                 input_ids,
                 token_type_ids,
@@ -278,14 +292,10 @@ class BertModel(PreTrainedBert):
                 output_hidden_states,
             )
         P_prompt = self.prompt.num_tokens if self.prompt is not None else 0
-        if (
-            self.prefix is not None
-            and position_ids is None
-            and isinstance(input_ids, torch.Tensor)
-            and input_ids.dim() == 2
-        ):
-            # as transformers does after cached keys: the real tokens' positions start after the prefix
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device) + self.prefix.num_tokens
+        offset = (self.prefix.num_tokens if self.prefix is not None else 0) + (len(cache[0]) if cache else 0)
+        if offset and position_ids is None and isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
+            # as transformers does after cached keys: the input's positions start after a prefix / the cache
+            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device) + offset
             position_ids = position_ids.expand_as(input_ids)
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids, extra=P_prompt
@@ -331,12 +341,21 @@ class BertModel(PreTrainedBert):
                 )
             x = self.embeddings(input_ids, token_type_ids, position_ids)
         x, hidden_states, attentions = self._encode(
-            x, key_mask, backend, packed, output_hidden_states, output_attentions
+            x, key_mask, backend, packed, output_hidden_states, output_attentions, cache
         )
         if packed is not None:  # back to the public, padded layout
             x = pad(x, packed)
             hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = None
+        if self.pooler is not None and self.config.is_decoder:  # the last real token (right padding)
+            last = (
+                (attention_mask.sum(1) - 1)
+                if attention_mask is not None
+                else torch.full_like(x[:, 0, 0], x.shape[1] - 1, dtype=torch.long)
+            )
+            pooled = self.pooler(x[torch.arange(x.shape[0], device=x.device), last.long()][:, None])
+        elif self.pooler is not None:
+            pooled = self.pooler(x)
         if P_prompt:  # heads read the real tokens; the pooler read position 0 (the first soft token), as in peft
             x = x[:, P_prompt:]
             hidden_states = tuple(h[:, P_prompt:] for h in hidden_states) if hidden_states else hidden_states
@@ -350,19 +369,23 @@ class BertModel(PreTrainedBert):
         packed: Packing | None,
         output_hidden_states: bool,
         output_attentions: bool,
+        cache: list[KVCache] | None = None,
     ):
         """The layer stack on embeddings x (padded or packed): last hidden state, and the per-layer hidden states
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
         attentions: list | None = [] if output_attentions else None
         prefixes = self.prefix.key_values() if self.prefix is not None else [None] * len(self.layers)
-        for layer, prefix in zip(self.layers, prefixes):
+        caches = cache if cache is not None else [None] * len(self.layers)
+        if len(caches) != len(self.layers):
+            raise ValueError(f"cache has {len(caches)} layers, the model {len(self.layers)}")
+        for layer, prefix, layer_cache in zip(self.layers, prefixes, caches):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, probs = torch.utils.checkpoint.checkpoint(
-                    layer, x, key_mask, backend, packed, prefix, use_reentrant=False
+                    layer, x, key_mask, backend, packed, prefix, layer_cache, use_reentrant=False
                 )
             else:
-                x, probs = layer(x, key_mask, backend, packed, prefix)
+                x, probs = layer(x, key_mask, backend, packed, prefix, layer_cache)
             if hidden_states is not None:
                 hidden_states.append(x)
             if attentions is not None:
@@ -416,7 +439,8 @@ class BertModel(PreTrainedBert):
         key_mask = key_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
         x = self.embeddings(flat, token_type_ids, position_ids)
         x, hidden_states, _ = self._encode(x, key_mask, "sdpa", packed, output_hidden_states, False)
-        pooled = self.pooler(x, cu_seqlens[:-1].to(torch.long)) if self.pooler is not None else None
+        read = cu_seqlens[1:] - 1 if self.config.is_decoder else cu_seqlens[:-1]  # causal: the last token, else [CLS]
+        pooled = self.pooler(x, read.to(torch.long)) if self.pooler is not None else None
         out_shape = (*shape, x.shape[-1])
         return BaseModelOutput(
             x.reshape(out_shape),

@@ -3,8 +3,9 @@
 Fields with a ``flag`` in their metadata are ``bertforge pretrain`` options under Megatron-LM's names.
 
 Keeping the Hugging Face names means a checkpoint directory written by either library is read by the other without a
-translation step. Fields that transformers writes but BERT does not use (``use_cache``, ``is_decoder``, ...) are kept in
-``extra`` so that a config survives a load/save round trip unchanged.
+translation step. Fields that transformers writes but BERT does not use (``use_cache``, ``add_cross_attention``, ...)
+are kept in ``extra`` so that a config survives a load/save round trip unchanged. ``is_decoder`` is the attention
+pattern: False (BERT, bidirectional) or True (causal, as GPT; transformers' ``BertLMHeadModel``).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ class BertConfig:
     """Dropout before classification heads; None means hidden_dropout_prob."""
     tie_word_embeddings: bool = True
     """The MLM decoder shares the word-embedding matrix."""
+    is_decoder: bool = False
+    """Causal attention (GPT's pattern): each position sees itself and the positions before it; False is BERT's
+    bidirectional attention. Set by ``bertforge pretrain --objective clm``."""
     num_labels: int | None = None
     """Classes of a classification head; derived from id2label when that is given, else 2."""
     id2label: dict[int, str] | None = None

@@ -196,6 +196,72 @@ class BertForMaskedLM(PreTrainedBert):
         return MaskedLMOutput(loss, logits, **_hidden_extras(out))
 
 
+class BertLMHeadModel(PreTrainedBert):
+    """Next-token prediction with causal attention (GPT's objective on BERT's blocks): the MLM head's transform and
+    tied decoder read every position, and position t predicts token t + 1. transformers' ``BertLMHeadModel`` with
+    ``is_decoder=True`` loads the same directory (parity test)."""
+
+    def __init__(self, config: BertConfig):
+        if not config.is_decoder:
+            raise ValueError(
+                "BertLMHeadModel predicts the next token and needs causal attention: pass is_decoder=True (a "
+                "checkpoint trained with bidirectional attention, such as BERT's masked-LM, has not learnt next-token "
+                "prediction; pretrain one with --objective clm)"
+            )
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.mlm = MLMHead(config, self.bert.embeddings)
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        labels=None,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        cu_seqlens=None,
+        max_seqlen=None,
+        cache=None,
+    ) -> MaskedLMOutput:
+        """``logits`` (B, S, V) (packed: (T, V)). ``labels`` are the tokens themselves (-100 where nothing is to be
+        predicted, e.g. padding), not shifted: the loss compares the logits at t with the label at t + 1, within each
+        sequence (packed batches never predict across a sequence boundary). ``cache``: see ``BertModel.forward``."""
+        out = self.bert(
+            input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            cache=cache,
+        )
+        logits = self.mlm(out.last_hidden_state)
+        loss = None
+        if labels is not None:
+            logits_, targets = next_token_targets(logits, labels, cu_seqlens)
+            loss = F.cross_entropy(logits_.float(), targets, ignore_index=IGNORE_INDEX)
+        return MaskedLMOutput(loss, logits, **_hidden_extras(out))
+
+
+def next_token_targets(
+    logits: torch.Tensor, labels: torch.Tensor, cu_seqlens: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits (M, V), targets (M,)) of next-token prediction: position t against label t + 1 of its own sequence;
+    padded (B, S) labels, or packed (T,) labels with ``cu_seqlens`` (the last token of each sequence predicts
+    nothing)."""
+    V = logits.shape[-1]
+    if cu_seqlens is None:
+        return logits[..., :-1, :].reshape(-1, V), labels[..., 1:].reshape(-1)
+    flat = labels.reshape(-1)
+    targets = torch.cat([flat[1:], flat.new_full((1,), IGNORE_INDEX)])
+    targets = targets.index_fill(0, (cu_seqlens[1:] - 1).long(), IGNORE_INDEX)
+    return logits.reshape(-1, V), targets
+
+
 def _classifier_dropout(config: BertConfig) -> Dropout:
     p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
     return Dropout(p)
@@ -398,6 +464,7 @@ HEAD_CLASSES: dict[str, type[PreTrainedBert]] = {
     for cls in (
         BertForPreTraining,
         BertForMaskedLM,
+        BertLMHeadModel,
         BertForSequenceClassification,
         BertForTokenClassification,
         BertForQuestionAnswering,

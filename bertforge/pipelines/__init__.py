@@ -1,7 +1,8 @@
 """``bertforge.pipeline(task, model=DIR)``: one call from text to answers, on bertforge's or Hugging Face checkpoints.
 
 Tasks (aliases in brackets): fill-mask, text-classification [sentiment-analysis], token-classification [ner],
-question-answering, zero-shot-classification, feature-extraction [sentence-embedding: mean pooling, normalised].
+question-answering, zero-shot-classification, feature-extraction [sentence-embedding: mean pooling, normalised],
+text-generation (causal checkpoints).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from bertforge.pipelines.feature_extraction import FeatureExtractionPipeline, si
 from bertforge.pipelines.fill_mask import FillMaskPipeline
 from bertforge.pipelines.question_answering import QuestionAnsweringPipeline
 from bertforge.pipelines.text_classification import TextClassificationPipeline
+from bertforge.pipelines.text_generation import TextGenerationPipeline
 from bertforge.pipelines.token_classification import TokenClassificationPipeline
 from bertforge.pipelines.zero_shot import ZeroShotClassificationPipeline
 
@@ -21,6 +23,7 @@ PIPELINES: dict[str, type[Pipeline]] = {
     "question-answering": QuestionAnsweringPipeline,
     "zero-shot-classification": ZeroShotClassificationPipeline,
     "feature-extraction": FeatureExtractionPipeline,
+    "text-generation": TextGenerationPipeline,
 }
 ALIASES = {
     "sentiment-analysis": "text-classification",
