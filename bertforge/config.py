@@ -30,6 +30,7 @@ DECAY_STYLES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
+OBJECTIVES = ("mlm", "clm")
 TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase")
 STRATEGIES = ("full", "head", "freeze", "lora", "adapter", "prompt", "prefix")
 STRATEGY_LR = {
@@ -161,6 +162,9 @@ class DataConfig:
     """Train/valid/test proportions of each dataset's documents."""
     seq_length: int = opt(512, minimum=8)
     """Longest sample, in tokens, specials included."""
+    objective: str = opt("mlm", choices=OBJECTIVES)
+    """mlm (BERT: masked tokens predicted from both sides) or clm (GPT's objective on the same blocks: causal
+    attention, every next token predicted, no masking and no sentence-pair head)."""
     mask_prob: float = opt(0.15, minimum=0.0, maximum=1.0)
     """Share of (non-special) tokens predicted."""
     mask_token_prob: float = opt(0.8, minimum=0.0, maximum=1.0)
@@ -181,6 +185,8 @@ class DataConfig:
     """Batches as packed token rows with cu_seqlens (no padding stored, no device sync to unpack) instead of padded."""
 
     def __post_init__(self) -> None:
+        if self.objective == "clm":
+            self.binary_head = "none"  # next-token prediction has no sentence-pair head
         _validate(self)
 
 

@@ -19,12 +19,13 @@ from bertforge.data.samples import PretrainingSamples
 
 
 class PretrainingStream:
-    """``stream[p]`` -> dict(input_ids, token_type_ids, labels, binary_label) for any position p >= 0."""
+    """``stream[p]`` -> dict(input_ids, token_type_ids, labels, binary_label) for any position p >= 0. Without a
+    masker (next-token prediction) the labels are the tokens themselves."""
 
     def __init__(
         self,
         sources: Sequence[PretrainingSamples],
-        masker: Masker,
+        masker: Masker | None,
         seed: int = 1234,
         weights: Sequence[float] | None = None,
     ):
@@ -59,5 +60,8 @@ class PretrainingStream:
         source, index, pass_ = self.locate(position)
         sample = self.sources[source].get(index, pass_)
         rng = np.random.default_rng([self.seed, pass_, source, index, 2])
+        if self.masker is None:  # next-token prediction: the tokens are their own labels (the model shifts them)
+            sample["labels"] = np.asarray(sample["input_ids"], dtype=np.int64).copy()
+            return sample
         sample["input_ids"], sample["labels"] = self.masker(sample["input_ids"], rng)
         return sample

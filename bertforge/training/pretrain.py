@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 
 from bertforge.config import RunConfig
+from bertforge.constants import IGNORE_INDEX
 from bertforge.data.blend import parse_data_path, split_ranges
 from bertforge.data.collate import collate_packed, collate_padded
 from bertforge.data.dataset import PretrainingStream
 from bertforge.data.indexed import IndexedDataset
 from bertforge.data.masking import Masker
 from bertforge.data.samples import PretrainingSamples, SpecialIds
-from bertforge.model import BertForMaskedLM, BertForPreTraining
+from bertforge.model import BertForMaskedLM, BertForPreTraining, BertLMHeadModel
+from bertforge.model.heads import next_token_targets
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
@@ -36,6 +38,7 @@ from bertforge.utils import atomic_directory, autocast, logger
 
 __all__ = [
     "Data",
+    "CLMObjective",
     "MLMObjective",
     "NonFiniteLossError",
     "TrainResult",
@@ -63,14 +66,16 @@ def build_data(cfg: RunConfig) -> Data:
     if not d.vocab_file:
         raise ValueError("--vocab-file is required with --data-path")
     tok = BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file)
-    masker = Masker.from_tokenizer(
-        tok,
-        mask_prob=d.mask_prob,
-        mask_token_prob=d.mask_token_prob,
-        random_token_prob=d.random_token_prob,
-        whole_word_mask=d.whole_word_mask,
-        max_ngram=d.max_ngram,
-    )
+    masker = None
+    if d.objective == "mlm":
+        masker = Masker.from_tokenizer(
+            tok,
+            mask_prob=d.mask_prob,
+            mask_token_prob=d.mask_token_prob,
+            random_token_prob=d.random_token_prob,
+            whole_word_mask=d.whole_word_mask,
+            max_ngram=d.max_ngram,
+        )
     specials = SpecialIds.from_tokenizer(tok)
     train, valid, weights, valid_weights = [], [], [], []
     for weight, prefix in parse_data_path(d.data_path):
@@ -106,8 +111,10 @@ def build_data(cfg: RunConfig) -> Data:
 
 
 def build_model(cfg: RunConfig, vocab_size: int):
-    config = cfg.model.replace(vocab_size=vocab_size)
-    cls = BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
+    config = cfg.model.replace(vocab_size=vocab_size, is_decoder=cfg.data.objective == "clm")
+    cls: type = BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
+    if cfg.data.objective == "clm":
+        cls = BertLMHeadModel
     model = cls(config)
     model.bert.gradient_checkpointing = cfg.train.recompute_activations
     return model
@@ -177,7 +184,38 @@ class MLMObjective(Objective):
         return record
 
 
+class CLMObjective(Objective):
+    """Next-token prediction with causal attention (GPT's objective): the loss and accuracy over every position that
+    has a next token in its sequence."""
+
+    # slots: loss x micro, correct, count
+    n_stats = 3
+
+    def forward(self, model, batch: dict):
+        inputs = {k: v for k, v in _inputs(batch).items() if k != "mlm_positions"}
+        return model(**inputs, labels=batch["labels"])
+
+    def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
+        logits, targets = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
+        real = targets != IGNORE_INDEX
+        stats[0] += out.loss.detach().float()
+        stats[1] += (logits.argmax(-1) == targets)[real].sum()
+        stats[2] += real.sum()
+
+    def summarize(self, s: list[float], micro_batches: float) -> dict[str, float]:
+        return {"clm_loss": s[0] / micro_batches, "next_token_accuracy": s[1] / max(s[2], 1.0)}
+
+
+def objective_for(cfg: RunConfig) -> Objective:
+    return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head)
+
+
 def _postfix(r: dict) -> str:
+    if "next_token_accuracy" in r:
+        return (
+            f"loss {r['loss']:.3f} next_acc {r['next_token_accuracy']:.3f} lr {r['lr']:.2e} "
+            f"gnorm {r['grad_norm']:.2f} {r['tokens_per_second']:,.0f} tok/s"
+        )
     return (
         f"loss {r['loss']:.3f} mlm_acc {r['mlm_accuracy']:.3f}"
         + (f" bin_acc {r['binary_accuracy']:.3f}" if "binary_accuracy" in r else "")
@@ -187,8 +225,10 @@ def _postfix(r: dict) -> str:
 
 @torch.no_grad()
 def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistInfo, pad_id: int) -> dict[str, float]:
-    """MLM loss / accuracy / perplexity (and binary-head accuracy) on the first ``eval_iters`` x global batch samples
-    of the validation stream (always the same ones, so evaluations are comparable), whatever the number of ranks."""
+    """MLM loss / accuracy / perplexity (and binary-head accuracy) -- or, for the clm objective, next-token loss /
+    accuracy / perplexity -- on the first ``eval_iters`` x global batch samples of the validation stream (always the
+    same ones, so evaluations are comparable), whatever the number of ranks."""
+    clm = cfg.data.objective == "clm"
     was_training = model.training
     model.eval()
     t = cfg.train
@@ -204,9 +244,17 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
+        inputs = _inputs(batch)
+        if clm:
+            inputs.pop("mlm_positions")
         with autocast(info.device, t.bf16, t.fp16):
-            out = model(**_inputs(batch))
-        logits, labels = _mlm_logits_labels(out, batch)
+            out = model(**inputs)
+        if clm:
+            logits, labels = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
+            real = labels != IGNORE_INDEX
+            logits, labels = logits[real], labels[real]
+        else:
+            logits, labels = _mlm_logits_labels(out, batch)
         sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
         sums[1] += (logits.argmax(-1) == labels).sum()
         sums[2] += labels.numel()
@@ -217,9 +265,10 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     n_pairs = dist_.total(n_pairs, info)
     model.train(was_training)
     loss = (sums[0] / sums[2].clamp(min=1)).item()
+    accuracy = (sums[1] / sums[2].clamp(min=1)).item()
     result = {
-        "eval_mlm_loss": loss,
-        "eval_mlm_accuracy": (sums[1] / sums[2].clamp(min=1)).item(),
+        "eval_clm_loss" if clm else "eval_mlm_loss": loss,
+        "eval_next_token_accuracy" if clm else "eval_mlm_accuracy": accuracy,
         "eval_perplexity": math.exp(min(loss, 50.0)),
     }
     if n_pairs.item() > 0:
@@ -284,7 +333,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     valid = data.valid
     job = Job(
         model=model,
-        objective=MLMObjective(cfg.data.binary_head),
+        objective=objective_for(cfg),
         dataset=data.train,
         collate=collate_fn(cfg, tok.pad_token_id),
         plan=BatchPlan(global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size),

@@ -365,3 +365,43 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
         )
     assert torch.isnan(loss) and stats[SKIPPED] == 1
     assert torch.equal(weight, after_first) and int(optimizer.state[weight]["step"]) == 1
+
+
+def test_clm_objective_learns_resumes_and_exports_a_causal_lm(corpus, tmp_path):
+    """--objective clm: the same data, flags and loop; next-token metrics; exact resume; packed = padded; the
+    checkpoint is a causal BertLMHeadModel that transformers loads and that generates."""
+    transformers = pytest.importorskip("transformers")
+    from bertforge.generation import generate
+    from bertforge.model import BertLMHeadModel
+
+    def run(save=None, **data):
+        cfg = tiny_run(corpus, save, train_iters=30, log_interval=10, eval_interval=30)
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, objective="clm", **data))
+
+    cfg = run(str(tmp_path / "full"))
+    assert cfg.data.binary_head == "none"
+    full = pretrain(cfg, show_progress=False)
+    assert full.losses[-1] < 0.8 * full.losses[0]
+    assert {"clm_loss", "next_token_accuracy"} <= set(full.last_log)
+    assert {"eval_clm_loss", "eval_next_token_accuracy", "eval_perplexity"} <= set(full.eval)
+    packed = pretrain(run(pack_sequences=True), show_progress=False)
+    assert packed.losses == pytest.approx(full.losses, rel=1e-4, abs=1e-4)
+    part = run(str(tmp_path / "part"))
+    first = pretrain(part, exit_interval=15, show_progress=False)
+    resumed = pretrain(
+        dataclasses.replace(part, train=dataclasses.replace(part.train, load=str(tmp_path / "part"))),
+        show_progress=False,
+    )
+    assert first.losses + resumed.losses == full.losses
+    ckpt = tmp_path / "full" / "hf"
+    if not ckpt.exists():
+        from bertforge.training.checkpoint import checkpoints
+
+        ckpt = checkpoints(str(tmp_path / "full"))[-1]
+    ours = BertLMHeadModel.from_pretrained(ckpt)
+    assert ours.config.is_decoder and ours.config.architectures == ["BertLMHeadModel"]
+    theirs = transformers.BertLMHeadModel.from_pretrained(ckpt).eval()
+    ids = torch.tensor([[2, 40, 41, 42, 43]])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-4)
+    assert len(generate(ours, [2, 40], max_new_tokens=5)) == 5
