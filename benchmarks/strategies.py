@@ -228,7 +228,9 @@ def main() -> int:
         "sst2": f"first {args.sst2_train} rows of train.tsv, scored on dev.tsv (872), max_length 64",
         "conll": f"first {args.conll_train} sentences of eng.train, best epoch on 500 of eng.testa, F1 on the first "
         f"{args.conll_test} of eng.testb, max_length 128",
-        "strategies": {k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in s.items()} for k, s in STRATEGIES.items()},
+        "strategies": {
+            k: {kk: list(v) if isinstance(v, tuple) else v for kk, v in s.items()} for k, s in STRATEGIES.items()
+        },
     }
     done = {(r["task"], r["strategy"], r["seed"]) for r in record["runs"]}
     for task in args.tasks.split(","):
