@@ -205,6 +205,19 @@ def _head_modules(model: nn.Module) -> list[str]:
     return sorted({n.split(".")[0] for n in head_parameter_names(model)})
 
 
+def _lora_wrappers(backbone: Any):
+    """(layer index, LoRA wrapper, the target names of its rows) of every wrapped projection."""
+    for i, layer in enumerate(backbone.layers):
+        for module, names in (
+            (layer.attn.qkv_proj, ("query", "key", "value")),
+            (layer.attn.out_proj, ("output",)),
+            (layer.ffn.ffn_in, ("ffn_in",)),
+            (layer.ffn.ffn_out, ("ffn_out",)),
+        ):
+            if isinstance(module, LoRALinear):
+                yield i, module, names
+
+
 def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict[str, torch.Tensor], dict]:
     backbone: Any = model.bert
     config = backbone.config
@@ -220,25 +233,17 @@ def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict
     if cfg.strategy == "lora":
         tensors = _head_tensors(model, "base_model.model.")
         targets: set[str] = set()
-        for i, layer in enumerate(backbone.layers):
-            for module, names in (
-                (layer.attn.qkv_proj, ("query", "key", "value")),
-                (layer.attn.out_proj, ("output",)),
-                (layer.ffn.ffn_in, ("ffn_in",)),
-                (layer.ffn.ffn_out, ("ffn_out",)),
-            ):
-                if not isinstance(module, LoRALinear):
-                    continue
-                for (row0, row1), a, b in zip(module.slices, module.lora_A, module.lora_B):
-                    # the fused q|k|v projection: each H-row block is one of peft's modules (a whole-qkv update
-                    # shares its A between the three)
-                    blocks = range(row0 // H, row1 // H) if len(names) > 1 else [0]
-                    for t in blocks:
-                        rows = slice(t * H - row0, (t + 1) * H - row0) if len(names) > 1 else slice(None)
-                        key = f"base_model.model.bert.encoder.layer.{i}.{_LORA_MODULES[names[t]]}"
-                        tensors[f"{key}.lora_A.weight"] = a.detach()
-                        tensors[f"{key}.lora_B.weight"] = b.detach()[rows]
-                        targets.add(names[t])
+        for i, module, names in _lora_wrappers(backbone):
+            for (row0, row1), a, b in zip(module.slices, module.lora_A, module.lora_B):
+                # the fused q|k|v projection: each H-row block is one of peft's modules (a whole-qkv update
+                # shares its A between the three)
+                blocks = range(row0 // H, row1 // H) if len(names) > 1 else [0]
+                for t in blocks:
+                    rows = slice(t * H - row0, (t + 1) * H - row0) if len(names) > 1 else slice(None)
+                    key = f"base_model.model.bert.encoder.layer.{i}.{_LORA_MODULES[names[t]]}"
+                    tensors[f"{key}.lora_A.weight"] = a.detach()
+                    tensors[f"{key}.lora_B.weight"] = b.detach()[rows]
+                    targets.add(names[t])
         module_names = [_LORA_MODULES[t] for t in sorted(targets)]
         if "ffn_out" in targets:  # "output.dense" alone would also match attention.output.dense: a full-name regex
             target_modules: Any = r".*encoder\.layer\.\d+\.(" + "|".join(re.escape(m) for m in module_names) + r")$"
@@ -392,23 +397,15 @@ def load_adapter(
             raise ValueError(f"{file}: a LoRA adapter without lora_A / lora_B tensors")
         cfg.lora_targets = targets
         apply_lora(model, cfg.lora_r or 8, cfg.lora_alpha, cfg.lora_dropout, targets)
-        for i, layer in enumerate(backbone.layers):
-            for module, names in (
-                (layer.attn.qkv_proj, ("query", "key", "value")),
-                (layer.attn.out_proj, ("output",)),
-                (layer.ffn.ffn_in, ("ffn_in",)),
-                (layer.ffn.ffn_out, ("ffn_out",)),
-            ):
-                if not isinstance(module, LoRALinear):
-                    continue
-                for j, (row0, _) in enumerate(module.slices):
-                    name = names[row0 // H] if len(names) > 1 else names[0]
-                    pair = lora.get((i, name))
-                    if pair is None or set(pair) != {"A", "B"}:
-                        raise ValueError(f"{file}: layer {i} {name} lacks its lora_A / lora_B tensors")
-                    with torch.no_grad():
-                        module.lora_A[j].copy_(pair["A"])
-                        module.lora_B[j].copy_(pair["B"])
+        for i, module, names in _lora_wrappers(backbone):
+            for j, (row0, _) in enumerate(module.slices):
+                name = names[row0 // H] if len(names) > 1 else names[0]
+                pair = lora.get((i, name))
+                if pair is None or set(pair) != {"A", "B"}:
+                    raise ValueError(f"{file}: layer {i} {name} lacks its lora_A / lora_B tensors")
+                with torch.no_grad():
+                    module.lora_A[j].copy_(pair["A"])
+                    module.lora_B[j].copy_(pair["B"])
     else:
         apply_strategy(model, cfg)
         table = ours.get("prompt_embeddings")
