@@ -467,4 +467,10 @@ def from_adapter(directory: str, base: str | None = None, **load_kwargs: Any) ->
         overrides.pop("num_labels", None)
     model = cls.from_pretrained(source, **overrides, **load_kwargs)
     load_adapter(model, directory, cfg, meta)
+    report = model.load_report
+    if report is not None:  # the head came with the adapter: it is not missing any more
+        from bertforge.model import convert
+
+        head = set(convert.ours_to_hf({n: torch.empty(1) for n in head_parameter_names(model)}, tied=False))
+        report.missing = [n for n in report.missing if n not in head]
     return model.eval()

@@ -24,7 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("task", choices=TASKS)
     p.add_argument("texts", nargs="*", help="texts (for question-answering: use --question/--context or --input)")
-    p.add_argument("--model", required=True, help="Hugging Face BERT directory with the task's head")
+    p.add_argument(
+        "--model", required=True, help="Hugging Face BERT directory with the task's head (or an adapter directory)"
+    )
+    p.add_argument(
+        "--adapter", default=None, help="a fine-tuning strategy's artefact (OUT/adapter) to run on the base --model"
+    )
     p.add_argument("--input", default=None, help="JSON-lines file of inputs (shows a progress bar)")
     p.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
     p.add_argument("--batch-size", type=int, default=32)
@@ -125,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             kwargs["pooling"] = None if args.pooling == "none" else args.pooling
         if args.normalize is not None:
             kwargs["normalize"] = args.normalize
+    if args.adapter:
+        kwargs["adapter"] = args.adapter
     pipe = pipeline(args.task, model=args.model, **kwargs)
     if args.input:
         inputs = _read_inputs(args.input, task)

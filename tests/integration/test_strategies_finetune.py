@@ -156,3 +156,27 @@ def test_pipeline_switches_adapters_on_one_base(tiny_checkpoint, data_dir, tmp_p
         )
     with pytest.raises(ValueError, match="no adapter named"):
         pipe.set_adapter("missing")
+
+
+def test_run_command_takes_an_adapter(tiny_checkpoint, data_dir, tmp_path, capsys):
+    from bertforge.cli.main import main
+
+    train, dev = _sst(data_dir, tmp_path, n=32)
+    cfg = FinetuneConfig.build(epochs=1, batch_size=16, strategy="adapter", adapter_size=4, max_length=32)
+    finetune_classification(
+        str(tiny_checkpoint), str(train), str(dev), str(tmp_path / "out"), cfg=cfg, show_progress=False
+    )
+    capsys.readouterr()
+    text = "a gripping, funny film"
+    argv = [
+        "run",
+        "text-classification",
+        "--model",
+        str(tiny_checkpoint),
+        "--adapter",
+        str(tmp_path / "out" / "adapter"),
+    ]
+    assert main(argv + [text]) == 0
+    via_adapter = json.loads(capsys.readouterr().out)
+    assert main(["run", "text-classification", "--model", str(tmp_path / "out" / "best"), text]) == 0
+    assert json.loads(capsys.readouterr().out) == via_adapter  # base + adapter = the best directory

@@ -91,3 +91,21 @@ def test_text_generation_pipeline(tmp_path):
     expected = pipe.tokenizer.decode([10, 11] + new, skip_special_tokens=True)
     assert out == [{"generated_text": expected}]
     assert len(pipe(["w5", "w7"], max_new_tokens=3)) == 2
+
+
+def test_run_text_generation_command(tmp_path, capsys):
+    import json
+
+    from bertforge.cli.main import main
+    from bertforge.tokenization import BertTokenizer
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(94)]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    _model().save_pretrained(tmp_path)
+    argv = ["run", "text-generation", "--model", str(tmp_path), "w5 w6", "--max-new-tokens", "4"]
+    assert main(argv + ["--do-sample", "--seed", "3", "--top-k", "10", "--top-p", "0.9"]) == 0
+    sampled = json.loads(capsys.readouterr().out)
+    assert main(argv + ["--do-sample", "--seed", "3", "--top-k", "10", "--top-p", "0.9", "--no-cache"]) == 0
+    assert json.loads(capsys.readouterr().out) == sampled  # the same tokens without the cache
+    assert sampled["result"][0]["generated_text"].startswith("w5 w6")
