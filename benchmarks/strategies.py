@@ -44,7 +44,21 @@ STRATEGIES = {
     "prefix": {"prefix_tokens": 20},
 }
 """Name -> FinetuneConfig fields (the strategy is the name unless given)."""
-LR = {"full": 5e-5, "freeze": 5e-5, "freeze-gradual": 5e-5}
+VARIANTS = {
+    "prefix-lr3e-2": {"strategy": "prefix", "prefix_tokens": 20},
+    "prefix-mlp": {"strategy": "prefix", "prefix_tokens": 20, "prefix_projection": 512},
+    "prompt-lr3e-1": {"strategy": "prompt", "prompt_tokens": 20},
+}
+"""Runs on request (``--strategies``), not in the default comparison: settings tried for the methods that lag."""
+STRATEGIES_ALL = {**STRATEGIES, **VARIANTS}
+LR = {
+    "full": 5e-5,
+    "freeze": 5e-5,
+    "freeze-gradual": 5e-5,
+    "prefix-lr3e-2": 3e-2,
+    "prefix-mlp": 1e-3,
+    "prompt-lr3e-1": 3e-1,
+}
 """Learning rates that differ from the strategy defaults (full: the 5e-5 of BERT's grid that MiniLM prefers)."""
 METRIC = {"sst2": "accuracy", "conll": "test_f1"}
 
@@ -96,7 +110,7 @@ def one(spec: dict) -> dict:
     from bertforge.training.finetune import finetune_classification, finetune_ner
 
     torch.set_num_threads(spec["threads"])
-    fields = dict(STRATEGIES[spec["name"]])
+    fields = dict(STRATEGIES_ALL[spec["name"]])
     fields.setdefault("strategy", spec["name"])
     cfg = FinetuneConfig.build(
         epochs=spec["epochs"],
@@ -150,6 +164,35 @@ def one(spec: dict) -> dict:
         "artefact_mb": round(artefact.stat().st_size / 2**20, 3),
         "best_epoch": result.get("best_epoch"),
     }
+
+
+def peft_counts() -> dict:
+    """Trainable parameters of peft (when installed) for the LoRA, prompt and prefix configurations above, on
+    transformers' BertForSequenceClassification (2 labels) of the same checkpoint, beside bertforge's."""
+    try:
+        import peft
+        import transformers
+    except ImportError:
+        return {}
+    from bertforge.config import AdaptConfig
+    from bertforge.model import BertForSequenceClassification
+    from bertforge.strategies import apply_strategy
+
+    configs = {
+        "lora": peft.LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, target_modules=["query", "value"]),
+        "prompt": peft.PromptTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=20),
+        "prefix": peft.PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=20),
+    }
+    out = {}
+    for name, config in configs.items():
+        theirs = transformers.BertForSequenceClassification.from_pretrained(minilm(), num_labels=2)
+        fields = dict(STRATEGIES[name])
+        ours = BertForSequenceClassification.from_pretrained(minilm(), num_labels=2)
+        out[name] = {
+            "peft": peft.get_peft_model(theirs, config).get_nb_trainable_parameters()[0],
+            "bertforge": apply_strategy(ours, AdaptConfig(strategy=name, **fields)),
+        }
+    return out
 
 
 def table(rows: list[dict]) -> str:
@@ -264,7 +307,10 @@ def main() -> int:
                     f"({row['trainable_pct']:.2f}%)  {row['train_seconds']:.0f} s  {row['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
+    record["peft_trainable_parameters"] = peft_counts()
+    out.write_text(json.dumps(record, indent=1) + "\n")
     print(table(record["runs"]))
+    print("trainable parameters, peft vs bertforge:", json.dumps(record["peft_trainable_parameters"]))
     plot(record["runs"], str(out.with_suffix(".png")))
     return 0
 
