@@ -292,6 +292,8 @@ class BertModel(PreTrainedBert):
                 output_hidden_states,
             )
         P_prompt = self.prompt.num_tokens if self.prompt is not None else 0
+        if cache is not None and len(cache[0]):
+            P_prompt = 0  # a soft prompt is in the cache already, in front of the earlier tokens
         offset = (self.prefix.num_tokens if self.prefix is not None else 0) + (len(cache[0]) if cache else 0)
         if offset and position_ids is None and isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
             # as transformers does after cached keys: the input's positions start after a prefix / the cache

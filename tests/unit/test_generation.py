@@ -109,3 +109,16 @@ def test_run_text_generation_command(tmp_path, capsys):
     assert main(argv + ["--do-sample", "--seed", "3", "--top-k", "10", "--top-p", "0.9", "--no-cache"]) == 0
     assert json.loads(capsys.readouterr().out) == sampled  # the same tokens without the cache
     assert sampled["result"][0]["generated_text"].startswith("w5 w6")
+
+
+@pytest.mark.parametrize("kind", ["prompt", "prefix"])
+def test_the_cache_works_with_soft_prompts_and_prefixes(kind):
+    from bertforge.config import AdaptConfig
+    from bertforge.strategies import apply_strategy
+
+    model = _model()
+    apply_strategy(model, AdaptConfig(strategy=kind, prompt_tokens=3, prefix_tokens=3, prompt_init="random"))
+    model.eval()
+    assert generate(model, [2, 9, 10], max_new_tokens=10, use_cache=True) == generate(
+        model, [2, 9, 10], max_new_tokens=10, use_cache=False
+    )
