@@ -104,6 +104,10 @@ class Embeddings(nn.Module):
         words = self._token(input_ids)
         if prompt is not None:
             words = torch.cat([prompt.to(words.dtype).expand(words.shape[0], -1, -1), words], dim=1)
+        return self.from_words(words, token_type_ids, position_ids)
+
+    def from_words(self, words: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """The embeddings of word vectors already looked up (or soft ones): + segment + position, LayerNorm, dropout."""
         x = words + self.segment(token_type_ids) + self.position(position_ids)
         return self.dropout(self.norm(x))
 
@@ -415,10 +419,6 @@ class BertModel(PreTrainedBert):
             )
         if output_attentions:
             raise ValueError("output_attentions=True needs a padded batch (attention probabilities are (B, N, S, S))")
-        if self.prompt is not None:
-            raise ValueError(
-                "prompt tuning takes padded batches (input_ids (B, S) with attention_mask); the model packs them itself"
-            )
         if max_seqlen is None:
             raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
         if max_seqlen > self.config.max_position_embeddings:
@@ -437,12 +437,23 @@ class BertModel(PreTrainedBert):
             positions = positions + self.prefix.num_tokens  # after the prefix, as in the padded path
         position_ids = positions if position_ids is None else position_ids.reshape(-1)
         token_type_ids = torch.zeros_like(flat) if token_type_ids is None else token_type_ids.reshape(-1)
-        check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None])
+        P = self.prompt.num_tokens if self.prompt is not None else 0
+        check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None], extra=P)
+        real = None
+        if self.prompt is not None:  # P soft tokens in front of every sequence: a longer packed batch
+            x, real, cu_seqlens, max_seqlen = self._packed_with_prompt(
+                flat, token_type_ids, position_ids, cu_seqlens, max_seqlen
+            )
+            packed, _ = packing_from_cu_seqlens(cu_seqlens, max_seqlen, x.shape[0])
+        else:
+            x = self.embeddings(flat, token_type_ids, position_ids)
         key_mask = key_mask_from_cu_seqlens(cu_seqlens, max_seqlen)
-        x = self.embeddings(flat, token_type_ids, position_ids)
         x, hidden_states, _ = self._encode(x, key_mask, "sdpa", packed, output_hidden_states, False)
         read = cu_seqlens[1:] - 1 if self.config.is_decoder else cu_seqlens[:-1]  # causal: the last token, else [CLS]
         pooled = self.pooler(x, read.to(torch.long)) if self.pooler is not None else None
+        if real is not None:  # the input's own rows, in its order
+            x = x.index_select(0, real)
+            hidden_states = tuple(h.index_select(0, real) for h in hidden_states) if hidden_states else hidden_states
         out_shape = (*shape, x.shape[-1])
         return BaseModelOutput(
             x.reshape(out_shape),
@@ -450,6 +461,27 @@ class BertModel(PreTrainedBert):
             tuple(h.reshape(out_shape) for h in hidden_states) if hidden_states else None,
             None,
         )
+
+    def _packed_with_prompt(self, flat, token_type_ids, position_ids, cu_seqlens, max_seqlen):
+        """Embeddings of a packed batch with the soft prompt's P rows in front of each sequence: (embeddings (T + B P,
+        H), the rows of the input's tokens, the new cu_seqlens, the new max_seqlen)."""
+        assert self.prompt is not None
+        P, T, device = self.prompt.num_tokens, flat.numel(), flat.device
+        B = cu_seqlens.numel() - 1
+        cu = cu_seqlens.to(torch.long)
+        new_cu = cu + P * torch.arange(B + 1, device=device)
+        sequence = torch.repeat_interleave(torch.arange(B, device=device), cu[1:] - cu[:-1], output_size=T)
+        real = torch.arange(T, device=device) + P * (sequence + 1)
+        front = (new_cu[:-1, None] + torch.arange(P, device=device)).reshape(-1)
+        words = self.embeddings._token(flat)
+        table = self.prompt().to(words.dtype)
+        all_words = words.new_zeros(T + B * P, words.shape[-1]).index_copy(0, real, words)
+        all_words = all_words.index_copy(0, front, table.repeat(B, 1))
+        types = flat.new_zeros(T + B * P).index_copy(0, real, token_type_ids)
+        positions = torch.arange(P, device=device).repeat(B)
+        positions = flat.new_zeros(T + B * P).index_copy(0, front, positions).index_copy(0, real, position_ids + P)
+        x = self.embeddings.from_words(all_words, types, positions)
+        return x, real, new_cu.to(cu_seqlens.dtype), max_seqlen + P
 
 
 def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids, extra: int = 0):

@@ -8,7 +8,6 @@ import torch
 
 import bertforge
 from bertforge.config import AdaptConfig
-from bertforge.model.adapters import PrefixEncoder
 from bertforge.strategies import (
     UnfreezeSchedule,
     apply_strategy,
@@ -154,22 +153,24 @@ def test_prompt_and_prefix_are_exact_on_padded_padding_free_and_paired_batches(k
     torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-4)
 
 
-def test_prefix_on_prepacked_batches_equals_padded():
+@pytest.mark.parametrize("kind", ["prompt", "prefix"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_soft_tokens_on_prepacked_batches_equal_padded(kind, causal):
     torch.manual_seed(0)
-    config = _config()
-    model = bertforge.BertModel(config).eval()
-    model.prefix = PrefixEncoder(3, config.num_hidden_layers, config.num_attention_heads, config.hidden_size)
-    torch.nn.init.normal_(model.prefix.embedding.weight, std=0.5)
+    config = _config().replace(is_decoder=causal)
+    model = bertforge.BertForSequenceClassification(config).eval()
+    apply_strategy(model, AdaptConfig(strategy=kind, prompt_tokens=4, prefix_tokens=3, prompt_init="random"))
     batch = random_batch(config, batch=3, seq=8)
     mask = batch["attention_mask"].bool()
     lengths = mask.sum(1)
     cu = torch.cat([torch.zeros(1, dtype=torch.int32), lengths.cumsum(0).to(torch.int32)])
     with torch.no_grad():
-        padded = model(**batch).last_hidden_state[mask]
-        packed = model(
+        padded = model.bert(**batch)
+        packed = model.bert(
             batch["input_ids"][mask], token_type_ids=batch["token_type_ids"][mask], cu_seqlens=cu, max_seqlen=8
-        ).last_hidden_state
-    torch.testing.assert_close(packed, padded, atol=1e-5, rtol=1e-4)
+        )
+    torch.testing.assert_close(packed.last_hidden_state, padded.last_hidden_state[mask], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(packed.pooler_output, padded.pooler_output, atol=1e-5, rtol=1e-4)
 
 
 def test_prefix_reparameterisation_folds_to_the_same_outputs():
