@@ -45,6 +45,7 @@ STRATEGIES = {
 }
 """Name -> FinetuneConfig fields (the strategy is the name unless given)."""
 VARIANTS = {
+    "full-lr1e-4": {"strategy": "full"},
     "prefix-lr3e-2": {"strategy": "prefix", "prefix_tokens": 20},
     "prefix-mlp": {"strategy": "prefix", "prefix_tokens": 20, "prefix_projection": 512},
     "prompt-lr3e-1": {"strategy": "prompt", "prompt_tokens": 20},
@@ -53,6 +54,7 @@ VARIANTS = {
 STRATEGIES_ALL = {**STRATEGIES, **VARIANTS}
 LR = {
     "full": 5e-5,
+    "full-lr1e-4": 1e-4,
     "freeze": 5e-5,
     "freeze-gradual": 5e-5,
     "prefix-lr3e-2": 3e-2,
