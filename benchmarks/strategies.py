@@ -46,6 +46,8 @@ STRATEGIES = {
 """Name -> FinetuneConfig fields (the strategy is the name unless given)."""
 VARIANTS = {
     "full-lr1e-4": {"strategy": "full"},
+    "lora-lr5e-3": {"strategy": "lora", "lora_r": 8, "lora_targets": ("query", "value")},
+    "adapter-lr3e-3": {"strategy": "adapter", "adapter_size": 32},
     "prefix-lr3e-2": {"strategy": "prefix", "prefix_tokens": 20},
     "prefix-mlp": {"strategy": "prefix", "prefix_tokens": 20, "prefix_projection": 512},
     "prompt-lr3e-1": {"strategy": "prompt", "prompt_tokens": 20},
@@ -55,6 +57,8 @@ STRATEGIES_ALL = {**STRATEGIES, **VARIANTS}
 LR = {
     "full": 5e-5,
     "full-lr1e-4": 1e-4,
+    "lora-lr5e-3": 5e-3,
+    "adapter-lr3e-3": 3e-3,
     "freeze": 5e-5,
     "freeze-gradual": 5e-5,
     "prefix-lr3e-2": 3e-2,
@@ -148,7 +152,8 @@ def one(spec: dict) -> dict:
             cfg=cfg.merged({"task": {"max_train_examples": spec["train"], "max_length": 128}}),
             show_progress=False,
         )
-    artefact = Path(out) / ("best/model.safetensors" if spec["name"] == "full" else "adapter/adapter_model.safetensors")
+    full = fields["strategy"] == "full"
+    artefact = Path(out) / ("best/model.safetensors" if full else "adapter/adapter_model.safetensors")
     from bertforge.model import BertModel
 
     total = BertModel.from_pretrained(minilm()).num_parameters()
