@@ -34,6 +34,7 @@ from torch import nn
 
 from bertforge.config import AdaptConfig
 from bertforge.model.adapters import BottleneckAdapter, PrefixEncoder, SoftPrompt
+from bertforge.model.convert import PEFT_LORA_MODULES as _LORA_MODULES
 from bertforge.model.lora import LoRALinear, apply_lora
 from bertforge.utils import atomic_write_text, logger
 
@@ -47,15 +48,6 @@ PEFT_TASK_TYPES = {
     "BertForQuestionAnswering": "QUESTION_ANS",
 }
 """peft's task types of our head classes (multiple choice has none in peft: the head is saved as modules_to_save)."""
-_LORA_MODULES = {
-    "query": "attention.self.query",
-    "key": "attention.self.key",
-    "value": "attention.self.value",
-    "output": "attention.output.dense",
-    "ffn_in": "intermediate.dense",
-    "ffn_out": "output.dense",
-}
-"""Our LoRA targets -> the module paths under transformers' ``encoder.layer.{i}`` that peft wraps."""
 
 
 def head_parameter_names(model: nn.Module) -> list[str]:

@@ -49,6 +49,16 @@ HEAD_RULES: list[tuple[str, str]] = [
     ("classifier.{p}", "classifier.{p}"),
     ("qa_outputs.{p}", "qa_outputs.{p}"),
 ]
+# peft's LoRA modules: our LoRA targets -> the module paths under transformers' ``encoder.layer.{i}`` that peft wraps
+# (used for peft's adapter files in ``strategies.py``).
+PEFT_LORA_MODULES: dict[str, str] = {
+    "query": "attention.self.query",
+    "key": "attention.self.key",
+    "value": "attention.self.value",
+    "output": "attention.output.dense",
+    "ffn_in": "intermediate.dense",
+    "ffn_out": "output.dense",
+}
 # Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to
 # cls.predictions.bias.
 IGNORED = [
