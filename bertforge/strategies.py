@@ -148,11 +148,9 @@ class UnfreezeSchedule:
 # ---- the artefact ----------------------------------------------------------------------------------------------
 
 
-def trained_state(model: nn.Module, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The trainable tensors (our names) of ``model``, taken from ``state`` when given (e.g. gathered shards)."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    source = state if state is not None else {k: v.detach() for k, v in model.state_dict().items()}
-    return {k: v for k, v in source.items() if k in names}
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable tensors of ``model`` under bertforge's names."""
+    return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def save_adapter(model: nn.Module, cfg: AdaptConfig, directory: str, base: str | None) -> None:
@@ -317,7 +315,12 @@ def read_adapter_config(directory: str) -> tuple[AdaptConfig, dict]:
             f"({', '.join(PEFT_TYPES.values())})"
         )
     head_class = {v: k for k, v in PEFT_TASK_TYPES.items()}.get(peft.get("task_type"), "BertForMultipleChoice")
-    meta = {"head_class": head_class, "base_model_name_or_path": peft.get("base_model_name_or_path"), "format": "peft"}
+    meta = {
+        "head_class": head_class,
+        "base_model_name_or_path": peft.get("base_model_name_or_path"),
+        "format": "peft",
+        "num_labels": _peft_num_labels(os.path.join(directory, ADAPTER_WEIGHTS)),
+    }
     if kind == "lora":
         if peft.get("layers_to_transform") or peft.get("rank_pattern") or peft.get("alpha_pattern"):
             raise ValueError(
@@ -334,6 +337,29 @@ def read_adapter_config(directory: str) -> tuple[AdaptConfig, dict]:
     if kind == "prompt":
         return AdaptConfig(strategy="prompt", prompt_tokens=n, prompt_init="random"), meta
     return AdaptConfig(strategy="prefix", prefix_tokens=n), meta
+
+
+def _peft_num_labels(file: str) -> int | None:
+    """The rows of a peft adapter's classifier (its label count), read from the safetensors header alone."""
+    from safetensors import safe_open
+
+    with safe_open(file, "pt") as f:
+        for key in f.keys():
+            if re.search(r"classifier(\.modules_to_save(\.default)?)?\.weight$", key):
+                return int(f.get_slice(key).get_shape()[0])
+    return None
+
+
+def head_overrides(meta: dict, head_class: str) -> dict[str, Any]:
+    """The config fields of an adapter's head (label count and names, problem type) for ``from_pretrained``."""
+    out: dict[str, Any] = {}
+    if meta.get("num_labels") and head_class not in ("BertForMultipleChoice", "BertForQuestionAnswering"):
+        out["num_labels"] = meta["num_labels"]
+    if meta.get("id2label"):
+        out["id2label"] = {int(k): v for k, v in meta["id2label"].items()}
+    if meta.get("problem_type"):
+        out["problem_type"] = meta["problem_type"]
+    return out
 
 
 _PEFT_LORA_KEY = re.compile(
@@ -368,7 +394,7 @@ def load_adapter(
     backbone: Any = model.bert
     H = backbone.config.hidden_size
     inverse = {v: k for k, v in _LORA_MODULES.items()}
-    ours: dict[str, torch.Tensor] = {}
+    table: torch.Tensor | None = None
     head: dict[str, torch.Tensor] = {}
     lora: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
@@ -376,7 +402,7 @@ def load_adapter(
         if m:
             lora.setdefault((int(m[1]), inverse[m[2]]), {})[m[3]] = t
         elif key == "prompt_embeddings":
-            ours["prompt_embeddings"] = t
+            table = t
         elif key.startswith("base_model.model.") or key.startswith("base_model."):
             name = key.removeprefix("base_model.model.") if key.startswith("base_model.model.") else key[11:]
             name = name.replace(".modules_to_save.default", "").replace(".modules_to_save", "")
@@ -400,7 +426,6 @@ def load_adapter(
                     module.lora_B[j].copy_(pair["B"])
     else:
         apply_strategy(model, cfg)
-        table = ours.get("prompt_embeddings")
         if table is None:
             raise ValueError(f"{file}: no prompt_embeddings tensor")
         target = backbone.prompt if cfg.strategy == "prompt" else backbone.prefix
@@ -435,8 +460,6 @@ def _load_into(
 def from_adapter(directory: str, base: str | None = None, **load_kwargs: Any) -> nn.Module:
     """The base model with the adapter of ``directory`` on it, in eval mode. ``base`` replaces the directory's
     pointer (``base_model_name_or_path``), for a base that has moved."""
-    from safetensors.torch import load_file
-
     import bertforge.model as models
 
     cfg, meta = read_adapter_config(directory)
@@ -444,20 +467,7 @@ def from_adapter(directory: str, base: str | None = None, **load_kwargs: Any) ->
     if not source:
         raise ValueError(f"{directory}: the adapter names no base model; pass base=... (--base)")
     cls = getattr(models, meta["head_class"])
-    overrides: dict[str, Any] = {}
-    if meta.get("num_labels"):
-        overrides["num_labels"] = meta["num_labels"]
-    elif cls is not models.BertForQuestionAnswering:  # a peft directory: the head's rows are its labels
-        for key, t in load_file(os.path.join(directory, ADAPTER_WEIGHTS)).items():
-            if key.endswith("classifier.weight") or key.endswith("classifier.modules_to_save.default.weight"):
-                overrides["num_labels"] = t.shape[0]
-    if meta.get("id2label"):
-        overrides["id2label"] = {int(k): v for k, v in meta["id2label"].items()}
-    if meta.get("problem_type"):
-        overrides["problem_type"] = meta["problem_type"]
-    if cls is models.BertForMultipleChoice:
-        overrides.pop("num_labels", None)
-    model = cls.from_pretrained(source, **overrides, **load_kwargs)
+    model = cls.from_pretrained(source, **head_overrides(meta, meta["head_class"]), **load_kwargs)
     load_adapter(model, directory, cfg, meta)
     report = model.load_report
     if report is not None:  # the head came with the adapter: it is not missing any more

@@ -131,22 +131,20 @@ def _packed(
 ) -> torch.Tensor:
     T, H3 = qkv.shape
     H = H3 // 3
-    if prefix is not None:  # the prefix joins each sequence's keys: the padded block, where every row sees it
-        blocks = pad(qkv, p)
-        q, k, v = blocks.view(p.batch, p.seq, 3, num_heads, D).permute(2, 0, 3, 1, 4)
-        k, v, key_mask = with_prefix(k, v, key_mask, prefix)
-        ctx = attention(q, k, v, key_mask, dropout_p, causal)
-        return unpad(ctx.transpose(1, 2).reshape(p.batch, p.seq, H), p)
-    if _varlen_attn is not None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0:
+    # a prefix joins each sequence's keys: it takes the padded block route below, where every row sees it
+    fused = prefix is None and qkv.is_cuda and qkv.dtype in (torch.float16, torch.bfloat16) and dropout_p == 0.0
+    if _varlen_attn is not None and fused:
         q, k, v = qkv.view(T, 3, num_heads, D).unbind(1)  # each (T, N, D)
         window = (-1, 0) if causal else (-1, -1)  # causal: no keys to the right
         ctx = _varlen_attn(q, k, v, p.cu_seqlens, p.cu_seqlens, p.max_seqlen, p.max_seqlen, window_size=window)
         return ctx.reshape(T, H)  # type: ignore[union-attr]  # a tensor unless return_aux is asked for
-    if dropout_p > 0.0 and not qkv.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
+    if prefix is None and dropout_p > 0.0 and not qkv.is_cuda and p.max_seqlen >= PER_SEQUENCE_MIN_LENGTH:
         return _per_sequence(qkv, num_heads, D, p, dropout_p, causal)
     B, S = p.batch, p.seq
     blocks = pad(qkv, p)  # (B, S, 3H): the sequences apart, for SDPA with the key mask
     q, k, v = blocks.view(B, S, 3, num_heads, D).permute(2, 0, 3, 1, 4)
+    if prefix is not None:
+        k, v, key_mask = with_prefix(k, v, key_mask, prefix)
     ctx = attention(q, k, v, key_mask, dropout_p, causal)
     return unpad(ctx.transpose(1, 2).reshape(B, S, H), p)
 

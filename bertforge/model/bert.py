@@ -227,8 +227,14 @@ class Pooler(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
     def forward(self, hidden: torch.Tensor, cls_index: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S, H) -> (B, H) from position 0; or a packed (T, H) with the [CLS] rows ``cls_index`` (B,)."""
-        cls = hidden[:, 0] if cls_index is None else hidden.index_select(0, cls_index)
+        """(B, S, H) -> (B, H) from position 0, or from position ``cls_index[b]`` of row b; or a packed (T, H) with
+        the rows ``cls_index`` (B,)."""
+        if cls_index is None:
+            cls = hidden[:, 0]
+        elif hidden.dim() == 2:
+            cls = hidden.index_select(0, cls_index)
+        else:
+            cls = hidden[torch.arange(hidden.shape[0], device=hidden.device), cls_index]
         return torch.tanh(self.dense(cls))
 
 
@@ -311,7 +317,7 @@ class BertModel(PreTrainedBert):
             front = torch.ones(B, P_prompt, dtype=torch.long, device=input_ids.device)
             if attention_mask is not None:
                 attention_mask = torch.cat([front.to(attention_mask.dtype), attention_mask], dim=1)
-            token_type_ids = torch.cat([front * 0, token_type_ids], dim=1)
+            token_type_ids = torch.cat([torch.zeros_like(front), token_type_ids], dim=1)
             position_ids = torch.cat(
                 [torch.arange(P_prompt, device=front.device).expand(B, -1), position_ids + P_prompt], 1
             )
@@ -353,15 +359,14 @@ class BertModel(PreTrainedBert):
             x = pad(x, packed)
             hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
         pooled = None
-        if self.pooler is not None and self.config.is_decoder:  # the last real token (right padding)
-            last = (
-                (attention_mask.sum(1) - 1)
-                if attention_mask is not None
-                else torch.full_like(x[:, 0, 0], x.shape[1] - 1, dtype=torch.long)
-            )
-            pooled = self.pooler(x[torch.arange(x.shape[0], device=x.device), last.long()][:, None])
-        elif self.pooler is not None:
-            pooled = self.pooler(x)
+        if self.pooler is not None:
+            last = None  # causal: the last real token (right padding), else [CLS]
+            if self.config.is_decoder:
+                B, S = x.shape[:2]
+                last = (
+                    attention_mask.sum(1).long() - 1 if attention_mask is not None else x.new_full((B,), S - 1).long()
+                )
+            pooled = self.pooler(x, last)
         if P_prompt:  # heads read the real tokens; the pooler read position 0 (the first soft token), as in peft
             x = x[:, P_prompt:]
             hidden_states = tuple(h[:, P_prompt:] for h in hidden_states) if hidden_states else hidden_states

@@ -98,15 +98,10 @@ class Pipeline:
 
             path = resolve_model(model)  # a directory, an installed model package, the Hugging Face cache or Hub
             if self.adapters:
-                from bertforge.strategies import read_adapter_config
+                from bertforge.strategies import head_overrides, read_adapter_config
 
                 _, meta = read_adapter_config(next(iter(self.adapters.values())))
-                labels = {k: v for k, v in meta.items() if k in ("num_labels", "problem_type") and v}
-                if meta.get("id2label"):
-                    labels["id2label"] = {int(k): v for k, v in meta["id2label"].items()}
-                if self.model_class.__name__ == "BertForQuestionAnswering":
-                    labels = {}
-                self.model = self.model_class.from_pretrained(path, **labels)
+                self.model = self.model_class.from_pretrained(path, **head_overrides(meta, self.model_class.__name__))
             else:
                 self.model = self.model_class.from_pretrained(path)
                 self._check_head(path)
@@ -148,7 +143,6 @@ class Pipeline:
                 if key in own:
                     own[key].copy_(value)
         self._originals = {}
-        self.model.float()
         load_adapter(self.model, directory, cfg, meta, originals=self._originals)
         if meta.get("id2label"):
             self.model.config.id2label = {int(k): v for k, v in meta["id2label"].items()}

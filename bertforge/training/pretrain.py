@@ -120,23 +120,11 @@ def build_model(cfg: RunConfig, vocab_size: int):
     return model
 
 
-def _inputs(batch: dict) -> dict:
-    """The model's keyword arguments for a padded or a packed (cu_seqlens) batch."""
-    if "cu_seqlens" in batch:
-        return {
-            "input_ids": batch["input_ids"],
-            "token_type_ids": batch["token_type_ids"],
-            "position_ids": batch["position_ids"],
-            "cu_seqlens": batch["cu_seqlens"],
-            "max_seqlen": batch["max_seqlen"],
-            "mlm_positions": batch["mlm_positions"],
-        }
-    return {
-        "input_ids": batch["input_ids"],
-        "attention_mask": batch["attention_mask"],
-        "token_type_ids": batch["token_type_ids"],
-        "mlm_positions": batch["mlm_positions"],
-    }
+def _inputs(batch: dict, masked_lm: bool = True) -> dict:
+    """The model's keyword arguments for a padded or a packed (cu_seqlens) batch (``mlm_positions`` for masked LM)."""
+    keys = ("cu_seqlens", "max_seqlen", "position_ids") if "cu_seqlens" in batch else ("attention_mask",)
+    keys += ("mlm_positions",) if masked_lm else ()
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", *keys)}
 
 
 def _mlm_logits_labels(out, batch):
@@ -192,8 +180,7 @@ class CLMObjective(Objective):
     n_stats = 3
 
     def forward(self, model, batch: dict):
-        inputs = {k: v for k, v in _inputs(batch).items() if k != "mlm_positions"}
-        return model(**inputs, labels=batch["labels"])
+        return model(**_inputs(batch, masked_lm=False), labels=batch["labels"])
 
     def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
         logits, targets = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
@@ -244,11 +231,8 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
-        inputs = _inputs(batch)
-        if clm:
-            inputs.pop("mlm_positions")
         with autocast(info.device, t.bf16, t.fp16):
-            out = model(**inputs)
+            out = model(**_inputs(batch, masked_lm=not clm))
         if clm:
             logits, labels = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
             real = labels != IGNORE_INDEX
