@@ -62,10 +62,13 @@ def opt(
     minimum: float | None = None,
     maximum: float | None = None,
     metavar: str | None = None,
+    tasks: tuple[str, ...] = (),
 ) -> Any:
     """A config field with command-line metadata: ``flag`` (default ``--field-name``), extra ``aliases``, allowed
-    ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users."""
+    ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users.
+    ``tasks``: the fine-tuning tasks whose command line shows the flag (all when empty)."""
     meta = {
+        "tasks": tasks,
         "flag": flag,
         "aliases": aliases,
         "choices": choices,
@@ -312,36 +315,36 @@ class TaskConfig:
     """Use only the first N validation examples."""
     validation_split: float | None = opt(None, minimum=0.01, maximum=0.9)
     """Without a validation file: hold out this fraction of the training data (whole articles for QA), seeded."""
-    text_column: str = "sentence"
+    text_column: str = opt("sentence", tasks=("classification",))
     """Classification: the column (name, or index with no_header) of the text."""
-    text_pair_column: str | None = None
+    text_pair_column: str | None = opt(None, tasks=("classification",))
     """Classification: the column of the second text of a pair."""
-    label_column: str = "label"
+    label_column: str = opt("label", tasks=("classification",))
     """Classification: the column of the label(s)."""
-    no_header: bool = False
+    no_header: bool = opt(False, tasks=("classification",))
     """Classification: the files have no header row; columns are named by index."""
-    regression: bool = False
+    regression: bool = opt(False, tasks=("classification",))
     """Classification: numeric labels, one output, MSE loss, Pearson/Spearman."""
-    multi_label: bool = False
+    multi_label: bool = opt(False, tasks=("classification",))
     """Classification: any number of labels per row (JSON list or separated string), sigmoid outputs."""
-    label_separator: str = ","
+    label_separator: str = opt(",", tasks=("classification",))
     """Classification: separator of labels in a multi-label cell."""
-    label_names: tuple[str, ...] | None = None
+    label_names: tuple[str, ...] | None = opt(None, tasks=("classification",))
     """Classification: names for the label values in their order (numbers ascending, else alphabetical), written to
     id2label so that predictions and pipelines show them: negative,positive for GLUE's 0 and 1."""
-    scheme: str = opt("auto", choices=("auto", "iob1", "iob2", "iobes"))
+    scheme: str = opt("auto", choices=("auto", "iob1", "iob2", "iobes"), tasks=("ner",))
     """NER: tag scheme of the CoNLL files (auto detects; IOBES/BIOES is read as IOB2)."""
-    stride: int | None = opt(None, aliases=("--doc-stride",), minimum=0)
+    stride: int | None = opt(None, aliases=("--doc-stride",), minimum=0, tasks=("ner", "qa"))
     """Overlap of consecutive windows in tokens: NER default (max_length - 2) // 4, QA (doc_stride) default 128."""
-    max_query_length: int = opt(64, minimum=1)
+    max_query_length: int = opt(64, minimum=1, tasks=("qa",))
     """QA: question tokens kept."""
-    n_best: int = opt(20, minimum=1)
+    n_best: int = opt(20, minimum=1, tasks=("qa",))
     """QA: start and end candidates searched per window."""
-    max_answer_length: int = opt(30, minimum=1)
+    max_answer_length: int = opt(30, minimum=1, tasks=("qa",))
     """QA: longest answer, in tokens."""
-    version_2: bool | None = None
+    version_2: bool | None = opt(None, tasks=("qa",))
     """QA: allow the null answer (SQuAD v2.0); None: when the training file has unanswerable questions."""
-    null_threshold: float = 0.0
+    null_threshold: float = opt(0.0, tasks=("qa",))
     """QA v2.0: predict no answer when null score - best span score exceeds this."""
 
     def __post_init__(self) -> None:

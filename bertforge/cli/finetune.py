@@ -15,30 +15,46 @@ import json
 NOT_FOR_FINETUNING = frozenset({"train_iters", "save", "load", "eval_interval", "eval_iters", "export_hf"})
 
 
+TASKS = {
+    "classification": "CSV/TSV/JSONL/Parquet rows: single-label, --multi-label or --regression; texts or pairs",
+    "ner": "CoNLL column files (IOB1, IOB2 or IOBES tags)",
+    "qa": "SQuAD v1.1/v2.0 JSON",
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from bertforge.cli.fields import add_section
     from bertforge.config import FinetuneConfig
 
-    defaults = FinetuneConfig()
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune a checkpoint: classification, ner or qa",
-        description="Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
+    recipe = (
+        "Fine-tune a BERT checkpoint with BERT's recipe (AdamW, lr 3e-5, 10% warm-up then "
         "linear decay, weight decay 0.01, clipping 1.0, batch 32, 3 epochs). Each epoch is "
         "evaluated; the best is written to OUTPUT/best as a Hugging Face directory with "
         "id2label and the tokenizer (LoRA merged in; for adapter, prompt and prefix it is the adapter with "
         "the tokenizer), and every strategy but full also writes the small artefact OUTPUT/adapter (trained "
         "tensors + head, peft's layout for lora/prompt/prefix, a pointer to the base model); metrics go to "
-        "OUTPUT/metrics.jsonl, checkpoints to OUTPUT/checkpoints (--resume continues from the newest).",
+        "OUTPUT/metrics.jsonl, checkpoints to OUTPUT/checkpoints (--resume continues from the newest)."
+    )
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a checkpoint: classification, ner or qa",
+        description=recipe + " Each task's flags: bertforge finetune TASK --help.",
         allow_abbrev=False,
     )
-    p.add_argument(
-        "task",
-        choices=["classification", "ner", "qa"],
-        help="classification: CSV/TSV/JSONL (single-label, --multi-label, --regression; texts or pairs); "
-        "ner: CoNLL column files (IOB1 or IOB2); qa: SQuAD v1.1/v2.0 JSON",
-    )
-    p.add_argument("--model", required=True, help="Hugging Face BERT directory")
+    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    defaults = FinetuneConfig()
+    for task, data in TASKS.items():
+        t = tasks.add_parser(task, help=data, description=f"{recipe} Data: {data}.", allow_abbrev=False)
+        _add_flags(t, task, defaults)
+        t.set_defaults(func=run)
+
+
+def _add_flags(p: argparse.ArgumentParser, task: str, defaults) -> None:
+    """The flags of ``bertforge finetune TASK``: files, then the config sections, with only this task's task flags."""
+    import dataclasses
+
+    from bertforge.cli.fields import add_section
+
+    p.add_argument("--model", required=True, help="model: a directory, an installed model package or a Hub name")
     p.add_argument("--train", required=True, help="training file")
     p.add_argument(
         "--validation",
@@ -49,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test", default=None, help="file scored once with the best checkpoint")
     p.add_argument("--output", required=True, help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the run in OUTPUT from its newest checkpoint")
-    add_section(p.add_argument_group("task"), "task", defaults.task)
+    others = {f.name for f in dataclasses.fields(defaults.task) if task not in (f.metadata.get("tasks") or (task,))}
+    add_section(p.add_argument_group("task"), "task", defaults.task, skip=others)
     add_section(p.add_argument_group("optimizer and schedule"), "optim", defaults.optim)
     add_section(p.add_argument_group("training"), "train", defaults.train, skip=NOT_FOR_FINETUNING)
     g = p.add_argument_group("adaptation (which parameters train)")
@@ -60,7 +77,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=argparse.SUPPRESS,
         help="train the task head only (= --strategy head)",
     )
-    p.set_defaults(func=run)
 
 
 def build_config(args: argparse.Namespace):

@@ -74,6 +74,16 @@ def _unknown(extra: list[str], parser: argparse.ArgumentParser) -> str:
     return f"unrecognized arguments: {' '.join(extra)}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost parser the command line selected (``bertforge finetune ner`` -> the ner parser)."""
+    while True:
+        subs = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, subs.dest, None) if subs is not None else None
+        if subs is None or name not in subs.choices:
+            return parser
+        parser = subs.choices[name]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="bertforge",
@@ -96,10 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra and getattr(args, "command", None) == "run" and not any(x.startswith("-") for x in extra):
         args.texts = list(args.texts) + extra  # texts after the options: bertforge run TASK --model M TEXT...
     elif extra:
-        command = getattr(args, "command", None)
-        subparsers = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
-        sub = subparsers.choices.get(command) if subparsers is not None and command else None
-        (sub or parser).error(_unknown(extra, sub or parser))
+        chosen = _chosen(parser, args)
+        chosen.error(_unknown(extra, chosen))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

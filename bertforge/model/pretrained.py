@@ -46,6 +46,8 @@ class PreTrainedBert(nn.Module):
             raise TypeError(f"{type(self).__name__} takes a BertConfig, got {type(config).__name__}")
         self.config = config
         self.load_report: LoadReport | None = None
+        self.name_or_path: str | None = None
+        """The directory (or name) the model was loaded from, as in transformers; None for a model built here."""
 
     @property
     def backbone_prefix(self) -> str:
@@ -90,6 +92,7 @@ class PreTrainedBert(nn.Module):
                 model = from_adapter(path)
                 if not isinstance(model, cls):
                     raise ValueError(f"{path} holds an adapter for a {type(model).__name__}, not a {cls.__name__}")
+                model.name_or_path = path
                 return model.to(device=device, dtype=dtype) if dtype is not None or device is not None else model
         if not os.path.isdir(path):
             raise FileNotFoundError(
@@ -107,6 +110,7 @@ class PreTrainedBert(nn.Module):
         model.load_report = model.load_hf_state_dict(
             state, ignore_mismatched_sizes=ignore_mismatched_sizes, source=path
         )
+        model.name_or_path = path
         if dtype is not None or device is not None:
             model.to(device=device, dtype=dtype)
         return model.eval()

@@ -133,8 +133,36 @@ def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, outp
         tok.save_pretrained(tmp)
 
 
+def _start(model: Any, cls: type, tokenizer: Any, **head: Any) -> tuple[BertTokenizer, PreTrainedBert]:
+    """(tokenizer, the task model) from a checkpoint directory or model name, or from a model object in memory (any
+    bertforge BERT class: its encoder weights are copied into ``cls`` with the task's head fresh where it differs).
+    ``tokenizer``: a BertTokenizer or a directory; by default the checkpoint's, or the directory the object was
+    loaded from."""
+    if isinstance(model, PreTrainedBert):
+        source = tokenizer if tokenizer is not None else model.name_or_path
+        if source is None:
+            raise ValueError(
+                f"a {type(model).__name__} object built in memory has no tokenizer: pass tokenizer= "
+                "(a BertTokenizer or a directory with vocab.txt)"
+            )
+        tok = source if isinstance(source, BertTokenizer) else BertTokenizer.from_pretrained(source)
+        if "num_labels" in head and "id2label" not in head:
+            head.update(id2label=None, label2id=None)  # labels of another count: named again
+        task_model = cls(model.config.replace(**head))
+        task_model.load_report = task_model.load_hf_state_dict(
+            model.hf_state_dict(), ignore_mismatched_sizes=True, source=f"the {type(model).__name__} object"
+        )
+        task_model.name_or_path = model.name_or_path
+        weight = next(model.parameters())
+        return tok, task_model.to(device=weight.device, dtype=weight.dtype)
+    tok = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer or model)
+    return tok, cls.from_pretrained(model, ignore_mismatched_sizes=True, **head)
+
+
 def _base_pointer(model_dir: Any) -> str:
     """How an adapter names its base: an absolute path for a local directory, else the name as given."""
+    if isinstance(model_dir, PreTrainedBert):
+        model_dir = model_dir.name_or_path or "a model object"
     text = os.fspath(model_dir)
     return os.path.abspath(text) if os.path.isdir(text) else text
 
@@ -395,11 +423,12 @@ def _config(cfg: FinetuneConfig | None, task_options: dict[str, Any]) -> Finetun
 
 # ---- classification ---------------------------------------------------------------------------------------------
 def finetune_classification(
-    model_dir: str,
+    model_dir: Any,
     train_file: Any,
     validation_file: Any,
     output_dir: str,
     *,
+    tokenizer: Any = None,
     test_file: str | None = None,
     cfg: FinetuneConfig | None = None,
     show_progress: bool = True,
@@ -435,7 +464,6 @@ def finetune_classification(
     valid_rows = valid_rows[: tc.max_eval_examples or None]
     y_train, label2id = classification_labels(train_rows, train_file, kind, None, tc.label_separator)
     y_valid, _ = classification_labels(valid_rows, validation_file, kind, label2id, tc.label_separator)
-    tok = BertTokenizer.from_pretrained(model_dir)
     num_labels = 1 if kind == "regression" else len(label2id)
     shown_names = {i: n for n, i in (label2id or {}).items()}
     if tc.label_names and kind != "regression":
@@ -446,8 +474,8 @@ def finetune_classification(
         "multi": "multi_label_classification",
         "single": "single_label_classification",
     }[kind]
-    model = BertForSequenceClassification.from_pretrained(
-        model_dir, num_labels=num_labels, problem_type=problem, ignore_mismatched_sizes=True, **extra
+    tok, model = _start(
+        model_dir, BertForSequenceClassification, tokenizer, num_labels=num_labels, problem_type=problem, **extra
     )
     id2label = shown_names
 
@@ -498,7 +526,7 @@ def finetune_classification(
         encode_rows(tok, train_rows, max_length, y_train),
         lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid),
         metric,
-        f"{model_dir} for {kind} classification ({num_labels} outputs)",
+        f"{_base_pointer(model_dir)} for {kind} classification ({num_labels} outputs)",
         test if test_file else None,
         label_dtype=torch.long if kind == "single" else torch.float,
         metrics=tuple(classification_metrics(y_train[:2], y_train[:2], kind, num_labels)),
@@ -508,11 +536,12 @@ def finetune_classification(
 
 # ---- NER ------------------------------------------------------------------------------------------------------------
 def finetune_ner(
-    model_dir: str,
+    model_dir: Any,
     train_file: Any,
     validation_file: Any,
     output_dir: str,
     *,
+    tokenizer: Any = None,
     test_file: str | None = None,
     cfg: FinetuneConfig | None = None,
     show_progress: bool = True,
@@ -544,13 +573,13 @@ def finetune_ner(
                 f"{validation_file}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
                 f"(tags: {', '.join(labels)})"
             )
-    tok = BertTokenizer.from_pretrained(model_dir)
-    model = BertForTokenClassification.from_pretrained(
+    tok, model = _start(
         model_dir,
+        BertForTokenClassification,
+        tokenizer,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id=label2id,
-        ignore_mismatched_sizes=True,
     )
 
     def features(sentences):
@@ -591,7 +620,7 @@ def finetune_ner(
         train_features,
         lambda m: evaluate_sentences(m, valid, valid_features),
         tc.metric or "f1",
-        f"{model_dir} for NER ({len(labels)} tags)",
+        f"{_base_pointer(model_dir)} for NER ({len(labels)} tags)",
         test if test_file else None,
         token_label_keys=("labels",),
         metrics=tuple(M.entity_scores([labels], [labels])),  # every tag once: every entity type's score
@@ -601,11 +630,12 @@ def finetune_ner(
 
 # ---- QA -------------------------------------------------------------------------------------------------------------
 def finetune_qa(
-    model_dir: str,
+    model_dir: Any,
     train_file: Any,
     validation_file: Any,
     output_dir: str,
     *,
+    tokenizer: Any = None,
     test_file: str | None = None,
     cfg: FinetuneConfig | None = None,
     show_progress: bool = True,
@@ -626,8 +656,7 @@ def finetune_qa(
     )  # held out by article: questions about one passage stay on one side
     train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     version_2 = tc.version_2 if tc.version_2 is not None else any(ex.is_impossible for ex in train)
-    tok = BertTokenizer.from_pretrained(model_dir)
-    model = BertForQuestionAnswering.from_pretrained(model_dir, num_labels=2, ignore_mismatched_sizes=True)
+    tok, model = _start(model_dir, BertForQuestionAnswering, tokenizer, num_labels=2)
 
     def features(examples):
         return qa_features(tok, examples, max_length, stride, tc.max_query_length)
@@ -676,7 +705,7 @@ def finetune_qa(
         qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),
         lambda m: evaluate_examples(m, valid, valid_features),
         tc.metric or "f1",
-        f"{model_dir} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
+        f"{_base_pointer(model_dir)} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
         test if test_file else None,
         metrics=("exact_match", "f1")
         + (("has_ans_exact_match", "has_ans_f1", "no_ans_exact_match", "no_ans_f1") if version_2 else ()),

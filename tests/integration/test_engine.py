@@ -335,3 +335,56 @@ def test_finetuning_takes_rows_in_memory(sentiment, tmp_path):
             cfg=_ft_config(),
             show_progress=False,
         )
+
+
+def test_finetuning_takes_a_model_object(sentiment, tmp_path):
+    """A model in memory (any bertforge class) instead of a directory: its encoder is copied into the task class;
+    the tokenizer comes from where it was loaded, or tokenizer= for a model built here."""
+    from bertforge.model import BertModel
+    from bertforge.tokenization import BertTokenizer
+
+    loaded = BertModel.from_pretrained(sentiment["model"])
+    assert loaded.name_or_path == sentiment["model"]
+    cfg = _ft_config(epochs=1)
+    by_dir = finetune_classification(
+        sentiment["model"],
+        sentiment["train"],
+        sentiment["valid"],
+        str(tmp_path / "d"),
+        cfg=cfg,
+        show_progress=False,
+        text_column="text",
+    )
+    by_object = finetune_classification(
+        loaded,
+        sentiment["train"],
+        sentiment["valid"],
+        str(tmp_path / "o"),
+        cfg=cfg,
+        show_progress=False,
+        text_column="text",
+    )
+    assert by_object["accuracy"] == by_dir["accuracy"]  # the same weights, seed and data: the same run
+    built = BertModel(loaded.config)
+    with pytest.raises(ValueError, match="has no tokenizer: pass tokenizer="):
+        finetune_classification(
+            built,
+            sentiment["train"],
+            sentiment["valid"],
+            str(tmp_path / "b"),
+            cfg=cfg,
+            show_progress=False,
+            text_column="text",
+        )
+    tok = BertTokenizer.from_pretrained(sentiment["model"])
+    result = finetune_classification(
+        built,
+        sentiment["train"],
+        sentiment["valid"],
+        str(tmp_path / "b"),
+        cfg=cfg,
+        show_progress=False,
+        text_column="text",
+        tokenizer=tok,
+    )
+    assert "accuracy" in result and (tmp_path / "b" / "best" / "vocab.txt").exists()

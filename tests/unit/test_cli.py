@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -182,12 +183,19 @@ def test_every_config_field_is_a_flag():
     from bertforge.config import AdaptConfig, DataConfig, OptimConfig, TaskConfig, TrainConfig
     from bertforge.model.config import BertConfig
 
-    def flags(command):
+    def flags(*command):
         parser = bertforge.cli.main.build_parser()
-        sub = next(a for a in parser._actions if a.dest == "command").choices[command]
-        return {s for a in sub._actions for s in a.option_strings}
+        for name in command:
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+        return {s for a in parser._actions for s in a.option_strings}
 
-    pretrain, finetune = flags("pretrain"), flags("finetune")
+    pretrain = flags("pretrain")
+    by_task = {task: flags("finetune", task) for task in ("classification", "ner", "qa")}
+    finetune = set().union(*by_task.values())
+    # each task shows its own task flags only
+    assert "--regression" in by_task["classification"] and "--regression" not in by_task["ner"]
+    assert "--doc-stride" in by_task["qa"] and "--doc-stride" not in by_task["classification"]
+    assert "--scheme" in by_task["ner"] and not ({"--scheme", "--label-names"} & by_task["qa"])
 
     def expected(section):  # a switch that defaults to True is written --no-NAME
         return {
