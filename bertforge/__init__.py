@@ -27,6 +27,8 @@ _LAZY = {
     "pipeline": "bertforge.pipelines",
     "finetune": "bertforge.training.finetune",
     "FinetuneConfig": "bertforge.config",
+    "get_linear_schedule_with_warmup": "bertforge.training.optim",
+    "get_cosine_schedule_with_warmup": "bertforge.training.optim",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

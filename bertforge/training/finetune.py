@@ -133,7 +133,7 @@ def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, outp
         tok.save_pretrained(tmp)
 
 
-def _start(model: Any, cls: type, tokenizer: Any, **head: Any) -> tuple[BertTokenizer, PreTrainedBert]:
+def _start(model: Any, cls: type[PreTrainedBert], tokenizer: Any, **head: Any) -> tuple[BertTokenizer, PreTrainedBert]:
     """(tokenizer, the task model) from a checkpoint directory or model name, or from a model object in memory (any
     bertforge BERT class: its encoder weights are copied into ``cls`` with the task's head fresh where it differs).
     ``tokenizer``: a BertTokenizer or a directory; by default the checkpoint's, or the directory the object was

@@ -106,3 +106,29 @@ def lr_lambda(cfg: OptimConfig, train_iters: int):
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, train_iters: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, train_iters))
+
+
+def get_linear_schedule_with_warmup(
+    optimizer: torch.optim.Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to each group's learning rate over ``num_warmup_steps``, then linear decay to 0 at
+    ``num_training_steps``: transformers' name and arguments for the schedule bertforge's fine-tuning uses (the
+    trainer's own ``lr_lambda``). Call ``scheduler.step()`` after each ``optimizer.step()``.
+
+    One difference from transformers: warm-up step s runs at (s + 1) / warmup of the peak, as Megatron does, so the
+    first update is not wasted at a rate of 0."""
+    return _schedule(optimizer, "linear", num_warmup_steps, num_training_steps, last_epoch)
+
+
+def get_cosine_schedule_with_warmup(
+    optimizer: torch.optim.Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """As ``get_linear_schedule_with_warmup``, with a half-cosine decay to 0 (transformers' name, one cycle)."""
+    return _schedule(optimizer, "cosine", num_warmup_steps, num_training_steps, last_epoch)
+
+
+def _schedule(optimizer, style: str, warmup: int, total: int, last_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    if not 0 <= warmup <= total or total < 1:
+        raise ValueError(f"the schedule needs 0 <= num_warmup_steps <= num_training_steps, got {warmup} and {total}")
+    cfg = OptimConfig(lr=1.0, min_lr=0.0, lr_decay_style=style, lr_warmup_iters=warmup)  # multipliers of the peak
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total), last_epoch)

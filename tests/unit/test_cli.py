@@ -48,10 +48,15 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 def test_info_and_demo_on_a_saved_model(tmp_path, capsys, minilm):
     assert main(["info", str(minilm)]) == 0
-    assert "6 layers, hidden 384" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "6 layers, hidden 384" in out and "parameters   22,713,216\n" in out
     assert main(["demo", "--model", str(minilm)]) == 0
     out = capsys.readouterr().out
-    assert "last_hidden_state (3," in out and "109,482,240" in out
+    assert "last_hidden_state (3," in out and "109,482,240" in out and "; 22,713,216 parameters" in out  # as info
+    assert main(["info", "--preset", "base"]) == 0  # no checkpoint: the sizes and count of a preset
+    out = capsys.readouterr().out
+    assert "12 layers, hidden 768" in out and "parameters   109,482,240" in out
+    assert main(["info"]) == 1 and "give one of a checkpoint" in capsys.readouterr().err
 
 
 def test_preprocess_command(tmp_path, minilm, capsys):
