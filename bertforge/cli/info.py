@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     arch = (config.architectures or ["BertModel"])[0]
     print(f"checkpoint   {args.model}")
     _describe(config, arch)
-    print(f"file         {len(state)} tensors holding {sum(t.numel() for t in state.values()):,} numbers (buffers included)")
+    numbers = sum(t.numel() for t in state.values())
+    print(f"file         {len(state)} tensors holding {numbers:,} numbers (buffers included)")
     if arch in ("BertForSequenceClassification", "BertForTokenClassification"):
         print(f"labels       {config.id2label}")
     return 0
