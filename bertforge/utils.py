@@ -167,7 +167,8 @@ class _LogProgress:
         rate = self.n / elapsed
         scale = 1e6 if self.unit_scale and self.unit == "B" else 1
         unit = "MB" if scale == 1e6 else self.unit
-        done = f"{self.n / scale:,.1f}" + (f"/{self.total / scale:,.1f}" if self.total else "")
+        counted = ",.1f" if scale != 1 or self.n != int(self.n) else ",.0f"  # steps and items are whole numbers
+        done = f"{self.n / scale:{counted}}" + (f"/{self.total / scale:{counted}}" if self.total else "")
         eta = f", ETA {(self.total - self.n) / rate:,.0f}s" if self.total and rate > 0 else ""
         logger.info("%s: %s %s (%.1f %s/s%s) %s", self.desc, done, unit, rate / scale, unit, eta, self.postfix)
 
@@ -243,3 +244,52 @@ def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20, u
         return ok
     except (OSError, AttributeError):
         return False
+
+
+def runnable_elsewhere(samples: int = 5, interval: float = 0.02) -> tuple[float, int] | None:
+    """(threads of other processes ready to run, averaged over ``samples``, and the cores this process may use), from
+    /proc/stat's procs_running less this process's own running threads; None where /proc is not there (not Linux)."""
+    import glob
+    import os
+    import time
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+    others = []
+    for i in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                running = next(int(x.split()[1]) for x in f if x.startswith("procs_running"))
+        except (OSError, StopIteration, ValueError):
+            return None
+        own = 0
+        for path in glob.glob("/proc/self/task/*/stat"):
+            try:
+                with open(path) as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except (OSError, IndexError):
+                pass
+        others.append(max(0, running - own))
+        if i + 1 < samples:
+            time.sleep(interval)
+    return sum(others) / len(others), cores
+
+
+def warn_if_oversubscribed(threads: int) -> str | None:
+    """Say once, and return the warning, when other processes keep the cores busy: training with ``threads`` threads
+    then runs several times slower than it could, silently otherwise."""
+    seen = runnable_elsewhere()
+    if seen is None:
+        return None
+    others, cores = seen
+    if others < 1 or others + threads <= cores + 0.5:
+        return None
+    text = (
+        f"the machine is oversubscribed: other processes keep {others:.1f} threads running on the {cores} cores this "
+        f"run uses with {threads} threads, so each step is slower than it could be; stop them, or set fewer threads "
+        "(OMP_NUM_THREADS / torch.set_num_threads)"
+    )
+    logger.warning("%s", text)
+    return text

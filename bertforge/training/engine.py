@@ -45,7 +45,7 @@ from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
 from bertforge.training.optim import build_optimizer, build_scheduler
 from bertforge.training.plot import plot_metrics, read_metrics
-from bertforge.utils import atomic_write_text, autocast, logger, progress, warn_if_emulated_bf16
+from bertforge.utils import atomic_write_text, autocast, logger, progress, warn_if_emulated_bf16, warn_if_oversubscribed
 
 
 class NonFiniteLossError(RuntimeError):
@@ -403,6 +403,8 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
     result = TrainResult(start_step, run_dir, best=loop["best"])
     model.train()
     step_losses: list[torch.Tensor] = []
+    seconds_since_eval = 0.0  # training steps only: evaluation and checkpoints are not in an epoch's train_seconds
+    busy_checked = info.device.type != "cpu" or not info.is_main
     last_log_time = time.perf_counter()
     last_log_step = step = start_step
     last_plot = time.monotonic()
@@ -430,12 +432,16 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
             )
             step += 1
             result.train_seconds += time.perf_counter() - started
+            seconds_since_eval += time.perf_counter() - started
             step_losses.append(step_loss)
             since_eval += step_loss
             steps_since_eval += 1
             bar.update(1)
             if step % t.log_interval == 0 or step == stop_at:
                 check_nonfinite(stats, t.on_nonfinite, last_log_step + 1, step)
+                if not busy_checked:  # once, while this run's threads are at work
+                    busy_checked = True
+                    warn_if_oversubscribed(torch.get_num_threads())
                 now = time.perf_counter()
                 log = _log_record(
                     job.objective,
@@ -460,6 +466,8 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                 if plan.steps_per_epoch:
                     record["epoch"] = step / plan.steps_per_epoch
                 record["train_loss"] = float(dist_.mean(since_eval, info)) / max(steps_since_eval, 1)
+                record["train_seconds"] = round(seconds_since_eval, 3)
+                seconds_since_eval = 0.0
                 since_eval.zero_()
                 steps_since_eval = 0
                 scores = job.evaluate(model)

@@ -97,12 +97,26 @@ def build_data(cfg: RunConfig) -> Data:
         )
         train.append(PretrainingSamples(ds, specials, documents=np.arange(t0, t1), **common))
         weights.append(weight)
-        if v1 - v0 >= (2 if d.binary_head == "nsp" else 1):
+        needed = 2 if d.binary_head == "nsp" else 1
+        if v1 - v0 >= needed:
             try:
                 valid.append(PretrainingSamples(ds, specials, documents=np.arange(v0, v1), **common))
                 valid_weights.append(weight)
             except ValueError as e:
                 logger.warning("no validation samples from %s: %s", prefix, e)
+        else:
+            logger.warning(
+                "--split %s leaves %d of the %d documents of %s for validation (%d needed): no held-out evaluation "
+                "from it; give validation a larger share (e.g. --split 90,10,0)%s",
+                d.split,
+                v1 - v0,
+                ds.num_documents,
+                prefix,
+                needed,
+                ", or preprocess without --document-per-file to get more, smaller documents"
+                if ds.num_documents < 100
+                else "",
+            )
     return Data(
         tok,
         PretrainingStream(train, masker, cfg.train.seed, weights),

@@ -246,6 +246,9 @@ def test_regression_keeps_the_epoch_with_the_lowest_mse(sentiment, tmp_path):
     records = [json.loads(x) for x in open(tmp_path / "r" / "metrics.jsonl") if '"epoch"' in x]
     best = min(records, key=lambda r: r["eval_mse"])
     assert result["mse"] == best["eval_mse"] and result["best_epoch"] == round(best["epoch"])
+    # each epoch's train_seconds counts its training steps only (evaluation excluded); together they are the run's
+    assert all(r["train_seconds"] > 0 for r in records)
+    assert sum(r["train_seconds"] for r in records) == pytest.approx(result["train_seconds"], abs=0.02)
 
 
 def test_each_strategy_has_a_learning_rate_that_works_and_a_run_that_learned_nothing_says_so(sentiment, tmp_path):

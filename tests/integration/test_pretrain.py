@@ -405,3 +405,17 @@ def test_clm_objective_learns_resumes_and_exports_a_causal_lm(corpus, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours(ids).logits, theirs(ids).logits, atol=1e-5, rtol=1e-4)
     assert len(generate(ours, [2, 40], max_new_tokens=5)) == 5
+
+
+def test_a_split_with_no_validation_documents_says_so_at_the_start(corpus, caplog):
+    from bertforge.training.pretrain import build_data
+
+    cfg = tiny_run(corpus)
+    no_valid = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, split="999,1,0"))  # 0.3 of 300 docs
+    with caplog.at_level("WARNING", logger="bertforge"):
+        assert build_data(no_valid).valid is None
+    assert "--split 999,1,0 leaves 0 of the 300 documents" in caplog.text and "--split 90,10,0" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertforge"):
+        assert build_data(cfg).valid is not None
+    assert "--split" not in caplog.text
