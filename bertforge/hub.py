@@ -151,7 +151,7 @@ def local_models() -> list[LocalModel]:
 def _is_bert(path: str) -> bool:
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
-            return json.load(fh).get("model_type") == "bert"
+            return json.load(fh).get("model_type") in ("bert", "roberta", "distilbert")  # the families bertforge loads
     except (OSError, ValueError):
         return False
 

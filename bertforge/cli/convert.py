@@ -23,12 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bertforge.hub import resolve_model
     from bertforge.model import MODEL_CLASSES, BertConfig
+    from bertforge.model.convert import our_architecture
     from bertforge.tokenization import BertTokenizer
     from bertforge.training.checkpoint import has_checkpoint, resolve_checkpoint
 
     source = resolve_checkpoint(args.source) if has_checkpoint(args.source) else resolve_model(args.source)
     config = BertConfig.from_pretrained(source)
-    arch = args.architecture or (config.architectures or ["BertModel"])[0]
+    arch = our_architecture(args.architecture) if args.architecture else config.class_name
     if arch not in MODEL_CLASSES:
         raise ValueError(f"architecture {arch!r} is not one of {', '.join(MODEL_CLASSES)}")
     model = MODEL_CLASSES[arch].from_pretrained(source)

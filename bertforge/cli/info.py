@@ -56,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
     args.model = resolve_model(args.model)
     config = BertConfig.from_pretrained(args.model)
     state = load_state_dict(args.model)
-    arch = (config.architectures or ["BertModel"])[0]
+    arch = config.class_name
     print(f"checkpoint   {args.model}")
+    print(
+        f"family       {config.model_type}" + (f" (saved as {config.architectures[0]})" if config.architectures else "")
+    )
     _describe(config, arch)
     numbers = sum(t.numel() for t in state.values())
     print(f"file         {len(state)} tensors holding {numbers:,} numbers (buffers included)")

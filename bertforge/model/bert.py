@@ -87,7 +87,10 @@ class Embeddings(nn.Module):
         super().__init__()
         self.token = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.sinusoidal = config.sinusoidal_pos_embds
+        if self.sinusoidal:  # DistilBERT's fixed table: not trained
+            self.position.weight.requires_grad_(False)
+        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.has_token_types else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
         self.sparse_token_grad = False
@@ -108,7 +111,9 @@ class Embeddings(nn.Module):
 
     def from_words(self, words: torch.Tensor, token_type_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """The embeddings of word vectors already looked up (or soft ones): + segment + position, LayerNorm, dropout."""
-        x = words + self.segment(token_type_ids) + self.position(position_ids)
+        x = words + self.position(position_ids)
+        if self.segment is not None:
+            x = x + self.segment(token_type_ids)
         return self.dropout(self.norm(x))
 
     def _token(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -245,7 +250,7 @@ class BertModel(PreTrainedBert):
         super().__init__(config)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = Pooler(config) if add_pooling_layer else None
+        self.pooler = Pooler(config) if add_pooling_layer and config.model_type != "distilbert" else None
         self.attention_backend = "sdpa"
         self.gradient_checkpointing = False
         self.padding_free = True
@@ -255,6 +260,8 @@ class BertModel(PreTrainedBert):
         self.prefix: PrefixEncoder | None = None
         """A ``PrefixEncoder`` (prefix tuning) whose keys and values every layer attends to; None by default."""
         self.apply(lambda m: init_weights(m, config))
+        if config.sinusoidal_pos_embds:
+            sinusoidal_positions(self.embeddings.position.weight)
 
     def set_attention_backend(self, backend: str) -> None:
         """Choose "sdpa" (fused kernels, default) or "eager" (explicit softmax) attention."""
@@ -308,7 +315,7 @@ class BertModel(PreTrainedBert):
         if offset and position_ids is None and isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
             # as transformers does after cached keys: the input's positions start after a prefix / the cache
             position_ids = torch.arange(input_ids.shape[1], device=input_ids.device) + offset
-            position_ids = position_ids.expand_as(input_ids)
+            position_ids = (position_ids + self.config.position_offset).expand_as(input_ids)
         input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
             self.config, input_ids, attention_mask, token_type_ids, position_ids, extra=P_prompt
         )
@@ -318,9 +325,8 @@ class BertModel(PreTrainedBert):
             if attention_mask is not None:
                 attention_mask = torch.cat([front.to(attention_mask.dtype), attention_mask], dim=1)
             token_type_ids = torch.cat([torch.zeros_like(front), token_type_ids], dim=1)
-            position_ids = torch.cat(
-                [torch.arange(P_prompt, device=front.device).expand(B, -1), position_ids + P_prompt], 1
-            )
+            first = torch.arange(P_prompt, device=front.device) + self.config.position_offset
+            position_ids = torch.cat([first.expand(B, -1), position_ids + P_prompt], 1)
         # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
         # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
         # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
@@ -426,11 +432,11 @@ class BertModel(PreTrainedBert):
             raise ValueError("output_attentions=True needs a padded batch (attention probabilities are (B, N, S, S))")
         if max_seqlen is None:
             raise ValueError("a packed batch needs max_seqlen (the longest sequence, as a Python int) with cu_seqlens")
-        if max_seqlen > self.config.max_position_embeddings:
-            limit = self.config.max_position_embeddings
+        if max_seqlen > self.config.max_tokens:
+            limit = self.config.max_tokens
             raise ValueError(
-                f"a packed sequence has {max_seqlen} tokens, {max_seqlen - limit} more than "
-                f"max_position_embeddings ({limit})"
+                f"a packed sequence has {max_seqlen} tokens, {max_seqlen - limit} more than the {limit} that "
+                f"max_position_embeddings ({self.config.max_position_embeddings}) covers"
             )
         shape = input_ids.shape
         flat = input_ids.reshape(-1)
@@ -440,7 +446,7 @@ class BertModel(PreTrainedBert):
         packed, positions = packing_from_cu_seqlens(cu_seqlens, max_seqlen, T)
         if self.prefix is not None and position_ids is None:
             positions = positions + self.prefix.num_tokens  # after the prefix, as in the padded path
-        position_ids = positions if position_ids is None else position_ids.reshape(-1)
+        position_ids = positions + self.config.position_offset if position_ids is None else position_ids.reshape(-1)
         token_type_ids = torch.zeros_like(flat) if token_type_ids is None else token_type_ids.reshape(-1)
         P = self.prompt.num_tokens if self.prompt is not None else 0
         check_inputs(self.config, flat[None], None, token_type_ids[None], position_ids[None], extra=P)
@@ -483,7 +489,7 @@ class BertModel(PreTrainedBert):
         all_words = words.new_zeros(T + B * P, words.shape[-1]).index_copy(0, real, words)
         all_words = all_words.index_copy(0, front, table.repeat(B, 1))
         types = flat.new_zeros(T + B * P).index_copy(0, real, token_type_ids)
-        positions = torch.arange(P, device=device).repeat(B)
+        positions = (torch.arange(P, device=device) + self.config.position_offset).repeat(B)
         positions = flat.new_zeros(T + B * P).index_copy(0, front, positions).index_copy(0, real, position_ids + P)
         x = self.embeddings.from_words(all_words, types, positions)
         return x, real, new_cu.to(cu_seqlens.dtype), max_seqlen + P
@@ -500,11 +506,12 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
     B, S = input_ids.shape
     if S == 0 or B == 0:
         raise ValueError(f"input_ids has shape {(B, S)}: a batch needs at least one sequence of at least one token")
-    if S + extra > config.max_position_embeddings and position_ids is None:
+    if S + extra > config.max_tokens and position_ids is None:
         with_prompt = f" (with the {extra} prompt tokens)" if extra else ""
+        covered = "" if config.max_tokens == config.max_position_embeddings else f", {config.max_tokens} tokens"
         raise ValueError(
-            f"input has {S} tokens{with_prompt}, {S + extra - config.max_position_embeddings} more than the model's "
-            f"max_position_embeddings ({config.max_position_embeddings}); truncate or window the input"
+            f"input has {S} tokens{with_prompt}, {S + extra - config.max_tokens} more than the model's "
+            f"max_position_embeddings ({config.max_position_embeddings}{covered}); truncate or window the input"
         )
     for name, t in (
         ("attention_mask", attention_mask),
@@ -517,7 +524,7 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
     # there only outside training (the id-range failure on device is a clear device-side assert anyway).
     if (input_ids.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.compiler.is_compiling():
         _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
-        if token_type_ids is not None:
+        if token_type_ids is not None and config.has_token_types:
             _check_range("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
         if position_ids is not None:
             _check_range(
@@ -525,7 +532,11 @@ def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, 
             )
     if token_type_ids is None:
         token_type_ids = torch.zeros_like(input_ids)
-    if position_ids is None:
+    if position_ids is None and config.position_offset:
+        # RoBERTa's rule: real tokens count up from pad + 1, padding ids sit at the padding position (left padding too)
+        real = input_ids.ne(config.pad_token_id)
+        position_ids = (real.cumsum(1) * real + config.pad_token_id).long()
+    elif position_ids is None:
         position_ids = torch.arange(S, device=input_ids.device).expand(B, S)
     return input_ids, attention_mask, token_type_ids, position_ids
 
@@ -556,3 +567,18 @@ def init_weights(module: nn.Module, config: BertConfig) -> None:
     elif isinstance(module, nn.LayerNorm):
         module.weight.fill_(1.0)
         module.bias.zero_()
+
+
+@torch.no_grad()
+def sinusoidal_positions(table: torch.Tensor) -> None:
+    """Fill a (positions, H) table with the Transformer's fixed vectors: sin at even features, cos at odd ones, the
+    pair (2k, 2k + 1) at frequency 10000^(-2k / H) (DistilBERT's ``sinusoidal_pos_embds``)."""
+    if table.is_meta:
+        return
+    n, dim = table.shape
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    freq = torch.pow(10000.0, -(2 * (torch.arange(dim) // 2)).double() / dim)
+    angles = pos * freq
+    angles[:, 0::2] = angles[:, 0::2].sin()
+    angles[:, 1::2] = angles[:, 1::2].cos()
+    table.copy_(angles.to(table.dtype))

@@ -18,6 +18,18 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+MODEL_TYPES = ("bert", "roberta", "distilbert")
+# DistilBERT's config.json names -> BertConfig's (its other keys, qa_dropout for one, are kept in ``extra``)
+DISTILBERT_NAMES = {
+    "dim": "hidden_size",
+    "n_layers": "num_hidden_layers",
+    "n_heads": "num_attention_heads",
+    "hidden_dim": "intermediate_size",
+    "dropout": "hidden_dropout_prob",
+    "attention_dropout": "attention_probs_dropout_prob",
+    "activation": "hidden_act",
+    "seq_classif_dropout": "classifier_dropout",
+}
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -72,13 +84,20 @@ class BertConfig:
     choose as transformers does (num_labels == 1 -> regression; integer labels -> single label; else multi label)."""
     architectures: list[str] | None = None
     """Class names this checkpoint was saved from (written by save_pretrained)."""
+    model_type: str = "bert"
+    """The checkpoint family, all on the same encoder: bert; roberta (positions start after the padding id, one
+    token type, its own classification and MLM heads); distilbert (no token types, no pooler, its own heads)."""
+    sinusoidal_pos_embds: bool = False
+    """DistilBERT's option: fixed sinusoidal position vectors instead of learned ones."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys of config.json that bertforge does not use, kept so that a round trip loses nothing."""
 
-    model_type = "bert"
-
     def __post_init__(self) -> None:
         _check_types(self)
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(
+                f"config model_type is {self.model_type!r}; bertforge loads {', '.join(MODEL_TYPES)} checkpoints"
+            )
         for name in (
             "vocab_size",
             "hidden_size",
@@ -139,6 +158,28 @@ class BertConfig:
         self.label2id = derived
 
     @property
+    def class_name(self) -> str:
+        """The bertforge class of the saved architecture (RobertaForMaskedLM -> BertForMaskedLM); BertModel if none."""
+        from bertforge.model.convert import our_architecture
+
+        return our_architecture((self.architectures or ["BertModel"])[0])
+
+    @property
+    def position_offset(self) -> int:
+        """Index of the first real token's position vector: RoBERTa's start after its padding id (pad + 1 = 2)."""
+        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+
+    @property
+    def max_tokens(self) -> int:
+        """The longest sequence the position table covers (RoBERTa's 514 rows hold 512 tokens)."""
+        return self.max_position_embeddings - self.position_offset
+
+    @property
+    def has_token_types(self) -> bool:
+        """DistilBERT has no segment (token type) embeddings: token_type_ids are ignored, as transformers does."""
+        return self.model_type != "distilbert"
+
+    @property
     def head_size(self) -> int:
         """Width of one attention head (D)."""
         return self.hidden_size // self.num_attention_heads
@@ -153,18 +194,26 @@ class BertConfig:
         if out["architectures"] is None:
             del out["architectures"]
         out["id2label"] = {str(k): v for k, v in (self.id2label or {}).items()}
-        out["model_type"] = self.model_type
+        if self.model_type == "distilbert":  # its own key names; no token types, fixed LayerNorm epsilon
+            for theirs, ours in DISTILBERT_NAMES.items():
+                out[theirs] = out.pop(ours)
+            for name in ("type_vocab_size", "layer_norm_eps", "position_embedding_type", "is_decoder"):
+                out.pop(name)
+            out.setdefault("qa_dropout", 0.1)
+            if out["seq_classif_dropout"] is None:
+                out["seq_classif_dropout"] = 0.2
+        else:
+            del out["sinusoidal_pos_embds"]
         return dict(sorted(out.items()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BertConfig:
         """Build from a config.json dictionary; unknown keys go to ``extra``."""
         data = dict(data)
-        model_type = data.pop("model_type", "bert")
-        if model_type != "bert":
-            raise ValueError(
-                f"config model_type is {model_type!r}; bertforge loads BERT checkpoints (model_type 'bert')"
-            )
+        if data.get("model_type") == "distilbert":
+            data = {DISTILBERT_NAMES.get(k, k): v for k, v in data.items()}
+            data.setdefault("layer_norm_eps", 1e-12)  # fixed in DistilBERT's code, not in its config
+            data.setdefault("classifier_dropout", 0.2)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names}

@@ -1,17 +1,20 @@
-"""The one table between external checkpoint names (Hugging Face / Google BERT) and bertforge's names.
+"""The one table between external checkpoint names (Hugging Face BERT, RoBERTa, DistilBERT) and bertforge's names.
 
-Nothing else in bertforge knows external parameter names. ``RULES`` pairs each Hugging Face name pattern with ours;
+Nothing else in bertforge knows external parameter names. Each family (``FAMILIES``, keyed by config.json's
+``model_type``) pairs each Hugging Face name pattern with ours;
 ``{i}`` stands for a layer index and ``{p}`` for ``weight`` or ``bias``. The three separate query / key / value
 projections of Hugging Face checkpoints become our single fused ``qkv_proj`` (rows laid out [q | k | v]) and are split
 again on export.
 
-Names are given without the ``bert.`` prefix that Hugging Face head classes put before the backbone; the prefix is
-handled in ``hf_to_ours`` / ``ours_to_hf``, so checkpoints with and without it load into every class.
+Names are given without the prefix that Hugging Face head classes put before the backbone (``bert.``, ``roberta.``,
+``distilbert.``; ours is always ``bert.``); the prefix is handled in ``hf_to_ours`` / ``ours_to_hf``, so checkpoints
+with and without it load into every class. ``ARCHITECTURES`` names our classes as each family's transformers classes.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -49,6 +52,92 @@ HEAD_RULES: list[tuple[str, str]] = [
     ("classifier.{p}", "classifier.{p}"),
     ("qa_outputs.{p}", "qa_outputs.{p}"),
 ]
+
+# RoBERTa: BERT's backbone names under "roberta."; its own MLM head (lm_head) and sentence classifier (dense + tanh on
+# <s>, then out_proj: our head_dense and classifier). Its token classifier and QA head are named as BERT's.
+ROBERTA_HEAD_RULES: list[tuple[str, str]] = [
+    ("lm_head.dense.{p}", "mlm.transform.{p}"),
+    ("lm_head.layer_norm.{p}", "mlm.norm.{p}"),
+    ("lm_head.bias", "mlm.bias"),
+    ("lm_head.decoder.weight", "mlm.decoder.weight"),
+    ("classifier.dense.{p}", "head_dense.{p}"),
+    ("classifier.out_proj.{p}", "classifier.{p}"),  # with head_dense: the sentence classifier
+    ("classifier.{p}", "classifier.{p}"),  # without: the token classifier
+    ("qa_outputs.{p}", "qa_outputs.{p}"),
+]
+
+# DistilBERT: "distilbert.embeddings" (no token types) and "distilbert.transformer.layer.{i}"; heads at the top level.
+DISTILBERT_BACKBONE_RULES: list[tuple[str, str]] = [
+    ("embeddings.word_embeddings.weight", "embeddings.token.weight"),
+    ("embeddings.position_embeddings.weight", "embeddings.position.weight"),
+    ("embeddings.LayerNorm.{p}", "embeddings.norm.{p}"),
+    ("transformer.layer.{i}.attention.out_lin.{p}", "layers.{i}.attn.out_proj.{p}"),
+    ("transformer.layer.{i}.sa_layer_norm.{p}", "layers.{i}.norm_attn.{p}"),
+    ("transformer.layer.{i}.ffn.lin1.{p}", "layers.{i}.ffn.ffn_in.{p}"),
+    ("transformer.layer.{i}.ffn.lin2.{p}", "layers.{i}.ffn.ffn_out.{p}"),
+    ("transformer.layer.{i}.output_layer_norm.{p}", "layers.{i}.norm_ffn.{p}"),
+]
+DISTILBERT_FUSED_RULES: list[tuple[tuple[str, str, str], str]] = [
+    (
+        (
+            "transformer.layer.{i}.attention.q_lin.{p}",
+            "transformer.layer.{i}.attention.k_lin.{p}",
+            "transformer.layer.{i}.attention.v_lin.{p}",
+        ),
+        "layers.{i}.attn.qkv_proj.{p}",
+    ),
+]
+DISTILBERT_HEAD_RULES: list[tuple[str, str]] = [
+    ("vocab_transform.{p}", "mlm.transform.{p}"),
+    ("vocab_layer_norm.{p}", "mlm.norm.{p}"),
+    ("vocab_projector.bias", "mlm.bias"),
+    ("vocab_projector.weight", "mlm.decoder.weight"),
+    ("pre_classifier.{p}", "head_dense.{p}"),
+    ("classifier.{p}", "classifier.{p}"),
+    ("qa_outputs.{p}", "qa_outputs.{p}"),
+]
+
+# Our classes under each family's transformers class names (config.json "architectures"; loading accepts both).
+ARCHITECTURES: dict[str, dict[str, str]] = {
+    "roberta": {
+        "BertModel": "RobertaModel",
+        "BertForMaskedLM": "RobertaForMaskedLM",
+        "BertLMHeadModel": "RobertaForCausalLM",
+        "BertForSequenceClassification": "RobertaForSequenceClassification",
+        "BertForTokenClassification": "RobertaForTokenClassification",
+        "BertForQuestionAnswering": "RobertaForQuestionAnswering",
+        "BertForMultipleChoice": "RobertaForMultipleChoice",
+    },
+    "distilbert": {
+        "BertModel": "DistilBertModel",
+        "BertForMaskedLM": "DistilBertForMaskedLM",
+        "BertForSequenceClassification": "DistilBertForSequenceClassification",
+        "BertForTokenClassification": "DistilBertForTokenClassification",
+        "BertForQuestionAnswering": "DistilBertForQuestionAnswering",
+        "BertForMultipleChoice": "DistilBertForMultipleChoice",
+    },
+}
+
+
+def hf_architecture(class_name: str, model_type: str) -> str:
+    """The transformers class name of one of our classes in a family (BertForMaskedLM -> RobertaForMaskedLM)."""
+    if model_type == "bert":
+        return class_name
+    table = ARCHITECTURES[model_type]
+    if class_name not in table:
+        raise ValueError(f"{model_type} has no {class_name} in transformers: save one of {', '.join(table)}")
+    return table[class_name]
+
+
+def our_architecture(name: str) -> str:
+    """Our class name for a transformers class name of any family (RobertaForMaskedLM -> BertForMaskedLM)."""
+    for table in ARCHITECTURES.values():
+        for ours, theirs in table.items():
+            if theirs == name:
+                return ours
+    return name
+
+
 # peft's LoRA modules: our LoRA targets -> the module paths under transformers' ``encoder.layer.{i}`` that peft wraps
 # (used for peft's adapter files in ``strategies.py``).
 PEFT_LORA_MODULES: dict[str, str] = {
@@ -62,9 +151,10 @@ PEFT_LORA_MODULES: dict[str, str] = {
 # Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to
 # cls.predictions.bias.
 IGNORED = [
-    r"(bert\.)?embeddings\.position_ids",
-    r"(bert\.)?embeddings\.token_type_ids",
+    r"((bert|roberta|distilbert)\.)?embeddings\.position_ids",
+    r"((bert|roberta)\.)?embeddings\.token_type_ids",
     r"cls\.predictions\.decoder\.bias",
+    r"lm_head\.decoder\.bias",  # RoBERTa ties it to lm_head.bias
 ]
 # Renames applied before the table: checkpoints converted from TensorFlow call LayerNorm parameters gamma / beta.
 LEGACY_SUFFIXES = {".gamma": ".weight", ".beta": ".bias"}
@@ -87,22 +177,45 @@ def _fill(template: str, match: re.Match) -> str:
     return out
 
 
-_BACKBONE = [(_regex(hf), hf, _regex(ours), ours) for hf, ours in BACKBONE_RULES]
-_HEADS = [(_regex(hf), hf, _regex(ours), ours) for hf, ours in HEAD_RULES]
-_FUSED = [([_regex(h) for h in hfs], hfs, _regex(ours), ours) for hfs, ours in FUSED_RULES]
+@dataclass(frozen=True)
+class Family:
+    """One checkpoint family's compiled tables: its backbone prefix, backbone, fused and head rules."""
+
+    prefix: str
+    backbone: list
+    fused: list
+    heads: list
+
+
+def _family(prefix: str, backbone, fused, heads) -> Family:
+    return Family(
+        prefix,
+        [(_regex(hf), hf, _regex(ours), ours) for hf, ours in backbone],
+        [([_regex(h) for h in hfs], hfs, _regex(ours), ours) for hfs, ours in fused],
+        [(_regex(hf), hf, _regex(ours), ours) for hf, ours in heads],
+    )
+
+
+FAMILIES = {
+    "bert": _family("bert.", BACKBONE_RULES, FUSED_RULES, HEAD_RULES),
+    "roberta": _family("roberta.", BACKBONE_RULES, FUSED_RULES, ROBERTA_HEAD_RULES),
+    "distilbert": _family("distilbert.", DISTILBERT_BACKBONE_RULES, DISTILBERT_FUSED_RULES, DISTILBERT_HEAD_RULES),
+}
 _IGNORED = [re.compile(p + r"\Z") for p in IGNORED]
 
 
-def _split_prefix(name: str) -> tuple[str, str]:
-    return ("bert.", name[5:]) if name.startswith("bert.") else ("", name)
+def _split_prefix(name: str, prefix: str) -> tuple[str, str]:
+    """(our backbone prefix "bert." or "", the rest) of a name under the family's ``prefix``."""
+    return ("bert.", name[len(prefix) :]) if name.startswith(prefix) else ("", name)
 
 
-def hf_to_ours(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Rename (and fuse) a Hugging Face BERT state dict into bertforge names.
+def hf_to_ours(state: dict[str, torch.Tensor], model_type: str = "bert") -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rename (and fuse) a Hugging Face state dict of the ``model_type`` family into bertforge names.
 
-    The ``bert.`` prefix is kept as it is on the input. Returns the converted dict and the input names that have no
-    place in bertforge (reported as unused by ``from_pretrained``).
+    The family's backbone prefix becomes ``bert.`` (kept absent where the input has none). Returns the converted
+    dict and the input names that have no place in bertforge (reported as unused by ``from_pretrained``).
     """
+    family = FAMILIES[model_type]
     state = {_legacy(k): v for k, v in state.items()}
     out: dict[str, torch.Tensor] = {}
     unused: list[str] = []
@@ -112,15 +225,15 @@ def hf_to_ours(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
             if name == "cls.predictions.decoder.bias" and "cls.predictions.bias" not in state:
                 out["mlm.bias"] = tensor  # an old checkpoint that stores the bias only under the decoder
             continue
-        prefix, short = _split_prefix(name)
+        prefix, short = _split_prefix(name, family.prefix)
         target = None
-        for hf_re, _, _, ours in _BACKBONE:
+        for hf_re, _, _, ours in family.backbone:
             m = hf_re.match(short)
             if m:
                 target = prefix + _fill(ours, m)
                 break
         if target is None:
-            for hf_res, _, _, ours in _FUSED:
+            for hf_res, _, _, ours in family.fused:
                 for part, hf_re in enumerate(hf_res):
                     m = hf_re.match(short)
                     if m:
@@ -130,7 +243,7 @@ def hf_to_ours(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
                 if target is not None:
                     break
         if target is None and not prefix:
-            for hf_re, _, _, ours in _HEADS:
+            for hf_re, _, _, ours in family.heads:
                 m = hf_re.match(name)
                 if m:
                     target = _fill(ours, m)
@@ -149,25 +262,29 @@ def hf_to_ours(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     return out, unused
 
 
-def ours_to_hf(state: dict[str, torch.Tensor], tied: bool = True) -> dict[str, torch.Tensor]:
-    """Rename (and split) a bertforge state dict into Hugging Face BERT names, ``bert.`` prefix kept as given.
+def ours_to_hf(state: dict[str, torch.Tensor], tied: bool = True, model_type: str = "bert") -> dict[str, torch.Tensor]:
+    """Rename (and split) a bertforge state dict into the ``model_type`` family's Hugging Face names; our ``bert.``
+    prefix becomes the family's.
 
     With ``tied`` the MLM decoder weight is left out (transformers ties it to the word embeddings on load).
     """
+    family = FAMILIES[model_type]
+    sentence_head = any(k.startswith("head_dense.") for k in state)  # RoBERTa: classifier -> classifier.out_proj
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         if name == "mlm.decoder.weight" and tied:
             continue
-        prefix, short = _split_prefix(name)
+        prefix, short = _split_prefix(name, "bert.")
+        prefix = family.prefix if prefix else ""
         done = False
-        for _, hf, ours_re, _ in _BACKBONE:
+        for _, hf, ours_re, _ in family.backbone:
             m = ours_re.match(short)
             if m:
                 out[prefix + _fill(hf, m)] = tensor
                 done = True
                 break
         if not done:
-            for _, hfs, ours_re, _ in _FUSED:
+            for _, hfs, ours_re, _ in family.fused:
                 m = ours_re.match(short)
                 if m:
                     for hf, part in zip(hfs, tensor.chunk(3, dim=0)):
@@ -175,9 +292,9 @@ def ours_to_hf(state: dict[str, torch.Tensor], tied: bool = True) -> dict[str, t
                     done = True
                     break
         if not done and not prefix:
-            for _, hf, ours_re, _ in _HEADS:
+            for _, hf, ours_re, _ in family.heads:
                 m = ours_re.match(name)
-                if m:
+                if m and not (hf == "classifier.out_proj.{p}" and not sentence_head):
                     out[_fill(hf, m)] = tensor
                     done = True
                     break

@@ -72,7 +72,7 @@ class MLMHead(nn.Module):
     def __init__(self, config: BertConfig, embeddings: Embeddings):
         super().__init__()
         self.transform = nn.Linear(config.hidden_size, config.hidden_size)
-        self.act = activation(config.hidden_act)
+        self.act = activation("gelu" if config.model_type == "roberta" else config.hidden_act)  # RoBERTa: fixed
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -291,13 +291,38 @@ def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, label
     return F.binary_cross_entropy_with_logits(logits, labels.float())
 
 
+def _sentence_dense(config: BertConfig, own: bool) -> nn.Linear | None:
+    """The H -> H layer of a family's own sentence head (``own``: RoBERTa's classifier.dense, DistilBERT's
+    pre_classifier); None where the head reads the pooler."""
+    if not own:
+        return None
+    dense = nn.Linear(config.hidden_size, config.hidden_size)
+    init_weights(dense, config)
+    return dense
+
+
+def _sentence_vector(head: PreTrainedBert, out) -> torch.Tensor:
+    """What a sentence-level head reads: the pooler (BERT: tanh(dense(h[CLS]))), or with the head's own layer
+    RoBERTa's tanh(dense(dropout(h[<s>]))) or DistilBERT's relu(dense(h[CLS]))."""
+    dense: nn.Linear | None = head.head_dense  # type: ignore[assignment]
+    if dense is None:
+        return out.pooler_output
+    first = out.last_hidden_state[:, 0]
+    if head.config.model_type == "roberta":
+        return torch.tanh(dense(head.dropout(first)))  # type: ignore[operator]
+    return F.relu(dense(first))
+
+
 class BertForSequenceClassification(PreTrainedBert):
-    """Pooler -> dropout -> linear (H -> L): single-label, multi-label or regression."""
+    """Pooler -> dropout -> linear (H -> L): single-label, multi-label or regression. RoBERTa and DistilBERT read
+    their own dense layer on the first token instead of the pooler (``_sentence_vector``)."""
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.bert = BertModel(config, add_pooling_layer=True)
+        own = config.model_type != "bert"
+        self.bert = BertModel(config, add_pooling_layer=not own)
+        self.head_dense = _sentence_dense(config, own)
         self.dropout = _classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels or 2)
         init_weights(self.classifier, config)
@@ -320,7 +345,7 @@ class BertForSequenceClassification(PreTrainedBert):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.classifier(self.dropout(out.pooler_output))  # (B, L)
+        logits = self.classifier(self.dropout(_sentence_vector(self, out)))  # (B, L)
         loss = None if labels is None else sequence_classification_loss(self.config, logits, labels)
         return SequenceClassifierOutput(loss, logits, **_hidden_extras(out))
 
@@ -372,6 +397,8 @@ class BertForQuestionAnswering(PreTrainedBert):
                 f"{config.num_labels}; pass num_labels=2"
             )
         self.bert = BertModel(config, add_pooling_layer=False)
+        # DistilBERT's QA head drops out before the projection (its config's qa_dropout); BERT's and RoBERTa's do not
+        self.dropout = Dropout(config.extra.get("qa_dropout", 0.1)) if config.model_type == "distilbert" else None
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         init_weights(self.qa_outputs, config)
 
@@ -398,7 +425,8 @@ class BertForQuestionAnswering(PreTrainedBert):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
+        hidden = out.last_hidden_state if self.dropout is None else self.dropout(out.last_hidden_state)
+        start_logits, end_logits = self.qa_outputs(hidden).unbind(-1)  # (B, S, 2) -> 2 x (B, S)
         loss = None
         if start_positions is not None and end_positions is not None:
             S = start_logits.shape[1]
@@ -421,7 +449,9 @@ class BertForMultipleChoice(PreTrainedBert):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.bert = BertModel(config, add_pooling_layer=True)
+        own = config.model_type == "distilbert"  # RoBERTa's multiple-choice head reads the pooler, as BERT's does
+        self.bert = BertModel(config, add_pooling_layer=not own)
+        self.head_dense = _sentence_dense(config, own)
         self.dropout = _classifier_dropout(config)
         self.classifier = nn.Linear(config.hidden_size, 1)
         init_weights(self.classifier, config)
@@ -454,7 +484,7 @@ class BertForMultipleChoice(PreTrainedBert):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.classifier(self.dropout(out.pooler_output)).view(B, C)
+        logits = self.classifier(self.dropout(_sentence_vector(self, out))).view(B, C)
         loss = None if labels is None else F.cross_entropy(logits.float(), labels.flatten(), ignore_index=IGNORE_INDEX)
         return MultipleChoiceOutput(loss, logits, **_hidden_extras(out))
 

@@ -19,7 +19,7 @@ from bertforge.model.config import BertConfig
 from bertforge.utils import atomic_path, logger
 
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
-HEAD_PREFIXES = ("mlm.", "binary_head.", "classifier.", "qa_outputs.")
+HEAD_PREFIXES = ("mlm.", "binary_head.", "head_dense.", "classifier.", "qa_outputs.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
 
@@ -119,7 +119,8 @@ class PreTrainedBert(nn.Module):
         self, state: dict[str, torch.Tensor], ignore_mismatched_sizes: bool = False, source: str = "checkpoint"
     ) -> LoadReport:
         """Copy a Hugging Face-named state dict into this model; returns (and logs) what was missing or unused."""
-        converted, unused = convert.hf_to_ours(state)
+        model_type = self.config.model_type
+        converted, unused = convert.hf_to_ours(state, model_type)
         prefix = self.backbone_prefix
         adapted: dict[str, torch.Tensor] = {}
         origin: dict[str, str] = {}  # our name -> the checkpoint's (Hugging Face) name, for the report
@@ -130,10 +131,10 @@ class PreTrainedBert(nn.Module):
             elif prefix:
                 target = name
             else:
-                unused.append(_hf_name(name))  # a head tensor offered to a bare BertModel
+                unused.append(_hf_name(name, model_type))  # a head tensor offered to a bare BertModel
                 continue
             adapted[target] = tensor
-            origin[target] = _hf_name(name)
+            origin[target] = _hf_name(name, model_type)
         own = self.state_dict()
         tied = self._tied_names()
         report = LoadReport()
@@ -155,7 +156,9 @@ class PreTrainedBert(nn.Module):
         mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
         report.missing = sorted(
-            _hf_name(n) for n in own if n not in adapted and n not in tied and _hf_name(n) not in mismatched
+            _hf_name(n, model_type)
+            for n in own
+            if n not in adapted and n not in tied and _hf_name(n, model_type) not in mismatched
         )
         if report.missing:
             logger.warning(
@@ -183,7 +186,7 @@ class PreTrainedBert(nn.Module):
     def hf_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """This model's weights (or ``state_dict``, e.g. gathered from shards) under Hugging Face names."""
         own = {k: v.detach() for k, v in (state_dict if state_dict is not None else self.state_dict()).items()}
-        return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings)
+        return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings, model_type=self.config.model_type)
 
     def save_pretrained(
         self,
@@ -212,14 +215,16 @@ class PreTrainedBert(nn.Module):
             stale = os.path.join(directory, "model.safetensors")
         if os.path.exists(stale):
             os.remove(stale)  # never leave weights of an older save beside the new ones
-        config = self.config.replace(architectures=[type(self).__name__])
+        config = self.config.replace(
+            architectures=[convert.hf_architecture(type(self).__name__, self.config.model_type)]
+        )
         config.save_pretrained(directory)
 
 
-def _hf_name(name: str) -> str:
+def _hf_name(name: str, model_type: str = "bert") -> str:
     """The Hugging Face name of one bertforge parameter, for messages."""
     try:
-        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False))
+        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False, model_type=model_type))
     except KeyError:
         return name
 

@@ -153,7 +153,7 @@ class Pipeline:
     def _check_head(self, path: str) -> None:
         # A sentence classifier and a token classifier both name their head "classifier.": the saved architecture
         # tells them apart (a sentence classifier run as NER would return entity groups named after its classes).
-        saved = (self.model.config.architectures or [None])[0]
+        saved = self.model.config.class_name if self.model.config.architectures else None
         rivals = {"BertForSequenceClassification": "text-classification", "BertForTokenClassification": "ner"}
         if saved in rivals and self.model_class.__name__ in rivals and saved != self.model_class.__name__:
             raise ValueError(
