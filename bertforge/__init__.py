@@ -24,6 +24,7 @@ _LAZY = {
     "PRESETS": "bertforge.model",
     "preset": "bertforge.model",
     "BertTokenizer": "bertforge.tokenization",
+    "RobertaTokenizer": "bertforge.tokenization",
     "pipeline": "bertforge.pipelines",
     "finetune": "bertforge.training.finetune",
     "FinetuneConfig": "bertforge.config",

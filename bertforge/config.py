@@ -484,10 +484,10 @@ class RunConfig(_Sections):
         t = self.train
         if self.optim.lr is None:
             raise ValueError("optim.lr must be set for pretraining (--lr)")
-        if self.data.seq_length > self.model.max_position_embeddings:
+        if self.data.seq_length > self.model.max_tokens:
             raise ValueError(
-                f"data.seq_length ({self.data.seq_length}) exceeds model.max_position_embeddings "
-                f"({self.model.max_position_embeddings})"
+                f"data.seq_length ({self.data.seq_length}) exceeds the {self.model.max_tokens} tokens that "
+                f"model.max_position_embeddings ({self.model.max_position_embeddings}) covers"
             )
         for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
             if getattr(t, name) <= 0:

@@ -71,7 +71,7 @@ def generate(
     ids = ids.reshape(1, -1).to(device)
     if ids.shape[1] == 0:
         raise ValueError("the prompt has no tokens (it needs at least [CLS])")
-    limit = model.config.max_position_embeddings
+    limit = model.config.max_tokens
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
     cache = [KVCache() for _ in model.bert.layers] if use_cache else None
     was_training = model.training

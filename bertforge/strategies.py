@@ -34,7 +34,7 @@ from torch import nn
 
 from bertforge.config import AdaptConfig
 from bertforge.model.adapters import BottleneckAdapter, PrefixEncoder, SoftPrompt
-from bertforge.model.convert import PEFT_LORA_MODULES as _LORA_MODULES
+from bertforge.model.convert import PEFT_LORA_MODULES
 from bertforge.model.lora import LoRALinear, apply_lora
 from bertforge.utils import atomic_write_text, logger
 
@@ -188,7 +188,25 @@ def _head_tensors(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
     from bertforge.model import convert
 
     own = {n: model.get_parameter(n).detach() for n in head_parameter_names(model)}
-    return {prefix + k: v for k, v in convert.ours_to_hf(own, tied=False).items()}
+    model_type: str = model.bert.config.model_type  # type: ignore[union-attr, assignment]
+    return {prefix + k: v for k, v in convert.ours_to_hf(own, tied=False, model_type=model_type).items()}
+
+
+def _lora_modules(model_type: str) -> tuple[str, dict[str, str]]:
+    """(the path of the layers, our LoRA target -> peft's module under a layer) of a family's transformers model."""
+    return PEFT_LORA_MODULES[model_type]
+
+
+def _peft_lora_key(model_type: str) -> re.Pattern:
+    """peft's LoRA tensor names of a family: base_model.model.<layers>.<i>.<module>.lora_A|B[.default].weight."""
+    layers, modules = _lora_modules(model_type)
+    return re.compile(
+        r"base_model\.model\."
+        + re.escape(layers)
+        + r"\.(\d+)\.("
+        + "|".join(re.escape(m) for m in modules.values())
+        + r")\.lora_([AB])(?:\.[^.]+)?\.weight"
+    )
 
 
 def _head_modules(model: nn.Module) -> list[str]:
@@ -223,6 +241,7 @@ def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict
     if cfg.strategy == "lora":
         tensors = _head_tensors(model, "base_model.model.")
         targets: set[str] = set()
+        layers, lora_modules = _lora_modules(config.model_type)
         for i, module, names in _lora_wrappers(backbone):
             for (row0, row1), a, b in zip(module.slices, module.lora_A, module.lora_B):
                 # the fused q|k|v projection: each H-row block is one of peft's modules (a whole-qkv update
@@ -230,13 +249,14 @@ def _to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict
                 blocks = range(row0 // H, row1 // H) if len(names) > 1 else [0]
                 for t in blocks:
                     rows = slice(t * H - row0, (t + 1) * H - row0) if len(names) > 1 else slice(None)
-                    key = f"base_model.model.bert.encoder.layer.{i}.{_LORA_MODULES[names[t]]}"
+                    key = f"base_model.model.{layers}.{i}.{lora_modules[names[t]]}"
                     tensors[f"{key}.lora_A.weight"] = a.detach()
                     tensors[f"{key}.lora_B.weight"] = b.detach()[rows]
                     targets.add(names[t])
-        module_names = [_LORA_MODULES[t] for t in sorted(targets)]
+        module_names = [lora_modules[t] for t in sorted(targets)]
         if "ffn_out" in targets:  # "output.dense" alone would also match attention.output.dense: a full-name regex
-            target_modules: Any = r".*encoder\.layer\.\d+\.(" + "|".join(re.escape(m) for m in module_names) + r")$"
+            layer_path = re.escape(layers.split(".", 1)[1])
+            target_modules: Any = rf".*{layer_path}\.\d+\.(" + "|".join(re.escape(m) for m in module_names) + r")$"
         else:
             target_modules = [m.split(".")[-1] if m.startswith("attention.self.") else m for m in module_names]
         peft_config = {
@@ -362,13 +382,6 @@ def head_overrides(meta: dict, head_class: str) -> dict[str, Any]:
     return out
 
 
-_PEFT_LORA_KEY = re.compile(
-    r"base_model\.model\.bert\.encoder\.layer\.(\d+)\.("
-    + "|".join(re.escape(m) for m in _LORA_MODULES.values())
-    + r")\.lora_([AB])(?:\.[^.]+)?\.weight"
-)
-
-
 def load_adapter(
     model: nn.Module,
     directory: str,
@@ -393,12 +406,15 @@ def load_adapter(
         return
     backbone: Any = model.bert
     H = backbone.config.hidden_size
-    inverse = {v: k for k, v in _LORA_MODULES.items()}
+    model_type = backbone.config.model_type
+    _, lora_modules = _lora_modules(model_type)
+    lora_key = _peft_lora_key(model_type)
+    inverse = {v: k for k, v in lora_modules.items()}
     table: torch.Tensor | None = None
     head: dict[str, torch.Tensor] = {}
     lora: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     for key, t in tensors.items():
-        m = _PEFT_LORA_KEY.fullmatch(key)
+        m = lora_key.fullmatch(key)
         if m:
             lora.setdefault((int(m[1]), inverse[m[2]]), {})[m[3]] = t
         elif key == "prompt_embeddings":
@@ -410,7 +426,7 @@ def load_adapter(
         else:
             raise ValueError(f"{file}: tensor {key!r} is not one bertforge knows how to place")
     if cfg.strategy == "lora":
-        targets = tuple(sorted({t for _, t in lora}, key=list(_LORA_MODULES).index))
+        targets = tuple(sorted({t for _, t in lora}, key=list(lora_modules).index))
         if not targets:
             raise ValueError(f"{file}: a LoRA adapter without lora_A / lora_B tensors")
         cfg.lora_targets = targets
@@ -436,9 +452,9 @@ def load_adapter(
             )
         with torch.no_grad():
             target.embedding.weight.copy_(table)
-    converted, unused = convert.hf_to_ours(head)
+    converted, unused = convert.hf_to_ours(head, model_type)
     if unused:
-        raise ValueError(f"{file}: head tensors {unused} do not belong to a BERT head")
+        raise ValueError(f"{file}: head tensors {unused} do not belong to a {model_type} head")
     _load_into(model, converted, file, originals)
 
 
@@ -473,6 +489,7 @@ def from_adapter(directory: str, base: str | None = None, **load_kwargs: Any) ->
     if report is not None:  # the head came with the adapter: it is not missing any more
         from bertforge.model import convert
 
-        head = set(convert.ours_to_hf({n: torch.empty(1) for n in head_parameter_names(model)}, tied=False))
+        names = {n: torch.empty(1) for n in head_parameter_names(model)}
+        head = set(convert.ours_to_hf(names, tied=False, model_type=model.config.model_type))
         report.missing = [n for n in report.missing if n not in head]
     return model.eval()

@@ -9,13 +9,19 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tokenizer",
-        help="train a WordPiece vocabulary or encode text",
-        description="Train a BERT WordPiece vocabulary, or show the tokens of a text.",
+        help="train a vocabulary (WordPiece or BPE) or encode text",
+        description="Train a BERT WordPiece or RoBERTa byte-level BPE vocabulary, or show the tokens of a text.",
     )
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     t = tsub.add_parser("train", help="train a vocabulary from text files (streamed)")
     t.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
     t.add_argument("--vocab-size", type=int, default=30522, help="vocabulary size, special tokens included")
+    t.add_argument(
+        "--model",
+        choices=["wordpiece", "bpe"],
+        default="wordpiece",
+        help="wordpiece (BERT, vocab.txt) or bpe (RoBERTa's byte-level BPE, vocab.json + merges.txt, never lowercased)",
+    )
     case = t.add_mutually_exclusive_group()
     case.add_argument(
         "--lowercase", dest="lowercase", action="store_true", default=True, help="uncased vocabulary (default)"
@@ -32,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--output", required=True, help="directory for vocab.txt and tokenizer files")
     t.set_defaults(func=run_train)
     e = tsub.add_parser("encode", help="print the tokens and ids of a text")
-    e.add_argument("--model", required=True, help="directory with vocab.txt (or a vocab.txt path)")
+    e.add_argument("--model", required=True, help="directory with vocab.txt or vocab.json + merges.txt")
     e.add_argument("text", nargs="+", help="text (two texts form a pair)")
     e.set_defaults(func=run_encode)
 
@@ -48,8 +54,12 @@ def run_train(args: argparse.Namespace) -> int:
         limit_alphabet=args.limit_alphabet,
         output=args.output,
         errors=args.errors,
+        model=args.model,
     )
-    print(f"wrote {args.output}/vocab.txt: {tok.vocab_size} tokens ({'uncased' if args.lowercase else 'cased'})")
+    if args.model == "bpe":
+        print(f"wrote {args.output}/vocab.json and merges.txt: {tok.vocab_size} tokens (byte-level BPE)")
+    else:
+        print(f"wrote {args.output}/vocab.txt: {tok.vocab_size} tokens ({'uncased' if args.lowercase else 'cased'})")
     return 0
 
 

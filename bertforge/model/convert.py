@@ -14,6 +14,7 @@ with and without it load into every class. ``ARCHITECTURES`` names our classes a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -138,15 +139,30 @@ def our_architecture(name: str) -> str:
     return name
 
 
-# peft's LoRA modules: our LoRA targets -> the module paths under transformers' ``encoder.layer.{i}`` that peft wraps
-# (used for peft's adapter files in ``strategies.py``).
-PEFT_LORA_MODULES: dict[str, str] = {
+# peft's LoRA modules: our LoRA targets -> the module paths under each family's transformers layer that peft wraps
+# (used for peft's adapter files in ``strategies.py``): {model_type: (the layers' path, {target: module path})}.
+_BERT_LORA = {
     "query": "attention.self.query",
     "key": "attention.self.key",
     "value": "attention.self.value",
     "output": "attention.output.dense",
     "ffn_in": "intermediate.dense",
     "ffn_out": "output.dense",
+}
+PEFT_LORA_MODULES: dict[str, tuple[str, dict[str, str]]] = {
+    "bert": ("bert.encoder.layer", _BERT_LORA),
+    "roberta": ("roberta.encoder.layer", _BERT_LORA),
+    "distilbert": (
+        "distilbert.transformer.layer",
+        {
+            "query": "attention.q_lin",
+            "key": "attention.k_lin",
+            "value": "attention.v_lin",
+            "output": "attention.out_lin",
+            "ffn_in": "ffn.lin1",
+            "ffn_out": "ffn.lin2",
+        },
+    ),
 }
 # Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to
 # cls.predictions.bias.
@@ -262,14 +278,19 @@ def hf_to_ours(state: dict[str, torch.Tensor], model_type: str = "bert") -> tupl
     return out, unused
 
 
-def ours_to_hf(state: dict[str, torch.Tensor], tied: bool = True, model_type: str = "bert") -> dict[str, torch.Tensor]:
+def ours_to_hf(
+    state: dict[str, torch.Tensor], tied: bool = True, model_type: str = "bert", context: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Rename (and split) a bertforge state dict into the ``model_type`` family's Hugging Face names; our ``bert.``
     prefix becomes the family's.
 
     With ``tied`` the MLM decoder weight is left out (transformers ties it to the word embeddings on load).
+    ``context``: the names of the whole model when ``state`` is a part of it (RoBERTa's classifier is named
+    classifier.out_proj beside a sentence head's dense layer, classifier in a token classifier).
     """
     family = FAMILIES[model_type]
-    sentence_head = any(k.startswith("head_dense.") for k in state)  # RoBERTa: classifier -> classifier.out_proj
+    # RoBERTa: classifier -> classifier.out_proj in a sentence classifier
+    sentence_head = any(k.startswith("head_dense.") for k in (state if context is None else context))
     out: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
         if name == "mlm.decoder.weight" and tied:

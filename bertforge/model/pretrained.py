@@ -131,10 +131,10 @@ class PreTrainedBert(nn.Module):
             elif prefix:
                 target = name
             else:
-                unused.append(_hf_name(name, model_type))  # a head tensor offered to a bare BertModel
+                unused.append(_hf_name(name, model_type, converted))  # a head tensor offered to a bare BertModel
                 continue
             adapted[target] = tensor
-            origin[target] = _hf_name(name, model_type)
+            origin[target] = _hf_name(name, model_type, converted)
         own = self.state_dict()
         tied = self._tied_names()
         report = LoadReport()
@@ -156,9 +156,9 @@ class PreTrainedBert(nn.Module):
         mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
         report.missing = sorted(
-            _hf_name(n, model_type)
+            _hf_name(n, model_type, own)
             for n in own
-            if n not in adapted and n not in tied and _hf_name(n, model_type) not in mismatched
+            if n not in adapted and n not in tied and _hf_name(n, model_type, own) not in mismatched
         )
         if report.missing:
             logger.warning(
@@ -221,10 +221,10 @@ class PreTrainedBert(nn.Module):
         config.save_pretrained(directory)
 
 
-def _hf_name(name: str, model_type: str = "bert") -> str:
-    """The Hugging Face name of one bertforge parameter, for messages."""
+def _hf_name(name: str, model_type: str = "bert", context=None) -> str:
+    """The Hugging Face name of one bertforge parameter (of a model whose names are ``context``), for messages."""
     try:
-        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False, model_type=model_type))
+        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False, model_type=model_type, context=context))
     except KeyError:
         return name
 

@@ -3,6 +3,8 @@ length-sorted batches with results in input order, and the windows that keep lon
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,6 +64,21 @@ class Pipeline:
 
     task = ""
     model_class: type[PreTrainedBert]
+    call_defaults: dict[str, Any] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each task's ``__call__`` gets the defaults given at construction (``call_defaults``) under its keywords."""
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is None:
+            return
+
+        @functools.wraps(call)
+        def with_defaults(self, *args: Any, **kw: Any) -> Any:
+            return call(self, *args, **{**self.call_defaults, **kw})
+
+        cls.__call__ = with_defaults  # type: ignore[method-assign]
+
     head: str | None = None
     """A weight name (Hugging Face naming) whose absence means the checkpoint lacks the task's head."""
     head_hint = "use a checkpoint fine-tuned for the task (bertforge finetune writes one)"
@@ -77,10 +94,22 @@ class Pipeline:
         max_length: int | None = None,
         show_progress: bool = False,
         adapter: str | os.PathLike | dict[str, str | os.PathLike] | None = None,
+        **call_defaults: Any,
     ):
         """``adapter``: a fine-tuning strategy's artefact (``OUTPUT/adapter``) to run on the base ``model``, or
         {name: directory} of several: the base is loaded once and ``set_adapter(name)`` switches between them
-        (the first is active)."""
+        (the first is active). Other keywords are defaults for every call (as transformers takes
+        ``pipeline("ner", aggregation_strategy="simple")``); a call's own keywords win."""
+        call = getattr(type(self).__call__, "__wrapped__", type(self).__call__)
+        accepted = {
+            n for n, p in inspect.signature(call).parameters.items() if p.kind is not p.VAR_KEYWORD and n != "self"
+        }
+        unknown = sorted(set(call_defaults) - accepted)
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} takes no {', '.join(unknown)}; its call takes {', '.join(sorted(accepted))}"
+            )
+        self.call_defaults = call_defaults
         dtype = resolve_dtype(dtype)
         device = default_device(device)
         if dtype == torch.bfloat16:
@@ -117,7 +146,7 @@ class Pipeline:
         self.device, self.dtype = device, dtype or torch.float32
         self.config = self.model.config
         self.batch_size = batch_size
-        limit = min(self.tokenizer.model_max_length, self.config.max_position_embeddings)
+        limit = min(self.tokenizer.model_max_length, self.config.max_tokens)
         self.max_length = min(max_length, limit) if max_length else limit
         self.show_progress = show_progress
 

@@ -1,6 +1,8 @@
-"""BERT WordPiece tokenization on the ``tokenizers`` library: encode API, label/answer alignment, vocab training."""
+"""BERT WordPiece and RoBERTa byte-level BPE tokenization on the ``tokenizers`` library: encode API, label/answer
+alignment, vocabulary training."""
 
 from bertforge.tokenization.alignment import IGNORE_INDEX, align_word_labels, char_span_to_token_span
+from bertforge.tokenization.roberta import RobertaTokenizer
 from bertforge.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     TOKENIZER_TYPES,
@@ -14,6 +16,7 @@ __all__ = [
     "BatchEncoding",
     "BertTokenizer",
     "IGNORE_INDEX",
+    "RobertaTokenizer",
     "SPECIAL_TOKENS",
     "TOKENIZER_TYPES",
     "align_word_labels",

@@ -113,7 +113,10 @@ class BertTokenizer:
         model_max_length: the length used when truncation or max_length padding is asked for without max_length.
     """
 
-    # The special tokens and their ids, set from SPECIAL_TOKENS and the vocabulary.
+    special_tokens = SPECIAL_TOKENS
+    """attribute -> token of the family's special tokens (RoBERTa's are <pad>, <unk>, <s>, </s>, <mask>)."""
+    family = "BERT"
+    # The special tokens and their ids, set from special_tokens and the vocabulary.
     pad_token: str
     unk_token: str
     cls_token: str
@@ -144,14 +147,20 @@ class BertTokenizer:
         self.strip_accents = strip_accents
         self.tokenize_chinese_chars = tokenize_chinese_chars
         self.model_max_length = model_max_length
-        for attr, token in SPECIAL_TOKENS.items():
+        self._set_special_tokens()
+
+    def _set_special_tokens(self) -> None:
+        """The special-token attributes (``cls_token``, ``cls_token_id``, ...) from ``special_tokens`` and the
+        vocabulary; then the backend."""
+        wanted = self.special_tokens
+        for attr, token in wanted.items():
             if token not in self.vocab:
-                raise ValueError(f"the vocabulary lacks {token}; BERT needs {', '.join(SPECIAL_TOKENS.values())}")
+                raise ValueError(f"the vocabulary lacks {token}; {self.family} needs {', '.join(wanted.values())}")
             setattr(self, attr, token)
             setattr(self, attr + "_id", self.vocab[token])
         self._tokenizer = self._build()
         self._ids_to_tokens = {i: t for t, i in self.vocab.items()}
-        self.all_special_ids = sorted({self.vocab[t] for t in SPECIAL_TOKENS.values()})
+        self.all_special_ids = sorted({self.vocab[t] for t in wanted.values()})
 
     def _build(self) -> Tokenizer:
         tok = Tokenizer(WordPiece(self.vocab, unk_token=self.unk_token, max_input_chars_per_word=100))
@@ -179,6 +188,10 @@ class BertTokenizer:
         from bertforge.hub import resolve_model
 
         directory = resolve_model(directory)
+        if cls is BertTokenizer and os.path.isdir(directory) and is_bpe_dir(directory):
+            from bertforge.tokenization.roberta import RobertaTokenizer
+
+            return RobertaTokenizer.from_pretrained(directory, **overrides)  # RoBERTa's files: vocab.json + merges
         if os.path.isfile(directory):
             return cls(directory, **overrides)
         vocab_file = os.path.join(directory, "vocab.txt")
@@ -294,7 +307,7 @@ class BertTokenizer:
         else:
             _check_text(text, is_split_into_words)
             inputs = [(text, text_pair)] if text_pair else [text]
-        tok = self._tokenizer
+        tok = self._backend_for(is_split_into_words)
         if truncation_strategy == "do_not_truncate":
             tok.no_truncation()
         else:
@@ -348,6 +361,10 @@ class BertTokenizer:
             data = {k: v[0] for k, v in data.items()}
         return BatchEncoding(data, flat)
 
+    def _backend_for(self, is_split_into_words: bool) -> Tokenizer:
+        """The backend that encodes this kind of input (one for WordPiece; RoBERTa's differs for word lists)."""
+        return self._tokenizer
+
     def _strategies(self, padding, truncation, max_length, pad_to_multiple_of, stride: int = 0):
         if max_length is not None and padding is False and truncation is None:
             truncation = "longest_first"  # as transformers: max_length alone means truncate to it
@@ -380,8 +397,8 @@ class BertTokenizer:
 
     # ---- ids <-> text --------------------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[str]:
-        """WordPiece tokens of a text, without special tokens."""
-        return self._tokenizer.encode(text, add_special_tokens=False).tokens
+        """The vocabulary's tokens for a text, without special tokens."""
+        return self.convert_ids_to_tokens(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True, **kwargs) -> list[int]:
         """The ids of one text (or pair), with [CLS]/[SEP] unless ``add_special_tokens=False`` (transformers'
@@ -416,9 +433,26 @@ class BertTokenizer:
 
     def __repr__(self) -> str:
         return (
-            f"BertTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+            f"{type(self).__name__}(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
             f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})"
         )
+
+
+def is_bpe_dir(directory: str) -> bool:
+    """A byte-level BPE tokenizer's directory (RoBERTa's vocab.json + merges.txt, or a tokenizer.json with a BPE model),
+    rather than a WordPiece vocab.txt."""
+    if os.path.exists(os.path.join(directory, "vocab.txt")):
+        return False
+    if os.path.exists(os.path.join(directory, "vocab.json")) and os.path.exists(os.path.join(directory, "merges.txt")):
+        return True
+    tokenizer_json = os.path.join(directory, "tokenizer.json")
+    if os.path.exists(tokenizer_json):
+        try:
+            with open(tokenizer_json, encoding="utf-8") as fh:
+                return json.load(fh).get("model", {}).get("type") == "BPE"
+        except (OSError, ValueError):
+            return False
+    return False
 
 
 def _is_batched(text, is_split_into_words: bool) -> bool:

@@ -1,4 +1,5 @@
-"""Training a BERT WordPiece vocabulary from text files, streaming, with BERT's special tokens first.
+"""Training a vocabulary from text files, streaming: BERT's WordPiece (BERT's special tokens first) or RoBERTa's
+byte-level BPE (<s>, <pad>, </s>, <unk>, <mask> first: <pad> at 1 as in RoBERTa).
 
 The ``tokenizers`` WordPiece trainer counts words as the text streams through, so memory grows with the number of
 distinct words, not with the corpus size. Bytes that are not UTF-8 are an error that names the file and byte offset
@@ -7,16 +8,19 @@ distinct words, not with the corpus size. Bytes that are not UTF-8 are an error 
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
-from tokenizers.models import WordPiece
+from tokenizers.models import BPE, WordPiece
 
+from bertforge.tokenization.roberta import RobertaTokenizer
 from bertforge.tokenization.tokenizer import SPECIAL_TOKENS, BertTokenizer
 from bertforge.utils import progress
 
 BATCH_LINES = 1000
+BPE_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # RoBERTa's order: <pad> is id 1
 
 
 def iter_text_files(
@@ -64,29 +68,48 @@ def train_vocab(
     output: str | os.PathLike | None = None,
     errors: str = "strict",
     show_progress: bool = True,
+    model: str = "wordpiece",
 ) -> BertTokenizer:
-    """Train a WordPiece vocabulary from ``files`` (or an iterable of ``texts``) and return its tokenizer.
+    """Train a vocabulary from ``files`` (or an iterable of ``texts``) and return its tokenizer.
 
-    The special tokens come first: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then the alphabet and pieces.
-    With ``output`` the tokenizer files (vocab.txt, tokenizer_config.json, ...) are written there.
+    ``model="wordpiece"`` (BERT): [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then the alphabet and pieces; cased or
+    uncased. ``model="bpe"`` (RoBERTa): byte-level BPE, <s> 0, <pad> 1, </s> 2, <unk> 3, <mask> 4, then the 256 byte
+    symbols and the merges; never lowercased (``lowercase`` and ``limit_alphabet`` do not apply). With ``output`` the
+    tokenizer files (vocab.txt, or vocab.json + merges.txt, and tokenizer_config.json ...) are written there.
     """
     if (files is None) == (texts is None):
         raise ValueError("give exactly one of files or texts")
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be larger than the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    tok = Tokenizer(WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS.values()),
-        limit_alphabet=limit_alphabet,
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
+    if model not in ("wordpiece", "bpe"):
+        raise ValueError(f"model={model!r} must be 'wordpiece' (BERT) or 'bpe' (RoBERTa)")
+    specials = list(SPECIAL_TOKENS.values()) if model == "wordpiece" else list(BPE_SPECIALS)
+    smallest = len(specials) + (len(pre_tokenizers.ByteLevel.alphabet()) if model == "bpe" else 0)
+    if vocab_size <= smallest:
+        what = "special tokens" if model == "wordpiece" else "special tokens and 256 byte symbols"
+        raise ValueError(f"vocab_size must be larger than the {smallest} {what}, got {vocab_size}")
+    if model == "bpe":
+        tok = Tokenizer(BPE(continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False))
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+    else:
+        tok = Tokenizer(WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=specials,
+            limit_alphabet=limit_alphabet,
+            continuing_subword_prefix="##",
+            show_progress=False,
+        )
     if files is not None:
         batches: Iterable = iter_text_files(files, errors=errors, bar=show_progress)
     else:
@@ -102,10 +125,15 @@ def train_vocab(
     if seen["chars"] == 0:
         raise ValueError("the training text is empty; a vocabulary needs some text")
     vocab = tok.get_vocab()
-    for i, token in enumerate(SPECIAL_TOKENS.values()):
+    for i, token in enumerate(specials):
         if vocab.get(token) != i:
             raise RuntimeError(f"trainer placed {token} at {vocab.get(token)}, expected {i}")
-    result = BertTokenizer(vocab=vocab, lowercase=lowercase)
+    if model == "bpe":
+        saved = json.loads(tok.to_str())["model"]["merges"]
+        merges = [(a, b) for a, b in (m.split(" ") if isinstance(m, str) else m for m in saved)]
+        result: BertTokenizer = RobertaTokenizer(vocab=vocab, merges=merges)
+    else:
+        result = BertTokenizer(vocab=vocab, lowercase=lowercase)
     if output is not None:
         result.save_pretrained(output)
     return result
