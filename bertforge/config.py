@@ -357,6 +357,28 @@ class TaskConfig:
 
 
 @dataclass(kw_only=True)
+class DistillConfig:
+    """Task distillation (``bertforge distill``): the model learns from a fine-tuned teacher's outputs (soft targets
+    at a temperature) as well as from the labels."""
+
+    teacher: str | None = opt(None, metavar="DIR")
+    """A checkpoint fine-tuned for the task (the same labels in the same order); None: no distillation."""
+    student_layers: int | None = opt(None, minimum=1)
+    """Build the student from the teacher: this many of its layers, evenly spaced from the first (for half the depth,
+    every other layer, as DistilBERT was initialised), with its embeddings and task head; None: --model is the
+    student."""
+    temperature: float = opt(2.0, minimum=0.05)
+    """Softmax temperature of teacher and student for the soft-target loss, which is scaled by T^2 (Hinton et al.)."""
+    alpha: float = opt(0.5, minimum=0.0, maximum=1.0)
+    """Weight of the soft-target loss; 1 - alpha weighs the labels' loss."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+        if self.student_layers is not None and self.teacher is None:
+            raise ValueError("distill.student_layers builds the student from a teacher: give distill.teacher too")
+
+
+@dataclass(kw_only=True)
 class AdaptConfig:
     """Which parameters fine-tuning trains and what small modules it inserts."""
 
@@ -511,12 +533,13 @@ class FinetuneConfig(_Sections):
     decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA); lr 3e-5 for full fine-tuning, and each other
     strategy's own when none is given (STRATEGY_LR)."""
 
-    SECTIONS = ("optim", "train", "task", "adapt")
+    SECTIONS = ("optim", "train", "task", "adapt", "distill")
     optim: OptimConfig = field(default_factory=_finetune_optim)
     """optim.lr None: the strategy's default (STRATEGY_LR)."""
     train: TrainConfig = field(default_factory=_finetune_train)
     task: TaskConfig = field(default_factory=TaskConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def resolved_optim(self) -> OptimConfig:
         """The optimizer settings with the learning rate resolved (the strategy's default when none was given)."""

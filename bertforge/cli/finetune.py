@@ -48,13 +48,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.set_defaults(func=run)
 
 
-def _add_flags(p: argparse.ArgumentParser, task: str, defaults) -> None:
-    """The flags of ``bertforge finetune TASK``: files, then the config sections, with only this task's task flags."""
+def _add_flags(p: argparse.ArgumentParser, task: str, defaults, distill: bool = False) -> None:
+    """The flags of ``bertforge finetune TASK`` (``distill``: of ``bertforge distill TASK``): files, then the config
+    sections, with only this task's task flags."""
     import dataclasses
 
     from bertforge.cli.fields import add_section
 
-    p.add_argument("--model", required=True, help="model: a directory, an installed model package or a Hub name")
+    if distill:
+        add_section(p.add_argument_group("distillation"), "distill", defaults.distill)
+        p.add_argument("--model", default=None, help="the student (a directory or name); or --student-layers K")
+    else:
+        p.add_argument("--model", required=True, help="model: a directory, an installed model package or a Hub name")
     p.add_argument("--train", required=True, help="training file")
     p.add_argument(
         "--validation",

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertforge.config import AdaptConfig, FinetuneConfig
+from bertforge.config import AdaptConfig, DistillConfig, FinetuneConfig
 from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertforge.model.lora import merge_lora
 from bertforge.model.pretrained import PreTrainedBert
@@ -133,11 +133,49 @@ def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, outp
         tok.save_pretrained(tmp)
 
 
-def _start(model: Any, cls: type[PreTrainedBert], tokenizer: Any, **head: Any) -> tuple[BertTokenizer, PreTrainedBert]:
-    """(tokenizer, the task model) from a checkpoint directory or model name, or from a model object in memory (any
-    bertforge BERT class: its encoder weights are copied into ``cls`` with the task's head fresh where it differs).
-    ``tokenizer``: a BertTokenizer or a directory; by default the checkpoint's, or the directory the object was
-    loaded from."""
+def _start(
+    model: Any, cls: type[PreTrainedBert], tokenizer: Any, distill: DistillConfig, **head: Any
+) -> tuple[BertTokenizer, PreTrainedBert, PreTrainedBert | None]:
+    """(tokenizer, the task model, the teacher or None) from a checkpoint directory or model name, or from a model
+    object in memory (any bertforge BERT class: its encoder weights are copied into ``cls`` with the task's head fresh
+    where it differs). ``tokenizer``: a BertTokenizer or a directory; by default the checkpoint's, or the directory
+    the object was loaded from. With ``distill.teacher`` the teacher is loaded (its labels must be the task's), and
+    with ``distill.student_layers`` the model is built from it (``model`` then stays None)."""
+    if distill.teacher is None:
+        return (*_load(model, cls, tokenizer, **head), None)
+    teacher = cls.from_pretrained(distill.teacher)
+    if teacher.load_report is not None and teacher.load_report.missing:
+        raise ValueError(
+            f"teacher {distill.teacher} is not fine-tuned for this task: {', '.join(teacher.load_report.missing)} "
+            "missing; fine-tune it first (bertforge finetune)"
+        )
+    wanted = head.get("num_labels")
+    if wanted is not None and teacher.config.num_labels != wanted:
+        raise ValueError(
+            f"teacher {distill.teacher} has {teacher.config.num_labels} outputs, this task's data {wanted}: "
+            "distil on the data the teacher was fine-tuned on"
+        )
+    names, theirs = head.get("id2label"), teacher.config.id2label
+    if names and cls is not BertForQuestionAnswering and not _default_names(theirs) and theirs != names:
+        raise ValueError(f"teacher {distill.teacher} labels {theirs}, this task's data {names}; they must match")
+    if distill.student_layers is not None:
+        if model is not None:
+            raise ValueError("give the student as --model or build it with --student-layers, not both")
+        from bertforge.distill import shrink
+
+        tok, student = _load(shrink(teacher, distill.student_layers), cls, tokenizer or distill.teacher, **head)
+        return tok, student, teacher
+    if model is None:
+        raise ValueError("distillation needs a student: --model DIR, or --student-layers K to take it from the teacher")
+    return (*_load(model, cls, tokenizer, **head), teacher)
+
+
+def _default_names(id2label: dict | None) -> bool:
+    return not id2label or all(v == f"LABEL_{k}" for k, v in id2label.items())
+
+
+def _load(model: Any, cls: type[PreTrainedBert], tokenizer: Any, **head: Any) -> tuple[BertTokenizer, PreTrainedBert]:
+    """(tokenizer, the task model) of ``_start``, without a teacher."""
     if isinstance(model, PreTrainedBert):
         source = tokenizer if tokenizer is not None else model.name_or_path
         if source is None:
@@ -196,6 +234,8 @@ class _Task:
     label_dtype: torch.dtype = torch.long
     metrics: tuple[str, ...] = ()
     """The names of the validation metrics this task computes (checked against ``metric`` before training)."""
+    teacher: PreTrainedBert | None = None
+    """Distillation's teacher (``cfg.distill``): the objective becomes ``DistillObjective``."""
 
 
 def _run(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool) -> dict:
@@ -216,6 +256,16 @@ def _train(
     t = cfg.train
     started = time.perf_counter()
     model, tok = task.model, task.tokenizer
+    objective: Objective = TaskObjective()
+    if task.teacher is not None:
+        from bertforge.distill import DistillObjective
+
+        if cfg.distill.student_layers is not None and cfg.adapt.strategy in ("adapter", "prompt", "prefix"):
+            raise ValueError(
+                f"--strategy {cfg.adapt.strategy} saves an adapter for a base model, and a student taken from the "
+                "teacher (--student-layers) exists only in this run: use full, head, freeze or lora"
+            )
+        objective = DistillObjective(task.teacher.to(info.device), cfg.distill.temperature, cfg.distill.alpha)
     trainable = apply_strategy(model, cfg.adapt, tok)
     model.bert.gradient_checkpointing = t.recompute_activations  # type: ignore[union-attr]
     model.to(info.device)
@@ -240,6 +290,16 @@ def _train(
             steps_per_epoch,
             global_batch,
             info.device,
+        )
+    if task.teacher is not None and info.is_main:
+        d = cfg.distill
+        logger.info(
+            "distilling from %s (%s parameters): temperature %g, alpha %g (soft targets) + %g (labels)",
+            d.teacher,
+            f"{task.teacher.num_parameters():,}",
+            d.temperature,
+            d.alpha,
+            1 - d.alpha,
         )
     validation: dict[str, list] = {}
 
@@ -281,7 +341,7 @@ def _train(
     run_cfg = dataclasses.replace(t, save=output_dir, load=output_dir if resume else None)
     job = Job(
         model=model,
-        objective=TaskObjective(),
+        objective=objective,
         dataset=FeatureStream(task.train_features, t.seed),
         collate=functools.partial(
             collate, pad_token_id=tok.pad_token_id, token_label_keys=task.token_label_keys, label_dtype=task.label_dtype
@@ -474,9 +534,16 @@ def finetune_classification(
         "multi": "multi_label_classification",
         "single": "single_label_classification",
     }[kind]
-    tok, model = _start(
-        model_dir, BertForSequenceClassification, tokenizer, num_labels=num_labels, problem_type=problem, **extra
+    tok, model, teacher = _start(
+        model_dir,
+        BertForSequenceClassification,
+        tokenizer,
+        cfg.distill,
+        num_labels=num_labels,
+        problem_type=problem,
+        **extra,
     )
+    base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
     id2label = shown_names
 
     def evaluate_rows(m, rows, feats, gold):
@@ -522,14 +589,15 @@ def finetune_classification(
         "classification",
         model,
         tok,
-        _base_pointer(model_dir),
+        base,
         encode_rows(tok, train_rows, max_length, y_train),
         lambda m: evaluate_rows(m, valid_rows, valid_features, y_valid),
         metric,
-        f"{_base_pointer(model_dir)} for {kind} classification ({num_labels} outputs)",
+        f"{base} for {kind} classification ({num_labels} outputs)",
         test if test_file else None,
         label_dtype=torch.long if kind == "single" else torch.float,
         metrics=tuple(classification_metrics(y_train[:2], y_train[:2], kind, num_labels)),
+        teacher=teacher,
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 
@@ -573,14 +641,16 @@ def finetune_ner(
                 f"{validation_file}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
                 f"(tags: {', '.join(labels)})"
             )
-    tok, model = _start(
+    tok, model, teacher = _start(
         model_dir,
         BertForTokenClassification,
         tokenizer,
+        cfg.distill,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id=label2id,
     )
+    base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
 
     def features(sentences):
         return ner_features(tok, [s["tokens"] for s in sentences], max_length, stride)
@@ -616,14 +686,15 @@ def finetune_ner(
         "ner",
         model,
         tok,
-        _base_pointer(model_dir),
+        base,
         train_features,
         lambda m: evaluate_sentences(m, valid, valid_features),
         tc.metric or "f1",
-        f"{_base_pointer(model_dir)} for NER ({len(labels)} tags)",
+        f"{base} for NER ({len(labels)} tags)",
         test if test_file else None,
         token_label_keys=("labels",),
         metrics=tuple(M.entity_scores([labels], [labels])),  # every tag once: every entity type's score
+        teacher=teacher,
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 
@@ -656,7 +727,8 @@ def finetune_qa(
     )  # held out by article: questions about one passage stay on one side
     train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     version_2 = tc.version_2 if tc.version_2 is not None else any(ex.is_impossible for ex in train)
-    tok, model = _start(model_dir, BertForQuestionAnswering, tokenizer, num_labels=2)
+    tok, model, teacher = _start(model_dir, BertForQuestionAnswering, tokenizer, cfg.distill, num_labels=2)
+    base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
 
     def features(examples):
         return qa_features(tok, examples, max_length, stride, tc.max_query_length)
@@ -701,14 +773,15 @@ def finetune_qa(
         "qa",
         model,
         tok,
-        _base_pointer(model_dir),
+        base,
         qa_features(tok, train, max_length, stride, tc.max_query_length, train=True),
         lambda m: evaluate_examples(m, valid, valid_features),
         tc.metric or "f1",
-        f"{_base_pointer(model_dir)} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
+        f"{base} for {'SQuAD v2.0' if version_2 else 'SQuAD v1.1'} QA",
         test if test_file else None,
         metrics=("exact_match", "f1")
         + (("has_ans_exact_match", "has_ans_f1", "no_ans_exact_match", "no_ans_f1") if version_2 else ()),
+        teacher=teacher,
     )
     return _run(task, cfg, output_dir, show_progress, resume)
 

@@ -1,0 +1,122 @@
+"""Knowledge distillation: a smaller student trained on a teacher's outputs.
+
+- ``shrink(teacher, layers)``: a student of the teacher's class with K of its layers (evenly spaced from the first:
+  half the depth is every other layer, as DistilBERT was initialised), its embeddings and its head.
+- ``DistillObjective``: the fine-tuning objective of ``bertforge distill``: alpha x the soft-target loss (the
+  teacher's outputs at temperature T, scaled by T^2 as in Hinton et al. 2015) + (1 - alpha) x the head's own loss on
+  the labels. The soft loss per head: KL divergence of the class distributions (sequence classification), of each
+  labelled token's tag distribution (NER), of the start and the end distributions over the real tokens (QA); mean
+  squared error for regression, and binary cross-entropy against the teacher's probabilities for multi-label heads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from bertforge.constants import IGNORE_INDEX
+from bertforge.model.pretrained import PreTrainedBert
+from bertforge.training.engine import Objective
+from bertforge.utils import logger
+
+LABEL_KEYS = ("labels", "start_positions", "end_positions", "next_sentence_label")
+
+
+def layers_to_keep(total: int, keep: int) -> list[int]:
+    """``keep`` layer indices of ``total``, evenly spaced from the first: 6 -> 3 is [0, 2, 4], 6 -> 2 is [0, 3]."""
+    if not 1 <= keep <= total:
+        raise ValueError(f"a student of {keep} layers cannot be taken from a teacher of {total}")
+    return [i * total // keep for i in range(keep)]
+
+
+def shrink(teacher: PreTrainedBert, layers: int | Sequence[int]) -> PreTrainedBert:
+    """A student of the teacher's class with the teacher's layers ``layers`` (a count, or the indices), its
+    embeddings, pooler and head copied; the teacher is not changed."""
+    total = teacher.config.num_hidden_layers
+    keep = layers_to_keep(total, layers) if isinstance(layers, int) else list(layers)
+    if not keep or any(not 0 <= i < total for i in keep):
+        raise ValueError(f"student layers {keep} must be indices of the teacher's {total} layers")
+    student = type(teacher)(teacher.config.replace(num_hidden_layers=len(keep)))
+    renumber = {f"bert.layers.{old}.": f"bert.layers.{new}." for new, old in enumerate(keep)}
+    state = {}
+    for name, tensor in teacher.state_dict().items():
+        if name.startswith("bert.layers."):
+            prefix = ".".join(name.split(".")[:3]) + "."
+            if prefix not in renumber:
+                continue
+            name = renumber[prefix] + name[len(prefix) :]
+        state[name] = tensor.clone()
+    student.load_state_dict(state)
+    student.name_or_path = teacher.name_or_path
+    logger.info("student: %d of the teacher's %d layers (%s)", len(keep), total, ", ".join(map(str, keep)))
+    return student
+
+
+def _inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+
+
+def soft_loss(student_out: Any, teacher_out: Any, batch: dict, temperature: float, problem: str | None) -> torch.Tensor:
+    """The soft-target loss of one batch for the head whose outputs these are (see the module notes)."""
+    T = temperature
+    if hasattr(student_out, "start_logits"):  # QA: start and end distributions over the real tokens
+        mask = batch.get("attention_mask")
+        losses = []
+        for key in ("start_logits", "end_logits"):
+            s, t = getattr(student_out, key).float(), getattr(teacher_out, key).float()
+            if mask is not None:
+                s = s.masked_fill(mask == 0, torch.finfo(s.dtype).min)
+                t = t.masked_fill(mask == 0, torch.finfo(t.dtype).min)
+            losses.append(_kl(s, t, T))
+        return sum(losses) / 2  # type: ignore[return-value]
+    s, t = student_out.logits.float(), teacher_out.logits.float()
+    if s.dim() == 3:  # token classification: the labelled tokens (each word's first piece)
+        keep = batch["labels"] != IGNORE_INDEX if "labels" in batch else batch["attention_mask"].bool()
+        return _kl(s[keep], t[keep], T)
+    if problem == "regression" or s.shape[-1] == 1:
+        return F.mse_loss(s, t)
+    if problem == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(s / T, torch.sigmoid(t / T)) * T * T
+    return _kl(s, t, T)
+
+
+def _kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
+    """KL(teacher || student) of the rows' distributions at temperature T, averaged over rows, times T^2."""
+    if student_logits.shape[0] == 0:
+        return student_logits.sum() * 0.0
+    log_s = F.log_softmax(student_logits / T, dim=-1)
+    log_t = F.log_softmax(teacher_logits / T, dim=-1)
+    return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean") * T * T
+
+
+class DistillObjective(Objective):
+    """alpha x soft-target loss + (1 - alpha) x the head's loss on the labels; logs the soft loss as ``distill``."""
+
+    n_stats = 2
+
+    def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5):
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha = temperature, alpha
+
+    def forward(self, model, batch: dict):
+        out = model(**batch)
+        with torch.no_grad():
+            teacher_out = self.teacher(**_inputs(batch))
+        problem = getattr(model, "config", None) and model.config.problem_type
+        soft = soft_loss(out, teacher_out, batch, self.temperature, problem)
+        loss = self.alpha * soft + (1 - self.alpha) * out.loss if out.loss is not None else soft
+        self._soft = soft.detach()
+        return dataclasses.replace(out, loss=loss)
+
+    def accumulate(self, stats: torch.Tensor, out: Any, batch: dict) -> None:
+        stats[0] += self._soft.to(stats.dtype)
+        stats[1] += 1
+
+    def summarize(self, sums: list[float], micro_batches: float) -> dict[str, float]:
+        return {"distill": sums[0] / max(sums[1], 1.0)}
