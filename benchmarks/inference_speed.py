@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import matmul_peak  # noqa: E402
+
+from _common import machine, matmul_peak  # noqa: E402
 
 
 def workloads(vocab: int) -> dict[str, dict]:
@@ -124,8 +124,7 @@ def main() -> int:
     dense = sum(p.numel() for p in ours.parameters()) - emb
     L, H = cfg.num_hidden_layers, cfg.hidden_size
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"native bf16: {fast_bf16()}",
+        "machine": machine(peaks=False),  # the peaks are measured per dtype around the workloads
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "preset": args.preset,

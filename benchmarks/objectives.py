@@ -260,7 +260,7 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from benchmarks.strategies import machine
+    from benchmarks._common import machine
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     seeds = [int(s) for s in args.seeds.split(",")]

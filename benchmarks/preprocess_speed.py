@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 
 
@@ -59,7 +60,9 @@ def main() -> int:
     args = ap.parse_args()
     files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt"))
     work = Path(tempfile.mkdtemp(prefix="bf-bench-"))
-    results: dict = {"machine": f"{os.cpu_count()} cores"}
+    from benchmarks._common import machine
+
+    results: dict = {"machine": machine(peaks=False)}
     for workers in (1, 2):
         r = run_preprocess(files, str(work / f"g{workers}"), workers)
         results[f"gutenberg_{workers}_workers"] = r

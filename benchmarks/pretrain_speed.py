@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import functools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -28,7 +27,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import matmul_peak, profile_shares  # noqa: E402
+
+from _common import machine, matmul_peak, profile_shares  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
     import transformers
 
     import bertforge
-    from bertforge.utils import fast_bf16, tune_malloc
+    from bertforge.utils import tune_malloc
 
     tuned = tune_malloc() if args.tune_malloc else False
 
@@ -94,7 +94,7 @@ def main() -> int:
     # decoder (H x V) on the predicted tokens, attention scores and context; embedding lookups are not FLOPs.
     flops_per_step = 6 * (params - emb) * B * S + 6 * H * V * len(positions) + 12 * L * B * S * S * H
     results: dict = {
-        "machine": f"{os.cpu_count()} cores, bf16 native: {fast_bf16()}",
+        "machine": machine(peaks=False),  # the peak of the run's dtype is measured around the steps
         "preset": args.preset,
         "batch": B,
         "seq": S,

