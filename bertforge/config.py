@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
 OBJECTIVES = ("mlm", "clm")
-TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase")
+TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer")
 STRATEGIES = ("full", "head", "freeze", "lora", "adapter", "prompt", "prefix")
 STRATEGY_LR = {
     "full": 3e-5,
@@ -153,14 +154,33 @@ def _validate(section: object) -> None:
         _check(section, f, hints[f.name])
 
 
+RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
+RECIPES = ("roberta",)
+"""Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME."""
+
+
+def recipe_path(name: str) -> str:
+    """A recipe file: ``name`` itself when it exists, else the shipped recipe of that name; one line otherwise."""
+    if os.path.exists(name) or os.sep in name or name.endswith((".yaml", ".yml")):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"recipe file {name} does not exist; shipped recipes: {', '.join(RECIPES)}")
+        return name
+    if name in RECIPES:
+        return os.path.join(RECIPES_DIR, f"{name}.yaml")
+    raise FileNotFoundError(f"no recipe file {name!r} here, and no shipped recipe of that name ({', '.join(RECIPES)})")
+
+
 @dataclass(kw_only=True)
 class DataConfig:
     data_path: list[str] | None = opt(None, metavar="PREFIX")
     """Megatron --data-path: one prefix, or weight/prefix pairs. None: the embedded default corpus."""
     vocab_file: str | None = None
-    """BERT vocab.txt. None with the default corpus: a vocabulary is trained."""
+    """BERT vocab.txt (or RoBERTa's vocab.json with GPT2BPETokenizer). None with the default corpus: a vocabulary is
+    trained."""
+    merge_file: str | None = None
+    """merges.txt of a byte-level BPE vocabulary (--tokenizer-type GPT2BPETokenizer); the model is then a RoBERTa."""
     tokenizer_type: str = opt("BertWordPieceLowerCase", choices=TOKENIZER_TYPES)
-    """BertWordPieceLowerCase (uncased) or BertWordPieceCase."""
+    """BertWordPieceLowerCase (uncased), BertWordPieceCase, or GPT2BPETokenizer (byte-level BPE, RoBERTa)."""
     split: str = "969,30,1"
     """Train/valid/test proportions of each dataset's documents."""
     seq_length: int = opt(512, minimum=8)
@@ -179,18 +199,27 @@ class DataConfig:
     binary_head: str = opt("nsp", choices=BINARY_HEADS)
     """Sentence-pair head: nsp (next sentence, BERT), sop (sentence order, ALBERT/Megatron) or none (MLM only)."""
     whole_word_mask: bool = False
-    """Mask whole words (all ## pieces together)."""
+    """Mask whole words (all ## pieces together; with byte-level BPE, the pieces that follow a word's first, Ġ)."""
     max_ngram: int = opt(1, minimum=1)
     """Mask spans of up to n words (probability 1/n each)."""
     num_workers: int = opt(1, minimum=0)
     """DataLoader worker processes per rank."""
     pack_sequences: bool = False
     """Batches as packed token rows with cu_seqlens (no padding stored, no device sync to unpack) instead of padded."""
+    full_sentences: bool = False
+    """Samples are whole sentences filled up to --seq-length, running on into the next document with a [SEP] between
+    documents (RoBERTa's FULL-SENTENCES): no padding, no short samples; needs --binary-head none."""
 
     def __post_init__(self) -> None:
         if self.objective == "clm":
             self.binary_head = "none"  # next-token prediction has no sentence-pair head
         _validate(self)
+        if self.full_sentences and self.binary_head != "none":
+            raise ValueError(
+                f"data.full_sentences runs samples across documents: it needs binary_head none, not {self.binary_head}"
+            )
+        if self.tokenizer_type == "GPT2BPETokenizer" and self.vocab_file and not self.merge_file:
+            raise ValueError("--tokenizer-type GPT2BPETokenizer needs --merge-file (merges.txt) with --vocab-file")
 
 
 @dataclass(kw_only=True)
@@ -478,7 +507,9 @@ class _Sections:
         return cls().merged_yaml(path)
 
     def merged_yaml(self, path: str):
-        """This config with a YAML recipe's fields set over it."""
+        """This config with a YAML recipe's fields set over it: a file, or the name of a recipe that ships with
+        bertforge (``RECIPES``: roberta)."""
+        path = recipe_path(path)
         with open(path, encoding="utf-8") as fh:
             try:
                 data = yaml.safe_load(fh) or {}

@@ -24,12 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json-keys", nargs="+", default=["text"], help="JSON fields to tokenize (one dataset each)")
     p.add_argument("--output-prefix", required=True, help="path prefix of the output files")
-    p.add_argument("--vocab-file", required=True, help="BERT vocab.txt")
+    p.add_argument("--vocab-file", required=True, help="BERT vocab.txt (RoBERTa's vocab.json with GPT2BPETokenizer)")
+    p.add_argument("--merge-file", default=None, help="merges.txt of a byte-level BPE vocabulary (GPT2BPETokenizer)")
     p.add_argument(
         "--tokenizer-type",
         default="BertWordPieceLowerCase",
         choices=sorted(TOKENIZER_TYPES),
-        help="uncased (BertWordPieceLowerCase) or cased (BertWordPieceCase)",
+        help="uncased (BertWordPieceLowerCase), cased (BertWordPieceCase) or byte-level BPE (GPT2BPETokenizer, "
+        "RoBERTa's; needs --merge-file)",
     )
     split = p.add_mutually_exclusive_group()
     split.add_argument(
@@ -61,6 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _merges(args: argparse.Namespace) -> str | None:
+    if args.tokenizer_type == "GPT2BPETokenizer" and not args.merge_file:
+        raise ValueError("--tokenizer-type GPT2BPETokenizer needs --merge-file (merges.txt) with --vocab-file")
+    if args.merge_file and args.tokenizer_type != "GPT2BPETokenizer":
+        raise ValueError("--merge-file is for byte-level BPE: add --tokenizer-type GPT2BPETokenizer")
+    return args.merge_file
+
+
 def run(args: argparse.Namespace) -> int:
     from bertforge.data.preprocess import preprocess
 
@@ -68,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         args.input,
         args.output_prefix,
         args.vocab_file,
-        lowercase=TOKENIZER_TYPES[args.tokenizer_type],
+        lowercase=bool(TOKENIZER_TYPES[args.tokenizer_type]),
+        merge_file=_merges(args),
         json_keys=args.json_keys,
         split_sentences_=args.split_sentences,
         workers=args.workers,

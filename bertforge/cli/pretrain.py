@@ -71,7 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training")
     add_section(t, "train", TrainConfig())
     t.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
-    t.add_argument("--config", default=S, help="YAML recipe with sections model, data, optim, train")
+    t.add_argument(
+        "--config",
+        default=S,
+        help="YAML recipe with sections model, data, optim, train; or a shipped recipe: roberta",
+    )
     t.add_argument(
         "--work-dir",
         default=S,

@@ -142,12 +142,20 @@ def _read_blocks(path: str, errors: str, n_keys: int) -> Iterator[tuple[list[str
 _WORKER: dict = {}
 
 
-def _init_worker(vocab_file: str, lowercase: bool, split: bool, parallel: bool) -> None:
+def _tokenizer(vocab_file: str, lowercase: bool, merge_file: str | None):
+    """WordPiece from vocab.txt, or RoBERTa's byte-level BPE from vocab.json + merge_file."""
+    from bertforge.tokenization import BertTokenizer, RobertaTokenizer
+
+    if merge_file is not None:
+        return RobertaTokenizer(vocab_file, merge_file)
+    return BertTokenizer(vocab_file, lowercase=lowercase)
+
+
+def _init_worker(vocab_file: str, lowercase: bool, split: bool, parallel: bool, merge_file: str | None = None) -> None:
     if not parallel:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    from bertforge.tokenization import BertTokenizer
-
-    _WORKER["tok"] = BertTokenizer(vocab_file, lowercase=lowercase).backend
+    # pieces of running text: byte-level BPE encodes each as if a space came before it (as words are mid-text)
+    _WORKER["tok"] = _tokenizer(vocab_file, lowercase, merge_file)._backend_for(True)
     _WORKER["split"] = split
 
 
@@ -195,11 +203,12 @@ def preprocess(
     document_per_file: bool = False,
     errors: str = "strict",
     show_progress: bool = True,
+    merge_file: str | None = None,
 ) -> PreprocessStats:
-    """Tokenize ``inputs`` into one indexed dataset per JSON key. Returns counts and timings."""
-    from bertforge.tokenization import BertTokenizer
-
-    tok = BertTokenizer(vocab_file, lowercase=lowercase)  # validates the vocab before any work
+    """Tokenize ``inputs`` into one indexed dataset per JSON key. Returns counts and timings. ``merge_file``: the
+    vocabulary is RoBERTa's byte-level BPE (``vocab_file`` is its vocab.json)."""
+    merge_file = os.fspath(merge_file) if merge_file is not None else None
+    tok = _tokenizer(os.fspath(vocab_file), lowercase, merge_file)  # validates the vocab before any work
     dtype = token_dtype(tok.vocab_size)
     eod = tok.sep_token_id
     if workers < 1:
@@ -214,10 +223,12 @@ def preprocess(
         if workers > 1:
             ctx = mp.get_context("spawn")
             pool = ctx.Pool(
-                workers, initializer=_init_worker, initargs=(os.fspath(vocab_file), lowercase, split_sentences_, False)
+                workers,
+                initializer=_init_worker,
+                initargs=(os.fspath(vocab_file), lowercase, split_sentences_, False, merge_file),
             )
         else:
-            _init_worker(os.fspath(vocab_file), lowercase, split_sentences_, True)
+            _init_worker(os.fspath(vocab_file), lowercase, split_sentences_, True, merge_file)
         with progress(total=total_bytes, unit="B", unit_scale=True, desc="preprocess", enabled=show_progress) as bar:
             pending: deque = deque()
             for chunk, size in _chunks(read_documents(inputs, json_keys, document_per_file, errors)):

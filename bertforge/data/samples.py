@@ -14,6 +14,11 @@ Turning a row into tokens (``PretrainingSamples.get``) is a pure function of (se
 - ``none``: one segment, no label (-100);
 - the pair is truncated to fit, one token at a time from the longer side, each time from its front or back at random;
 - the output is ``[CLS] A [SEP] B [SEP]`` with segment ids 0 for ``[CLS] A [SEP]`` and 1 for ``B [SEP]``.
+
+``full_sentences`` (RoBERTa's FULL-SENTENCES, binary head none): a row is a run of consecutive sentences of the
+split's documents in order, filled to ``max_seq_length`` (specials and the separators included) and running on into
+the next document, with a ``[SEP]`` (RoBERTa's ``</s>``) between documents; the last sentence is cut at the length.
+Nothing is padded and nothing is short, except the split's last sample.
 """
 
 from __future__ import annotations
@@ -45,14 +50,46 @@ class SpecialIds:
         return cls(tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, tok.mask_token_id)
 
 
+def build_full_sentence_index(ds: IndexedDataset, documents: np.ndarray, max_seq_length: int) -> np.ndarray:
+    """Rows (first document, first sentence, end sentence, target length) of ``full_sentences`` samples: runs of
+    sentences across the (contiguous) ``documents``, each filled to ``max_seq_length`` - 2 tokens counting one
+    separator per document boundary inside it."""
+    max_tokens = max_seq_length - 2
+    if max_tokens < 2:
+        raise ValueError(f"max_seq_length {max_seq_length} leaves no room for text after 2 special tokens")
+    if len(documents) == 0:
+        return np.zeros((0, 4), dtype=np.int64)
+    doc_index = ds.document_indices
+    first_doc, last_doc = int(documents[0]), int(documents[-1])
+    start, end = int(doc_index[first_doc]), int(doc_index[last_doc + 1])
+    lengths = ds.sequence_lengths[start:end].astype(np.int64)
+    boundary = np.zeros(end - start, dtype=bool)  # a sentence that starts a document (not the split's first)
+    boundary[np.asarray(doc_index[first_doc + 1 : last_doc + 1], dtype=np.int64) - start] = True
+    rows: list[tuple[int, int, int, int]] = []
+    doc, first, size = first_doc, start, 0
+    for i in range(start, end):
+        if i > first and boundary[i - start]:
+            size += 1  # the separator between two documents
+        size += int(lengths[i - start])
+        if size >= max_tokens:
+            rows.append((doc, first, i + 1, max_tokens))
+            first, size = i + 1, 0
+            doc = int(np.searchsorted(doc_index, i + 1, side="right")) - 1
+    if first < end:
+        rows.append((doc, first, end, max_tokens))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 4)
+
+
 def build_sample_index(
     ds: IndexedDataset, documents: np.ndarray, max_seq_length: int, short_seq_prob: float, binary_head: str, seed: int
 ) -> np.ndarray:
     """Rows (document, first sentence, end sentence, target length) covering ``documents`` once, in document order.
 
     With a binary head a sample needs two sentences, so single-sentence documents (and a lone last sentence) are
-    skipped, as in Megatron-LM.
+    skipped, as in Megatron-LM. ``binary_head="full"``: ``build_full_sentence_index``.
     """
+    if binary_head == "full":
+        return build_full_sentence_index(ds, documents, max_seq_length)
     specials = 3 if binary_head != "none" else 2
     max_tokens = max_seq_length - specials
     if max_tokens < 2:
@@ -155,9 +192,13 @@ class PretrainingSamples:
         binary_head: str = "nsp",
         seed: int = 1234,
         cache_dir: str | None = None,
+        full_sentences: bool = False,
     ):
         if binary_head not in BINARY_HEADS:
             raise ValueError(f"binary_head {binary_head!r} must be one of {BINARY_HEADS}")
+        if full_sentences and binary_head != "none":
+            raise ValueError("full_sentences samples run across documents: they need binary_head 'none'")
+        self.full_sentences = full_sentences
         if not 0.0 <= short_seq_prob <= 1.0:
             raise ValueError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
         self.ds = ds
@@ -166,8 +207,16 @@ class PretrainingSamples:
         self.max_seq_length = max_seq_length
         self.binary_head = binary_head
         self.seed = seed
+        if full_sentences and len(self.documents) and np.any(np.diff(self.documents) != 1):
+            raise ValueError("full_sentences needs a contiguous range of documents")
         self.index = cached_sample_index(
-            ds, self.documents, max_seq_length, short_seq_prob, binary_head, seed, cache_dir
+            ds,
+            self.documents,
+            max_seq_length,
+            short_seq_prob,
+            "full" if full_sentences else binary_head,
+            seed,
+            cache_dir,
         )
         if len(self.index) == 0:
             need = "two sentences" if binary_head != "none" else "one sentence"
@@ -192,6 +241,19 @@ class PretrainingSamples:
         rng = np.random.default_rng([self.seed, epoch, index, 1])
         sentences = [self.ds[i] for i in range(first, end)]
         s = self.specials
+        if self.full_sentences:
+            starts = self.ds.document_indices
+            tokens: list[int] = []
+            for i, sentence in zip(range(first, end), sentences):
+                if i > first and starts[np.searchsorted(starts, i, side="right") - 1] == i:
+                    tokens.append(s.sep)  # a new document begins
+                tokens.extend(sentence.tolist())
+            ids = [s.cls, *tokens[: self.max_seq_length - 2], s.sep]
+            return {
+                "input_ids": np.asarray(ids, dtype=np.int64),
+                "token_type_ids": np.zeros(len(ids), dtype=np.int64),
+                "binary_label": -100,
+            }
         if self.binary_head == "none":
             tokens = np.concatenate(sentences).tolist()[: self.max_seq_length - 2]
             ids = [s.cls, *tokens, s.sep]

@@ -29,8 +29,8 @@ SPECIAL_TOKENS = {
     "sep_token": "[SEP]",
     "mask_token": "[MASK]",
 }
-# Megatron-LM's --tokenizer-type names -> lowercase flag.
-TOKENIZER_TYPES = {"BertWordPieceLowerCase": True, "BertWordPieceCase": False}
+# Megatron-LM's --tokenizer-type names -> lowercase flag (None: GPT2BPETokenizer, byte-level BPE as RoBERTa uses it).
+TOKENIZER_TYPES = {"BertWordPieceLowerCase": True, "BertWordPieceCase": False, "GPT2BPETokenizer": None}
 DEFAULT_MAX_LENGTH = 512
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
@@ -221,13 +221,22 @@ class BertTokenizer:
         raise FileNotFoundError(f"no vocab.txt (or tokenizer.json) in {directory}")
 
     @classmethod
-    def from_megatron(cls, tokenizer_type: str, vocab_file: str | os.PathLike) -> BertTokenizer:
-        """The tokenizer for Megatron-LM's ``--tokenizer-type`` (BertWordPieceLowerCase / BertWordPieceCase)."""
+    def from_megatron(
+        cls, tokenizer_type: str, vocab_file: str | os.PathLike, merge_file: str | os.PathLike | None = None
+    ) -> BertTokenizer:
+        """The tokenizer for Megatron-LM's ``--tokenizer-type``: BertWordPieceLowerCase / BertWordPieceCase
+        (vocab.txt), or GPT2BPETokenizer (vocab.json + ``--merge-file`` merges.txt with RoBERTa's special tokens)."""
         if tokenizer_type not in TOKENIZER_TYPES:
             raise ValueError(
                 f"--tokenizer-type {tokenizer_type!r} is not supported; use one of {', '.join(TOKENIZER_TYPES)}"
             )
-        return cls(vocab_file, lowercase=TOKENIZER_TYPES[tokenizer_type])
+        if tokenizer_type == "GPT2BPETokenizer":
+            if merge_file is None:
+                raise ValueError("--tokenizer-type GPT2BPETokenizer needs --merge-file (merges.txt) with --vocab-file")
+            from bertforge.tokenization.roberta import RobertaTokenizer
+
+            return RobertaTokenizer(vocab_file, merge_file)
+        return cls(vocab_file, lowercase=bool(TOKENIZER_TYPES[tokenizer_type]))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write vocab.txt, tokenizer_config.json, special_tokens_map.json and tokenizer.json (each atomically)."""

@@ -65,7 +65,7 @@ def build_data(cfg: RunConfig) -> Data:
         )
     if not d.vocab_file:
         raise ValueError("--vocab-file is required with --data-path")
-    tok = BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file)
+    tok = BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file, d.merge_file)
     masker = None
     if d.objective == "mlm":
         masker = Masker.from_tokenizer(
@@ -93,7 +93,11 @@ def build_data(cfg: RunConfig) -> Data:
             )
         (t0, t1), (v0, v1), _ = split_ranges(ds.num_documents, d.split)
         common: dict = dict(
-            max_seq_length=d.seq_length, short_seq_prob=d.short_seq_prob, binary_head=d.binary_head, seed=cfg.train.seed
+            max_seq_length=d.seq_length,
+            short_seq_prob=d.short_seq_prob,
+            binary_head=d.binary_head,
+            seed=cfg.train.seed,
+            full_sentences=d.full_sentences,
         )
         train.append(PretrainingSamples(ds, specials, documents=np.arange(t0, t1), **common))
         weights.append(weight)
@@ -124,8 +128,18 @@ def build_data(cfg: RunConfig) -> Data:
     )
 
 
-def build_model(cfg: RunConfig, vocab_size: int):
+def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
+    """The model to pretrain; with a byte-level BPE tokenizer (GPT2BPETokenizer) it is a RoBERTa: positions after
+    the padding id (two more rows), one token type, RoBERTa's padding id."""
     config = cfg.model.replace(vocab_size=vocab_size, is_decoder=cfg.data.objective == "clm")
+    if getattr(tokenizer, "family", "BERT") == "RoBERTa" and config.model_type == "bert":
+        extra = tokenizer.pad_token_id + 1
+        config = config.replace(
+            model_type="roberta",
+            pad_token_id=tokenizer.pad_token_id,
+            type_vocab_size=1,
+            max_position_embeddings=max(config.max_position_embeddings, cfg.data.seq_length) + extra,
+        )
     cls: type = BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
     if cfg.data.objective == "clm":
         cls = BertLMHeadModel
@@ -294,7 +308,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     data = data or build_data(cfg)
     tok = data.tokenizer
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = build_model(cfg, tok.vocab_size).to(info.device)
+    model = build_model(cfg, tok.vocab_size, tok).to(info.device)
     cfg = RunConfig(model=model.config, data=cfg.data, optim=cfg.optim, train=cfg.train)
     if info.is_main:
         logger.info(

@@ -419,3 +419,132 @@ def test_a_split_with_no_validation_documents_says_so_at_the_start(corpus, caplo
     with caplog.at_level("WARNING", logger="bertforge"):
         assert build_data(cfg).valid is not None
     assert "--split" not in caplog.text
+
+
+@pytest.fixture(scope="module")
+def bpe_corpus(corpus, tmp_path_factory):
+    """The same documents tokenized with a byte-level BPE vocabulary (GPT2BPETokenizer), sentence-split."""
+    root = tmp_path_factory.mktemp("bpe_corpus")
+    src = os.path.join(os.path.dirname(corpus["prefix"]), "docs.jsonl")
+    texts = [json.loads(x)["text"] for x in open(src)]
+    train_vocab(texts=texts, vocab_size=400, model="bpe", output=root / "tok", show_progress=False)
+    vocab, merges = str(root / "tok" / "vocab.json"), str(root / "tok" / "merges.txt")
+    preprocess([src], str(root / "c"), vocab, merge_file=merges, show_progress=False)
+    return {"prefix": str(root / "c_text_sentence"), "vocab": vocab, "merges": merges}
+
+
+def test_full_sentence_samples_cover_the_split_in_order_across_documents(bpe_corpus):
+    import numpy as np
+
+    from bertforge.data.indexed import IndexedDataset
+    from bertforge.data.samples import PretrainingSamples, SpecialIds
+    from bertforge.tokenization import RobertaTokenizer
+
+    tok = RobertaTokenizer(bpe_corpus["vocab"], bpe_corpus["merges"])
+    ds = IndexedDataset(bpe_corpus["prefix"])
+    docs = np.arange(10, 60)
+    samples = PretrainingSamples(
+        ds, SpecialIds.from_tokenizer(tok), documents=docs, max_seq_length=48, binary_head="none", full_sentences=True
+    )
+    index = samples.index
+    # the rows cover the split's sentences once, in order, across document boundaries
+    assert index[0, 1] == ds.document_range(10)[0] and index[-1, 2] == ds.document_range(59)[1]
+    assert (index[1:, 1] == index[:-1, 2]).all()
+    starts = set(int(ds.document_range(int(d))[0]) for d in docs[1:])
+    crossing = 0
+    for i, (_, first, end, _) in enumerate(index.tolist()):
+        ids = samples.get(i)["input_ids"].tolist()
+        assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+        if i < len(index) - 1:
+            assert len(ids) == 48  # full length: nothing padded, nothing short but the split's last sample
+        expected = []
+        for j in range(first, end):
+            if j > first and j in starts:
+                expected.append(tok.sep_token_id)  # one separator where a new document begins
+                crossing += 1
+            expected.extend(ds[j].tolist())
+        assert ids[1:-1] == expected[:46]
+    assert crossing > 10  # samples do run on into the next document
+    with pytest.raises(ValueError, match="need binary_head 'none'"):
+        PretrainingSamples(ds, SpecialIds.from_tokenizer(tok), binary_head="sop", full_sentences=True)
+
+
+def test_roberta_pretraining_recipe_exports_a_roberta(bpe_corpus, tmp_path):
+    """GPT2BPETokenizer data pretrains a RoBERTa (positions after the padding id, one token type), full-sentence
+    samples, no binary head; its export is read by transformers' RobertaForMaskedLM with the same logits."""
+    transformers = pytest.importorskip("transformers")
+    cfg = tiny_run(bpe_corpus, str(tmp_path / "run"), train_iters=12)
+    cfg = dataclasses.replace(
+        cfg,
+        model=cfg.model.replace(vocab_size=400),
+        data=dataclasses.replace(
+            cfg.data,
+            tokenizer_type="GPT2BPETokenizer",
+            merge_file=bpe_corpus["merges"],
+            binary_head="none",
+            full_sentences=True,
+            whole_word_mask=True,
+        ),
+    )
+    result = pretrain(cfg, show_progress=False)
+    losses = [json.loads(x)["loss"] for x in open(tmp_path / "run" / "metrics.jsonl") if '"loss"' in x]
+    assert losses[-1] < losses[0] and "eval_mlm_loss" in result.eval
+    hf_dir = tmp_path / "run" / "hf"
+    saved = json.loads((hf_dir / "config.json").read_text())
+    assert saved["model_type"] == "roberta" and saved["max_position_embeddings"] == 66 and saved["pad_token_id"] == 1
+    assert {"vocab.json", "merges.txt"} <= {p.name for p in hf_dir.iterdir()}
+    ref, info = transformers.RobertaForMaskedLM.from_pretrained(hf_dir, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    from bertforge import BertForMaskedLM
+    from bertforge.tokenization import BertTokenizer
+
+    tok = BertTokenizer.from_pretrained(hf_dir)
+    batch = tok(["winter river music", "a quiet village <mask>"], padding=True, return_tensors="pt")
+    ours = BertForMaskedLM.from_pretrained(hf_dir)
+    with torch.no_grad():
+        a = ref.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        b = ours(**batch).logits
+    mask = batch["attention_mask"].bool()
+    torch.testing.assert_close(b[mask], a[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_the_shipped_roberta_recipe_runs_from_the_command_line(bpe_corpus, tmp_path, capsys):
+    line = [
+        "pretrain",
+        "--config",
+        "roberta",
+        "--data-path",
+        bpe_corpus["prefix"],
+        "--vocab-file",
+        bpe_corpus["vocab"],
+        "--merge-file",
+        bpe_corpus["merges"],
+        "--num-layers",
+        "2",
+        "--hidden-size",
+        "32",
+        "--num-attention-heads",
+        "2",
+        "--seq-length",
+        "48",
+        "--micro-batch-size",
+        "4",
+        "--global-batch-size",
+        "8",
+        "--train-iters",
+        "3",
+        "--eval-iters",
+        "1",
+        "--save",
+        str(tmp_path / "run"),
+        "--no-demo",
+        "--fp32",
+    ]
+    cfg, _ = build_config(build_parser().parse_args(line))
+    assert cfg.data.full_sentences and cfg.data.binary_head == "none" and cfg.data.tokenizer_type == "GPT2BPETokenizer"
+    assert cfg.optim.adam_beta2 == 0.98 and cfg.train.global_batch_size == 8  # the command line wins over the recipe
+    assert main(line) == 0
+    assert json.loads((tmp_path / "run" / "hf" / "config.json").read_text())["model_type"] == "roberta"
+    capsys.readouterr()
+    assert main(["pretrain", "--config", "nope", "--no-demo"]) == 1
+    assert "no shipped recipe of that name (roberta)" in capsys.readouterr().err
