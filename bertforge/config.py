@@ -400,6 +400,10 @@ class DistillConfig:
     """Softmax temperature of teacher and student for the soft-target loss, which is scaled by T^2 (Hinton et al.)."""
     alpha: float = opt(0.5, minimum=0.0, maximum=1.0)
     """Weight of the soft-target loss; 1 - alpha weighs the labels' loss."""
+    cosine: float = opt(0.0, minimum=0.0)
+    """Weight of a cosine loss pulling the student's last hidden states towards the teacher's, on every real token
+    (DistilBERT's pretraining: 1, beside 5 for soft targets and 2 for MLM, i.e. alpha 5/7 and cosine 1/7 here);
+    needs equal hidden sizes."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -527,16 +531,20 @@ class _Sections:
 class RunConfig(_Sections):
     """Pretraining: the model, its data, the optimizer and the loop."""
 
-    SECTIONS = ("model", "data", "optim", "train")
+    SECTIONS = ("model", "data", "optim", "train", "distill")
     model: BertConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Pretraining distillation (DistilBERT's): a masked-LM teacher's soft targets (+ cosine on hidden states)."""
 
     def __post_init__(self) -> None:
         t = self.train
         if self.optim.lr is None:
             raise ValueError("optim.lr must be set for pretraining (--lr)")
+        if self.distill.teacher is not None and (self.data.objective != "mlm" or self.data.binary_head != "none"):
+            raise ValueError("pretraining distillation (--teacher) is masked LM only: use --binary-head none")
         if self.data.seq_length > self.model.max_tokens:
             raise ValueError(
                 f"data.seq_length ({self.data.seq_length}) exceeds the {self.model.max_tokens} tokens that "

@@ -7,6 +7,10 @@
   the labels. The soft loss per head: KL divergence of the class distributions (sequence classification), of each
   labelled token's tag distribution (NER), of the start and the end distributions over the real tokens (QA); mean
   squared error for regression, and binary cross-entropy against the teacher's probabilities for multi-label heads.
+  ``cosine`` adds DistilBERT's cosine loss between the student's and the teacher's last hidden states.
+- ``MLMDistillObjective``: DistilBERT's pretraining loss on a corpus (``bertforge pretrain --teacher``): alpha x soft
+  MLM targets at the masked positions + (1 - alpha) x MLM on the labels + cosine x (1 - cos) of the last hidden
+  states on every real token.
 """
 
 from __future__ import annotations
@@ -60,6 +64,26 @@ def _inputs(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
 
 
+def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Mean (1 - cosine similarity) of the two last hidden states over the real tokens (all of a packed batch)."""
+    mask = batch.get("attention_mask")
+    s, t = student_hidden.float(), teacher_hidden.float()
+    if mask is not None and s.dim() == 3:
+        s, t = s[mask.bool()], t[mask.bool()]
+    return (1.0 - F.cosine_similarity(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), dim=-1)).mean()
+
+
+def load_teacher(path: str, cls: type[PreTrainedBert], what: str) -> PreTrainedBert:
+    """A teacher checkpoint as ``cls``, refused in one line when it lacks the head (``what``) the objective reads."""
+    teacher = cls.from_pretrained(path)
+    if teacher.load_report is not None and teacher.load_report.missing:
+        raise ValueError(
+            f"teacher {path} has no {what} ({', '.join(teacher.load_report.missing)} missing): a teacher needs the "
+            "head whose outputs the student learns"
+        )
+    return teacher
+
+
 def soft_loss(student_out: Any, teacher_out: Any, batch: dict, temperature: float, problem: str | None) -> torch.Tensor:
     """The soft-target loss of one batch for the head whose outputs these are (see the module notes)."""
     T = temperature
@@ -98,19 +122,22 @@ class DistillObjective(Objective):
 
     n_stats = 2
 
-    def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5):
+    def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0):
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.temperature, self.alpha = temperature, alpha
+        self.temperature, self.alpha, self.cosine = temperature, alpha, cosine
 
     def forward(self, model, batch: dict):
-        out = model(**batch)
+        hidden = {"output_hidden_states": True} if self.cosine else {}
+        out = model(**batch, **hidden)
         with torch.no_grad():
-            teacher_out = self.teacher(**_inputs(batch))
+            teacher_out = self.teacher(**_inputs(batch), **hidden)
         problem = getattr(model, "config", None) and model.config.problem_type
         soft = soft_loss(out, teacher_out, batch, self.temperature, problem)
         loss = self.alpha * soft + (1 - self.alpha) * out.loss if out.loss is not None else soft
+        if self.cosine:
+            loss = loss + self.cosine * cosine_loss(out.hidden_states[-1], teacher_out.hidden_states[-1], batch)
         self._soft = soft.detach()
         return dataclasses.replace(out, loss=loss)
 
@@ -120,3 +147,69 @@ class DistillObjective(Objective):
 
     def summarize(self, sums: list[float], micro_batches: float) -> dict[str, float]:
         return {"distill": sums[0] / max(sums[1], 1.0)}
+
+
+class MLMDistillObjective(Objective):
+    """DistilBERT's pretraining loss (see the module notes), with the MLM metrics of ``MLMObjective`` and the soft and
+    cosine losses logged as ``distill`` and ``cosine``."""
+
+    def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0):
+        from bertforge.training.pretrain import MLMObjective
+
+        self.mlm = MLMObjective("none")
+        self.n_stats = self.mlm.n_stats + 3
+        self.teacher = teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.temperature, self.alpha, self.cosine = temperature, alpha, cosine
+
+    def forward(self, model, batch: dict):
+        from bertforge.training.pretrain import _inputs as model_inputs
+
+        inputs = model_inputs(batch)
+        hidden = {"output_hidden_states": True} if self.cosine else {}
+        out = model(**inputs, labels=batch["labels"], **hidden)
+        with torch.no_grad():
+            teacher_out = self.teacher(**inputs, **hidden)
+        soft = _kl(out.logits.float(), teacher_out.logits.float(), self.temperature)  # the masked positions
+        loss = self.alpha * soft + (1 - self.alpha) * out.loss
+        cos = torch.zeros((), device=soft.device)
+        if self.cosine:
+            cos = cosine_loss(out.hidden_states[-1], teacher_out.hidden_states[-1], batch)
+            loss = loss + self.cosine * cos
+        self._parts = (soft.detach(), cos.detach())
+        return _WithMLMLoss(out, loss)
+
+    def accumulate(self, stats: torch.Tensor, out: Any, batch: dict) -> None:
+        n = self.mlm.n_stats
+        self.mlm.accumulate(stats[:n], out, batch)
+        stats[n] += self._parts[0].to(stats.dtype)
+        stats[n + 1] += self._parts[1].to(stats.dtype)
+        stats[n + 2] += 1
+
+    def summarize(self, sums: list[float], micro_batches: float) -> dict[str, float]:
+        n = self.mlm.n_stats
+        record = self.mlm.summarize(sums[:n], micro_batches)
+        record["distill"] = sums[n] / max(sums[n + 2], 1.0)
+        if self.cosine:
+            record["cosine"] = sums[n + 1] / max(sums[n + 2], 1.0)
+        return record
+
+    def tokens(self, batch: dict):
+        return self.mlm.tokens(batch)
+
+
+@dataclasses.dataclass
+class _WithMLMLoss:
+    """A masked-LM output whose ``loss`` is the distillation loss, keeping the MLM loss for the metrics."""
+
+    out: Any
+    loss: torch.Tensor
+
+    @property
+    def mlm_loss(self) -> torch.Tensor:
+        return self.out.loss
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self.out.logits

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``bertforge pretrain``: one per config field (generated, see ``cli/fields.py``), plus the few
     that are not fields (preset, YAML recipe, Megatron's parallel sizes and switches that set another field)."""
     from bertforge.cli.fields import add_section
-    from bertforge.config import DataConfig, OptimConfig, TrainConfig
+    from bertforge.config import DataConfig, DistillConfig, OptimConfig, TrainConfig
     from bertforge.model.config import BertConfig
 
     S = argparse.SUPPRESS  # flags not given stay absent, so that YAML and preset values survive
@@ -71,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("training")
     add_section(t, "train", TrainConfig())
     t.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
+    add_section(p.add_argument_group("distillation (DistilBERT's: a masked-LM teacher)"), "distill", DistillConfig())
     t.add_argument(
         "--config",
         default=S,

@@ -265,7 +265,13 @@ def _train(
                 f"--strategy {cfg.adapt.strategy} saves an adapter for a base model, and a student taken from the "
                 "teacher (--student-layers) exists only in this run: use full, head, freeze or lora"
             )
-        objective = DistillObjective(task.teacher.to(info.device), cfg.distill.temperature, cfg.distill.alpha)
+        d = cfg.distill
+        if d.cosine and task.teacher.config.hidden_size != model.config.hidden_size:
+            raise ValueError(
+                f"--cosine compares hidden states: the teacher's width is {task.teacher.config.hidden_size}, the "
+                f"student's {model.config.hidden_size}"
+            )
+        objective = DistillObjective(task.teacher.to(info.device), d.temperature, d.alpha, d.cosine)
     trainable = apply_strategy(model, cfg.adapt, tok)
     model.bert.gradient_checkpointing = t.recompute_activations  # type: ignore[union-attr]
     model.to(info.device)

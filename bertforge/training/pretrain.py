@@ -221,6 +221,41 @@ class CLMObjective(Objective):
         return {"clm_loss": s[0] / micro_batches, "next_token_accuracy": s[1] / max(s[2], 1.0)}
 
 
+def _distillation(cfg: RunConfig, model, vocab_size: int, info: dist_.DistInfo):
+    """(the student, DistilBERT's objective) for ``cfg.distill``: the teacher is a masked LM over the same
+    vocabulary; the student is the configured model, or K of the teacher's layers (``student_layers``)."""
+    from bertforge.distill import MLMDistillObjective, load_teacher, shrink
+
+    d = cfg.distill
+    assert d.teacher is not None
+    teacher = load_teacher(d.teacher, BertForMaskedLM, "masked-LM head")
+    if teacher.config.vocab_size != vocab_size:
+        raise ValueError(
+            f"teacher {d.teacher} predicts {teacher.config.vocab_size} tokens, the data's vocabulary has "
+            f"{vocab_size}: preprocess the corpus with the teacher's vocabulary"
+        )
+    if d.student_layers is not None:
+        model = shrink(teacher, d.student_layers)
+        model.bert.gradient_checkpointing = cfg.train.recompute_activations  # type: ignore[union-attr]
+    if d.cosine and teacher.config.hidden_size != model.config.hidden_size:
+        raise ValueError(
+            f"--cosine compares hidden states: the teacher's width is {teacher.config.hidden_size}, the student's "
+            f"{model.config.hidden_size} (use --student-layers, or --hidden-size {teacher.config.hidden_size})"
+        )
+    if info.is_main:
+        logger.info(
+            "distilling %s (%s parameters) into %d layers: temperature %g, soft %g, MLM %g, cosine %g",
+            d.teacher,
+            f"{teacher.num_parameters():,}",
+            model.config.num_hidden_layers,
+            d.temperature,
+            d.alpha,
+            1 - d.alpha,
+            d.cosine,
+        )
+    return model, MLMDistillObjective(teacher.to(info.device), d.temperature, d.alpha, d.cosine)
+
+
 def objective_for(cfg: RunConfig) -> Objective:
     return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head)
 
@@ -294,9 +329,7 @@ def pretrain(
     """Run (or resume) pretraining as ``cfg`` says. Returns the per-step losses and the last metrics."""
     t = cfg.train
     if exit_interval is not None:
-        cfg = RunConfig(
-            model=cfg.model, data=cfg.data, optim=cfg.optim, train=dataclasses.replace(t, exit_interval=exit_interval)
-        )
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, exit_interval=exit_interval))
     with dist_.process_group(t.device, t.distributed_backend) as info:
         return _pretrain(cfg, info, data, show_progress)
 
@@ -308,8 +341,12 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     data = data or build_data(cfg)
     tok = data.tokenizer
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = build_model(cfg, tok.vocab_size, tok).to(info.device)
-    cfg = RunConfig(model=model.config, data=cfg.data, optim=cfg.optim, train=cfg.train)
+    model = build_model(cfg, tok.vocab_size, tok)
+    objective = objective_for(cfg)
+    if cfg.distill.teacher is not None:
+        model, objective = _distillation(cfg, model, tok.vocab_size, info)
+    model = model.to(info.device)
+    cfg = dataclasses.replace(cfg, model=model.config)
     if info.is_main:
         logger.info(
             "pretraining %s (%s parameters) for %d steps: global batch %d = micro %d x %d rank(s) x %d "
@@ -345,7 +382,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     valid = data.valid
     job = Job(
         model=model,
-        objective=objective_for(cfg),
+        objective=objective,
         dataset=data.train,
         collate=collate_fn(cfg, tok.pad_token_id),
         plan=BatchPlan(global_batch, t.micro_batch_size, accumulation, info.rank, info.world_size),

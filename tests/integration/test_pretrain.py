@@ -548,3 +548,40 @@ def test_the_shipped_roberta_recipe_runs_from_the_command_line(bpe_corpus, tmp_p
     capsys.readouterr()
     assert main(["pretrain", "--config", "nope", "--no-demo"]) == 1
     assert "no shipped recipe of that name (roberta)" in capsys.readouterr().err
+
+
+def test_pretraining_distillation_as_distilbert_did_it(corpus, tmp_path, capsys):
+    """A masked-LM teacher pretrained here; a fresh student of the same width learns its soft targets, the labels and
+    its last hidden states (cosine): the soft-target and cosine losses fall. A student taken from the teacher's layers
+    has the teacher's shape; a teacher without an MLM head is refused."""
+    teacher_cfg = tiny_run(corpus, str(tmp_path / "teacher"), train_iters=30)
+    teacher_cfg = dataclasses.replace(teacher_cfg, data=dataclasses.replace(teacher_cfg.data, binary_head="none"))
+    pretrain(teacher_cfg, show_progress=False)
+    from bertforge.config import DistillConfig
+
+    distill = DistillConfig(teacher=str(tmp_path / "teacher" / "hf"), alpha=5 / 7, cosine=1 / 7)
+    cfg = dataclasses.replace(
+        teacher_cfg,
+        train=dataclasses.replace(teacher_cfg.train, save=str(tmp_path / "student"), train_iters=20, log_interval=2),
+        distill=distill,
+    )
+    result = pretrain(cfg, show_progress=False)
+    logs = [json.loads(x) for x in open(tmp_path / "student" / "metrics.jsonl") if '"distill"' in x]
+    assert logs[-1]["distill"] < logs[0]["distill"] and logs[-1]["cosine"] < logs[0]["cosine"]
+    assert "mlm_accuracy" in logs[-1] and "eval_mlm_loss" in result.eval
+    taken = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, save=str(tmp_path / "taken"), train_iters=2),
+        distill=dataclasses.replace(distill, student_layers=1),
+    )
+    pretrain(taken, show_progress=False)
+    saved = json.loads((tmp_path / "taken" / "hf" / "config.json").read_text())
+    assert saved["num_hidden_layers"] == 1 and saved["hidden_size"] == 32
+    from bertforge.model import BertModel
+
+    BertModel(tiny_run(corpus).model).save_pretrained(tmp_path / "bare")  # an encoder without an MLM head
+    bad = dataclasses.replace(cfg, distill=DistillConfig(teacher=str(tmp_path / "bare"), student_layers=1))
+    with pytest.raises(ValueError, match="has no masked-LM head"):
+        pretrain(bad, show_progress=False)
+    with pytest.raises(ValueError, match="masked LM only: use --binary-head none"):
+        dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, binary_head="sop"))
