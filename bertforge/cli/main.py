@@ -15,7 +15,19 @@ from typing import NoReturn
 import bertforge
 
 # Sub-command modules, in the order --help lists them.
-COMMANDS = ["pretrain", "preprocess", "tokenizer", "finetune", "distill", "run", "models", "convert", "demo", "info"]
+COMMANDS = [
+    "pretrain",
+    "preprocess",
+    "tokenizer",
+    "finetune",
+    "distill",
+    "run",
+    "models",
+    "convert",
+    "export",
+    "demo",
+    "info",
+]
 
 
 # Megatron-LM pretrain_bert.py flags that bertforge does not implement (model/pipeline parallelism, Megatron's own

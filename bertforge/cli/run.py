@@ -35,7 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None, help="tokens per window (longer inputs are windowed)")
     p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"])
+    p.add_argument(
+        "--dtype",
+        default=None,
+        choices=["fp32", "bf16", "fp16", "auto", "int8"],
+        help="weights' dtype: auto = bf16 where the machine runs it natively, else fp32; int8 = dynamic "
+        "quantization of the linear layers (CPU)",
+    )
     p.add_argument(
         "--top-k",
         type=int,

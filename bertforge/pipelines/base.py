@@ -27,11 +27,18 @@ DTYPES = {
 }
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype | None:
+    """A torch dtype for a pipeline's ``dtype``: a name in ``DTYPES``, or "auto": bf16 where the device runs it
+    natively (AVX512-BF16 or AMX CPUs, bf16 GPUs), else fp32. ("int8" is handled by the pipeline: fp32 weights,
+    then quantized.)"""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "auto":
+        from bertforge.utils import fast_bf16
+
+        return torch.bfloat16 if fast_bf16(torch.device(device).type) else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join([*DTYPES, 'auto', 'int8'])}")
     return DTYPES[dtype]
 
 
@@ -110,8 +117,13 @@ class Pipeline:
                 f"{type(self).__name__} takes no {', '.join(unknown)}; its call takes {', '.join(sorted(accepted))}"
             )
         self.call_defaults = call_defaults
-        dtype = resolve_dtype(dtype)
         device = default_device(device)
+        int8 = dtype == "int8"
+        if int8 and torch.device(device).type != "cpu":
+            raise ValueError(f"dtype='int8' (dynamic quantization) runs on the CPU, not on {device}")
+        if int8 and adapter is not None and isinstance(adapter, dict) and len(adapter) > 1:
+            raise ValueError("an int8 pipeline is fixed once quantized: give one adapter, or a pipeline per adapter")
+        dtype = None if int8 else resolve_dtype(dtype, device)
         if dtype == torch.bfloat16:
             warn_if_emulated_bf16(torch.device(device).type, "dtype=bf16")
         self.adapters: dict[str, str] = {}
@@ -143,6 +155,11 @@ class Pipeline:
         if self.adapters:
             self.set_adapter(next(iter(self.adapters)))
         self.model.to(device=device, dtype=dtype).eval()
+        self.quantized = int8
+        if int8:
+            from bertforge.deploy import quantize_int8
+
+            self.model = quantize_int8(self.model.float())
         self.device, self.dtype = device, dtype or torch.float32
         self.config = self.model.config
         self.batch_size = batch_size
@@ -157,6 +174,8 @@ class Pipeline:
 
         if name not in self.adapters:
             raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters)}")
+        if getattr(self, "quantized", False):
+            raise ValueError("an int8 pipeline is fixed once quantized: build another pipeline for another adapter")
         directory = self.adapters[name]
         cfg, meta = read_adapter_config(directory)
         if meta.get("head_class") and meta["head_class"] != self.model_class.__name__:
@@ -256,7 +275,8 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return (
-            f"{type(self).__name__}(task={self.task!r}, device={self.device}, dtype={self.dtype}, "
+            f"{type(self).__name__}(task={self.task!r}, device={self.device}, "
+            f"dtype={'int8' if self.quantized else self.dtype}, "
             f"max_length={self.max_length})"
         )
 

@@ -38,7 +38,8 @@ class TextClassificationPipeline(Pipeline):
         """Classify a text, a pair (``{"text": ..., "text_pair": ...}`` or a 2-tuple), or a list of either.
 
         Returns per input ``{"label", "score"}`` when ``top_k`` is 1 (the default), else the ``top_k`` best (all
-        for None) as a list sorted by score. As transformers' pipeline, a single string also gives a list of one.
+        for None) as a list sorted by score. As transformers' pipeline, a single string gives a list of one result
+        with the default top_k, and its ranked list itself with another top_k.
         """
         items, _ = as_list(inputs) if not isinstance(inputs, tuple) else ([inputs], True)
         texts, pairs = [], []
@@ -89,4 +90,6 @@ class TextClassificationPipeline(Pipeline):
             else:
                 ranked = [{"label": id2label[k], "score": float(scores[k])} for k in np.argsort(-scores, kind="stable")]
                 results.append(ranked[:top_k] if top_k is not None else ranked)
-        return results[0] if isinstance(inputs, (dict, tuple)) else results
+        if isinstance(inputs, (dict, tuple)) or (isinstance(inputs, str) and top_k != 1):
+            return results[0]  # as transformers: one text with top_k given -> its ranked list, not a list of one
+        return results

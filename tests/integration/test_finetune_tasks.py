@@ -129,7 +129,7 @@ def test_multilabel_jsonl(tiny_checkpoint, tmp_path):
     config = json.loads((tmp_path / "out" / "best" / "config.json").read_text())
     assert config["problem_type"] == "multi_label_classification"
     assert sorted(config["label2id"]) == ["long", "positive"]
-    scores = pipeline("text-classification", model=str(tmp_path / "out" / "best"))(rows[3]["text"], top_k=None)[0]
+    scores = pipeline("text-classification", model=str(tmp_path / "out" / "best"))(rows[3]["text"], top_k=None)
     assert len(scores) == 2 and abs(sum(s["score"] for s in scores) - 1) > 1e-3  # sigmoid per label, not softmax
     predicted = json.loads((tmp_path / "out" / "predictions_validation.jsonl").read_text().splitlines()[3])
     assert sorted(s["label"] for s in scores if s["score"] > 0.5) == sorted(predicted["prediction"])

@@ -29,7 +29,7 @@ def test_results_in_input_order(cls_dir):
     pipe = bertforge.pipeline("text-classification", model=cls_dir, batch_size=2)
     texts = ["short", "a much longer text with many more words than the first", "mid length text", "x y"]
     together = pipe(texts, top_k=None)
-    one_by_one = [pipe(t, top_k=None)[0] for t in texts]
+    one_by_one = [pipe(t, top_k=None) for t in texts]  # one text with top_k: its ranked list (transformers' shape)
     for a, b in zip(together, one_by_one):
         assert [x["score"] for x in a] == pytest.approx([x["score"] for x in b], abs=1e-5)
 
