@@ -41,7 +41,7 @@ def quantize_int8(model: PreTrainedBert) -> PreTrainedBert:
     with warnings.catch_warnings():  # torch marks torch.ao.quantization as deprecated in favour of torchao
         warnings.simplefilter("ignore")
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {nn.Linear}, dtype=torch.qint8)
-    quantized.quantized = True  # type: ignore[assignment]
+    quantized.quantized = True
     return quantized
 
 
