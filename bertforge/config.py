@@ -266,7 +266,12 @@ class TrainConfig:
     global_batch_size: int | None = opt(None, minimum=1)
     """Sequences per optimizer step over all ranks; None means micro x ranks (no accumulation)."""
     train_iters: int = opt(1000, minimum=1)
-    """Optimizer steps (pretraining; fine-tuning counts epochs instead)."""
+    """Optimizer steps (pretraining; fine-tuning counts epochs instead). With train_time: an upper bound."""
+    train_time: str | None = opt(None, metavar="DURATION")
+    """A wall-clock budget (2h, 90m, 1h30m, 45s): the learning-rate schedule runs over the time instead of the steps
+    (Cramming's budget schedule; warm-up as --lr-warmup-fraction of it) and the run stops when the time is spent, with
+    a final checkpoint, evaluation and export. Evaluations and checkpoints count; a resumed run counts the time its
+    checkpoint had spent. Pretraining only."""
     seed: int = 1234
     """Seed of weights, data order, masking and dropout."""
     bf16: bool = False
@@ -308,6 +313,10 @@ class TrainConfig:
     """gloo or nccl; None picks nccl on CUDA, gloo on CPU."""
 
     def __post_init__(self) -> None:
+        if self.train_time is not None:
+            from bertforge.utils import parse_duration
+
+            parse_duration(self.train_time)  # a bad duration fails here, naming the field
         _validate(self)
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16")

@@ -293,3 +293,21 @@ def warn_if_oversubscribed(threads: int) -> str | None:
     )
     logger.warning("%s", text)
     return text
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in a duration: "2h", "90m", "1h30m", "45s", "1.5h", or a number of seconds."""
+    import re
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        value = str(text).strip().lower().replace(" ", "")
+        parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s?)?", value)
+        if not value or parts is None or not any(parts.groups()):
+            raise ValueError(f"train.train_time {text!r} is not a duration; write it as 2h, 90m, 1h30m or 45s")
+        h, m, sec = (float(g) if g else 0.0 for g in parts.groups())
+        seconds = 3600 * h + 60 * m + sec
+    if seconds <= 0:
+        raise ValueError(f"train.train_time {text!r} must be a positive duration")
+    return seconds

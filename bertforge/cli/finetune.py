@@ -12,7 +12,9 @@ import json
 
 # Training fields that fine-tuning does not take: it counts epochs, evaluates once per epoch, and its run directory
 # is --output (resumed with --resume).
-NOT_FOR_FINETUNING = frozenset({"train_iters", "save", "load", "eval_interval", "eval_iters", "export_hf"})
+NOT_FOR_FINETUNING = frozenset(
+    {"train_iters", "train_time", "save", "load", "eval_interval", "eval_iters", "export_hf"}
+)
 
 
 TASKS = {

@@ -121,9 +121,15 @@ def build_config(args: argparse.Namespace):
         cfg = cfg.merged({"model": dict(PRESETS[given["preset"]])})
     if yaml_cfg is not None:
         cfg = cfg.merged_yaml(given["config"])
+    if "train_time" in flags.get("train", {}) and "train_iters" not in flags.get("train", {}):
+        flags["train"]["train_iters"] = UNBOUNDED_ITERS  # the time decides when the run ends
     cfg = _apply(cfg, flags)
     extras = {"default_corpus": default_corpus, "work_dir": given.get("work_dir"), "demo": given.get("demo", True)}
     return cfg, extras
+
+
+UNBOUNDED_ITERS = 10**9
+"""train_iters when --train-time is given without --train-iters: the budget ends the run."""
 
 
 def _cuda() -> bool:

@@ -43,9 +43,17 @@ from torch.utils.data import DataLoader
 from bertforge.config import OptimConfig, TrainConfig
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
-from bertforge.training.optim import build_optimizer, build_scheduler
+from bertforge.training.optim import BudgetSchedule, build_optimizer, build_scheduler
 from bertforge.training.plot import plot_metrics, read_metrics
-from bertforge.utils import atomic_write_text, autocast, logger, progress, warn_if_emulated_bf16, warn_if_oversubscribed
+from bertforge.utils import (
+    atomic_write_text,
+    autocast,
+    logger,
+    parse_duration,
+    progress,
+    warn_if_emulated_bf16,
+    warn_if_oversubscribed,
+)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -309,6 +317,8 @@ class TrainResult:
     train_seconds: float = 0.0
     """Seconds spent in training steps (not evaluation or saving) by this call."""
     stopped_early: bool = False
+    time_up: bool = False
+    """The run stopped because its time budget (``train_time``) was spent."""
 
 
 def wrap(model: nn.Module, train: TrainConfig, info: dist_.DistInfo) -> nn.Module:
@@ -380,9 +390,17 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
         state["path"] = checkpoint
     train_model = wrap(model, t, info)
     optimizer = build_optimizer(model, job.optim, fused=not t.fsdp)
-    scheduler = build_scheduler(optimizer, job.optim, job.steps)
+    budget = parse_duration(t.train_time) if t.train_time else None
+    timed = BudgetSchedule(optimizer, job.optim) if budget else None
+    scheduler = timed or build_scheduler(optimizer, job.optim, job.steps)
     scaler = torch.amp.GradScaler("cuda") if t.fp16 else None
-    loop: dict[str, Any] = {"best": None, "stale": 0, "since_eval": [0.0, 0], "run_id": uuid.uuid4().hex}
+    loop: dict[str, Any] = {
+        "best": None,
+        "stale": 0,
+        "since_eval": [0.0, 0],
+        "run_id": uuid.uuid4().hex,
+        "spent_seconds": 0.0,  # wall-clock time of the run so far (a time budget counts it across resumes)
+    }
     start_step = 0
     if state is not None:
         start_step = _restore(state, model, optimizer, scheduler, scaler, info, partial=job.frozen_at is not None)
@@ -408,10 +426,28 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
     last_log_time = time.perf_counter()
     last_log_step = step = start_step
     last_plot = time.monotonic()
+    spent_before, session_start = float(loop["spent_seconds"]), time.monotonic()
+    time_up = False
+    if budget is not None and info.is_main:
+        logger.info(
+            "time budget %s: %.0f s left of %.0f (the schedule runs over the time)",
+            t.train_time,
+            budget - spent_before,
+            budget,
+        )
     with progress(
-        total=stop_at - start_step, desc=job.desc, unit="step", enabled=info.is_main and job.desc != "", interval=30.0
+        total=None if budget else stop_at - start_step,
+        desc=job.desc,
+        unit="step",
+        enabled=info.is_main and job.desc != "",
+        interval=30.0,
     ) as bar:
+        if budget is not None and spent_before >= budget:
+            logger.info("the time budget (%s) was spent before this checkpoint: nothing left to train", t.train_time)
+            stop_at = start_step
         while step < stop_at:
+            if timed is not None and budget is not None:  # the share spent (rank 0's clock: every rank alike)
+                timed.progress = _agreed(spent_before + time.monotonic() - session_start, info) / budget
             started = time.perf_counter()
             micro = [
                 (to_device(next(batches), info.device), weight, micro_batch_seed(t.seed, positions[0]))
@@ -433,6 +469,12 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
             step += 1
             result.train_seconds += time.perf_counter() - started
             seconds_since_eval += time.perf_counter() - started
+            if budget is not None:
+                loop["spent_seconds"] = _agreed(spent_before + time.monotonic() - session_start, info)
+                if loop["spent_seconds"] >= budget:  # the last step: log, evaluate, save and export now
+                    time_up, stop_at = True, step
+                    if info.is_main:
+                        logger.info("time budget %s spent at step %d", t.train_time, step)
             step_losses.append(step_loss)
             since_eval += step_loss
             steps_since_eval += 1
@@ -448,11 +490,13 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                     stats,
                     info,
                     step,
-                    scheduler.get_last_lr()[0],
+                    float(scheduler.get_last_lr()[0]),
                     grad_norm,
                     now - last_log_time,
                     step - last_log_step,
                 )
+                if budget is not None:
+                    log["time_spent"] = round(float(loop["spent_seconds"]), 1)
                 stats.zero_()
                 last_log_time, last_log_step = now, step
                 result.last_log = log
@@ -460,7 +504,9 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                 if metrics_path and info.is_main:
                     _append(metrics_path, log)
             evaluated = False
-            if job.evaluate is not None and ((job.eval_every and step % job.eval_every == 0) or step == job.steps):
+            if job.evaluate is not None and (
+                (job.eval_every and step % job.eval_every == 0) or step == job.steps or time_up
+            ):
                 evaluated = True
                 record: dict[str, float] = {"step": step}
                 if plan.steps_per_epoch:
@@ -518,9 +564,20 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
                 result.stopped_early = True
                 break
     result.step = step
+    result.time_up = time_up
     if step_losses:  # read once at the end: no sync inside the loop
         result.losses = dist_.mean(torch.stack(step_losses).double(), info).cpu().tolist()
     return result
+
+
+def _agreed(seconds: float, info: dist_.DistInfo) -> float:
+    """Rank 0's reading of a clock, on every rank (one small broadcast per step with several ranks), so that a time
+    budget's learning rate and last step are the same everywhere."""
+    if info.world_size == 1:
+        return seconds
+    value = torch.tensor([seconds], dtype=torch.float64, device=info.device)
+    torch.distributed.broadcast(value, src=0)
+    return float(value.item())
 
 
 def _log_record(

@@ -132,3 +132,21 @@ def _schedule(optimizer, style: str, warmup: int, total: int, last_epoch: int) -
         raise ValueError(f"the schedule needs 0 <= num_warmup_steps <= num_training_steps, got {warmup} and {total}")
     cfg = OptimConfig(lr=1.0, min_lr=0.0, lr_decay_style=style, lr_warmup_iters=warmup)  # multipliers of the peak
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total), last_epoch)
+
+
+class BudgetSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """The learning-rate schedule of a time budget (``--train-time``): warm-up and decay run over the share of the
+    budget spent (``progress``, 0 -> 1, set by the training loop before each step) instead of over the steps; the
+    shape (warm-up fraction, linear / cosine / constant decay, min_lr) is the OptimConfig's."""
+
+    TICKS = 100_000
+    """The budget's resolution: the schedule is ``lr_lambda`` over this many ticks of time."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+        if cfg.lr_warmup_iters and cfg.lr_warmup_fraction is None:
+            raise ValueError("with --train-time the warm-up is a share of the time: give --lr-warmup-fraction")
+        if cfg.lr_decay_iters is not None:
+            raise ValueError("with --train-time the decay runs over the time: --lr-decay-iters does not apply")
+        self.progress = 0.0
+        shape = lr_lambda(cfg, self.TICKS)
+        super().__init__(optimizer, lambda _: shape(min(int(self.progress * self.TICKS), self.TICKS)))

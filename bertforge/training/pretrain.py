@@ -349,11 +349,11 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     cfg = dataclasses.replace(cfg, model=model.config)
     if info.is_main:
         logger.info(
-            "pretraining %s (%s parameters) for %d steps: global batch %d = micro %d x %d rank(s) x %d "
+            "pretraining %s (%s parameters) for %s: global batch %d = micro %d x %d rank(s) x %d "
             "accumulation, seq %d, %s",
             type(model).__name__,
             f"{model.num_parameters():,}",
-            t.train_iters,
+            f"{t.train_time} (at most {t.train_iters:,} steps)" if t.train_time else f"{t.train_iters} steps",
             global_batch,
             t.micro_batch_size,
             info.world_size,

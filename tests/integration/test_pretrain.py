@@ -585,3 +585,31 @@ def test_pretraining_distillation_as_distilbert_did_it(corpus, tmp_path, capsys)
         pretrain(bad, show_progress=False)
     with pytest.raises(ValueError, match="masked LM only: use --binary-head none"):
         dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, binary_head="sop"))
+
+
+def test_a_time_budget_schedules_by_time_stops_with_an_export_and_resumes_counting(corpus, tmp_path, capsys):
+    """--train-time: the learning rate warms up and decays over the budget's time (not the steps), the run stops
+    when it is spent with an evaluation and the Hugging Face export, and a resumed run starts from the time its
+    checkpoint had spent."""
+    cfg = tiny_run(corpus, str(tmp_path / "run"), train_iters=10**6, train_time="6s", log_interval=1, save_interval=5)
+    cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr_warmup_iters=0, lr_warmup_fraction=0.2))
+    result = pretrain(cfg, show_progress=False)
+    assert result.time_up and 5 < result.step < 10**6 and "eval_mlm_loss" in result.eval
+    logs = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl") if '"lr"' in x]
+    spent = [r["time_spent"] for r in logs]
+    lrs = [r["lr"] for r in logs]
+    assert spent == sorted(spent) and 6.0 <= spent[-1] < 9.0
+    peak = lrs.index(max(lrs))
+    assert max(lrs) <= 3e-3 and 0 < peak < len(lrs) - 1 and lrs[-1] < 0.2 * max(lrs)  # warm-up, then decay by time
+    assert (tmp_path / "run" / "hf" / "model.safetensors").exists()
+    longer = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, train_time="9s", load=str(tmp_path / "run")))
+    again = pretrain(longer, show_progress=False)
+    resumed = [json.loads(x) for x in open(tmp_path / "run" / "metrics.jsonl") if '"lr"' in x]
+    after = [r for r in resumed if r["step"] > result.step]
+    assert again.time_up and after and after[0]["time_spent"] >= spent[-1]  # it counts the time already spent
+    assert 9.0 <= after[-1]["time_spent"] < 12.0
+    with pytest.raises(ValueError, match="is not a duration"):
+        tiny_run(corpus, train_time="two hours")
+    line = ["pretrain", "--train-time", "1h30m", "--no-demo"]
+    built, _ = build_config(build_parser().parse_args(line))
+    assert built.train.train_time == "1h30m" and built.train.train_iters == 10**9  # the time ends the run
