@@ -1,0 +1,100 @@
+"""Serving a fine-tuned model on this CPU (issue 16): bertforge fp32 / bf16 / int8 against onnxruntime fp32 / int8 on
+the same checkpoint: SST-2 dev accuracy (872 sentences) and speed on three workloads, one process, interleaved.
+
+Usage: python benchmarks/deploy_speed.py --model DIR (a sentence classifier, e.g. the distillation benchmark's SST-2
+       teacher) [--rounds 3] [--out benchmarks/results/deploy_speed.json]
+
+Workloads (sentences/s, best of the rounds): "variable" = the dev set in batches of 32 as they come (padded to each
+batch's longest); "full" = batches of 32 x 128 tokens (the sentences padded to 128); "single" = one sentence of 32
+tokens at a time. bertforge int8 = ``dtype="int8"`` (dynamic int8 linear layers); onnxruntime int8 =
+``onnxruntime.quantization.quantize_dynamic`` of the exported graph (QInt8 weights). bf16 runs only where the CPU has
+native bf16. The machine (CPU, flags, matmul peaks) is recorded in the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deploy_speed.json"))
+    args = ap.parse_args()
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from benchmarks._common import machine
+    from bertforge.deploy import export_onnx, quantize_int8
+    from bertforge.model import BertForSequenceClassification
+    from bertforge.tasks.readers import read_table
+    from bertforge.tokenization import BertTokenizer
+    from bertforge.utils import fast_bf16
+
+    rows = read_table(str(DATA / "glue" / "SST-2" / "dev.tsv"), "sentence", "label")
+    texts, gold = [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
+    tok = BertTokenizer.from_pretrained(args.model)
+    fp32 = BertForSequenceClassification.from_pretrained(args.model).eval()
+    work = Path(tempfile.mkdtemp(prefix="bf-deploy-"))
+    export = export_onnx(fp32, work / "model.onnx")
+    quantize_dynamic(str(work / "model.onnx"), str(work / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    sessions = {
+        name: ort.InferenceSession(str(work / f), options, providers=["CPUExecutionProvider"])
+        for name, f in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx"))
+    }
+    systems: dict = {"bertforge fp32": fp32, "bertforge int8": quantize_int8(fp32)}
+    if fast_bf16("cpu"):
+        systems["bertforge bf16"] = BertForSequenceClassification.from_pretrained(args.model).eval().to(torch.bfloat16)
+    systems.update(sessions)
+    names = export["inputs"]
+
+    def run(system, batch: dict) -> np.ndarray:
+        if isinstance(system, ort.InferenceSession):
+            return system.run(None, {k: batch[k].numpy() for k in names})[0]
+        with torch.inference_mode():
+            return system(**batch).logits.float().numpy()
+
+    variable = [tok(texts[i : i + 32], padding=True, return_tensors="pt") for i in range(0, len(texts), 32)]
+    full = [
+        tok(texts[i : i + 32], padding="max_length", truncation=True, max_length=128, return_tensors="pt")
+        for i in range(0, 256, 32)
+    ]
+    single = [tok(t, truncation=True, max_length=32, padding="max_length", return_tensors="pt") for t in texts[:64]]
+    workloads = {"variable (dev, batch 32)": variable, "full (32 x 128)": full, "single (1 x 32)": single}
+    record: dict = {"machine": machine(), "model": args.model, "onnx_export": export, "accuracy": {}, "speed": {}}
+    for name, system in systems.items():
+        logits = np.concatenate([run(system, b) for b in variable])
+        record["accuracy"][name] = round(float((logits.argmax(-1) == gold).mean()), 4)
+        print(f"{name}: accuracy {record['accuracy'][name]:.4f}", flush=True)
+    best = {w: {n: 0.0 for n in systems} for w in workloads}
+    for _ in range(args.rounds):
+        for w, batches in workloads.items():
+            count = sum(int(b["input_ids"].shape[0]) for b in batches)
+            for name, system in systems.items():  # interleaved: machine noise hits every system alike
+                start = time.perf_counter()
+                for b in batches:
+                    run(system, b)
+                best[w][name] = max(best[w][name], count / (time.perf_counter() - start))
+    record["speed"] = {w: {n: round(v, 1) for n, v in r.items()} for w, r in best.items()}
+    print(json.dumps(record["speed"], indent=1))
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
