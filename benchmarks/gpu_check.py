@@ -1,0 +1,265 @@
+"""The GPU check (issue 16): the CUDA paths that only run on a GPU, checked in one script, in a few minutes.
+
+Usage: python benchmarks/gpu_check.py [--device cuda] [--out gpu_check.json] [--quick]
+       (``--device cpu --quick`` runs the same checks on the CPU, to try the script itself anywhere)
+
+Each check writes its result (pass / fail with the error, and its numbers) to the JSON file as it finishes, so a
+run cut short still reports what it did:
+1. ``parity_bf16``: padded vs padding-free (FlashAttention's varlen kernel on CUDA in bf16) and pre-packed
+   (cu_seqlens) outputs of a bf16 bert-base-shaped model agree (max difference of the real tokens' states).
+2. ``parity_fp32_transformers``: fp32 outputs against transformers' BertModel with the same weights (1e-4).
+3. ``pretrain_resume``: a short bf16 pretraining run on a generated corpus: the loss falls; stopped half-way and
+   resumed, it gives the same losses as the uninterrupted run (fused AdamW, the bf16 autocast path).
+4. ``inference_speed`` / ``train_step_speed``: tokens/s of bertforge and transformers in bf16 on bert-base shapes
+   (a variable-length batch and a full one; one training step of the mini preset), interleaved, best of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORDS = "river stone light winter music village market morning quiet bright old small green road".split()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _batch(vocab: int, batch: int, seq: int, device, varied: bool = True, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    if varied:
+        for row in range(batch):
+            mask[row, int(torch.randint(seq // 4, seq + 1, (1,), generator=g)) :] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    return {
+        "input_ids": ids.to(device),
+        "attention_mask": mask.to(device),
+        "token_type_ids": torch.zeros_like(ids).to(device),
+    }
+
+
+def parity_bf16(device, quick: bool) -> dict:
+    import bertforge
+
+    torch.manual_seed(0)
+    config = bertforge.preset("mini" if quick else "base", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = bertforge.BertModel(config).to(device, torch.bfloat16).eval()
+    b = _batch(config.vocab_size, 8, 128, device)
+    real = b["attention_mask"].bool()
+    with torch.no_grad():
+        free = model(**b).last_hidden_state[real].float()
+        model.padding_free = False
+        padded = model(**b).last_hidden_state[real].float()
+        model.padding_free = True
+        lengths = real.sum(1)
+        cu = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(torch.int32)
+        packed = model(
+            input_ids=b["input_ids"][real], cu_seqlens=cu, max_seqlen=int(lengths.max())
+        ).last_hidden_state.float()
+    d1, d2 = float((free - padded).abs().max()), float((packed - padded).abs().max())
+    scale = float(padded.abs().max())
+    ok = d1 <= 0.05 * scale and d2 <= 0.05 * scale
+    return {"pass": ok, "padding_free_vs_padded": d1, "packed_vs_padded": d2, "scale": scale}
+
+
+def parity_fp32_transformers(device, quick: bool) -> dict:
+    import transformers
+
+    import bertforge
+
+    torch.manual_seed(0)
+    config = bertforge.preset("mini", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ours = bertforge.BertModel(config)
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        ref = transformers.BertModel.from_pretrained(d).to(device).eval()
+    ours = ours.to(device).eval()
+    b = _batch(config.vocab_size, 4, 64, device, seed=1)
+    real = b["attention_mask"].bool()
+    with torch.no_grad():
+        diff = float((ours(**b).last_hidden_state[real] - ref(**b).last_hidden_state[real]).abs().max())
+    return {"pass": diff < 1e-4, "max_difference": diff}
+
+
+def pretrain_resume(device, quick: bool) -> dict:
+    from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from bertforge.data.preprocess import preprocess
+    from bertforge.model import preset
+    from bertforge.tokenization import train_vocab
+    from bertforge.training.pretrain import pretrain
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    rng = random.Random(0)
+    docs = [
+        " ".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))).capitalize() + "." for _ in range(6))
+        for _ in range(400)
+    ]
+    (work / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    train_vocab(texts=docs, vocab_size=200, output=work / "tok", show_progress=False)
+    preprocess([str(work / "docs.jsonl")], str(work / "c"), str(work / "tok" / "vocab.txt"), show_progress=False)
+    steps = 20 if quick else 60
+
+    def cfg(save: str, iters: int, load: str | None = None) -> RunConfig:
+        return RunConfig(
+            model=preset("tiny", vocab_size=200, max_position_embeddings=128),
+            data=DataConfig(
+                data_path=[str(work / "c_text_sentence")],
+                vocab_file=str(work / "tok" / "vocab.txt"),
+                seq_length=64,
+                split="95,5,0",
+                num_workers=0,
+            ),
+            optim=OptimConfig(lr=2e-3, lr_warmup_iters=5, lr_decay_iters=steps),
+            train=TrainConfig(
+                micro_batch_size=16,
+                train_iters=iters,
+                log_interval=1,
+                eval_interval=10**6,
+                eval_iters=2,
+                save=save,
+                load=load,
+                bf16=device.type == "cuda" or torch.cpu._is_avx512_bf16_supported(),
+                device=str(device),
+            ),
+        )
+
+    whole = pretrain(cfg(str(work / "a"), steps), show_progress=False).losses
+    pretrain(cfg(str(work / "b"), steps // 2), show_progress=False)
+    rest = pretrain(cfg(str(work / "b"), steps, load=str(work / "b")), show_progress=False).losses
+    diff = max(abs(a - b) for a, b in zip(whole[steps // 2 :], rest))
+    falls = sum(whole[-5:]) / 5 < sum(whole[:5]) / 5
+    return {
+        "pass": falls and diff < 1e-5,
+        "first_losses": whole[:3],
+        "last_losses": whole[-3:],
+        "resume_max_diff": diff,
+    }
+
+
+def _speed(fn, tokens: int, device, reps: int = 3) -> float:
+    fn()
+    _sync(device)
+    best = 0.0
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        best = max(best, tokens / (time.perf_counter() - start))
+    return best
+
+
+def inference_speed(device, quick: bool) -> dict:
+    import transformers
+
+    import bertforge
+
+    torch.manual_seed(0)
+    config = bertforge.preset("mini" if quick else "base")
+    ours = bertforge.BertModel(config)
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        ref = transformers.BertModel.from_pretrained(d, attn_implementation="sdpa")
+    dtype = torch.bfloat16
+    ours, ref = ours.to(device, dtype).eval(), ref.to(device, dtype).eval()
+    out = {}
+    for name, varied in (("variable 32x128", True), ("full 32x128", False)):
+        b = _batch(config.vocab_size, 32, 128, device, varied)
+        tokens = int(b["attention_mask"].sum())
+        with torch.inference_mode():
+            a = _speed(lambda b=b: ours(**b), tokens, device)
+            r = _speed(lambda b=b: ref(**b), tokens, device)
+        out[name] = {
+            "bertforge_tokens_per_s": round(a),
+            "transformers_tokens_per_s": round(r),
+            "ratio": round(a / r, 2),
+        }
+    return {"pass": True, **out}
+
+
+def train_step_speed(device, quick: bool) -> dict:
+    import transformers
+
+    import bertforge
+
+    torch.manual_seed(0)
+    config = bertforge.preset("mini")
+    ours = bertforge.BertForMaskedLM(config)
+    with tempfile.TemporaryDirectory() as d:
+        ours.save_pretrained(d)
+        ref = transformers.BertForMaskedLM.from_pretrained(d, attn_implementation="sdpa")
+    ours, ref = ours.to(device).train(), ref.to(device).train()
+    b = _batch(config.vocab_size, 32, 128, device, varied=False)
+    labels = b["input_ids"].masked_fill(torch.rand(b["input_ids"].shape, device=device) > 0.15, -100)
+    opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=device.type == "cuda")
+    opt_b = torch.optim.AdamW(ref.parameters(), lr=1e-4, fused=device.type == "cuda")
+
+    def step(model, opt):
+        def run():
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = model(**b, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return run
+
+    tokens = 32 * 128
+    a, r = _speed(step(ours, opt_a), tokens, device), _speed(step(ref, opt_b), tokens, device)
+    return {
+        "pass": True,
+        "bertforge_tokens_per_s": round(a),
+        "transformers_tokens_per_s": round(r),
+        "ratio": round(a / r, 2),
+    }
+
+
+CHECKS = [parity_bf16, parity_fp32_transformers, pretrain_resume, inference_speed, train_step_speed]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", default="gpu_check.json")
+    ap.add_argument("--quick", action="store_true", help="smaller shapes and fewer steps")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device here; run with --device cpu --quick to try the script itself", file=sys.stderr)
+        return 2
+    record: dict = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "checks": {},
+    }
+    started = time.perf_counter()
+    for check in CHECKS:
+        t0 = time.perf_counter()
+        try:
+            result = check(device, args.quick)
+        except Exception as e:  # a failing check is reported with its error; the next one still runs
+            result = {"pass": False, "error": f"{type(e).__name__}: {e}", "trace": traceback.format_exc()[-2000:]}
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        record["checks"][check.__name__] = result
+        record["total_seconds"] = round(time.perf_counter() - started, 1)
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{check.__name__}: {'pass' if result['pass'] else 'FAIL'} ({result['seconds']} s)", flush=True)
+    return 0 if all(r["pass"] for r in record["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
