@@ -18,7 +18,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from bertforge.tokenization.tokenizer import DEFAULT_MAX_LENGTH, BertTokenizer
+from bertforge.tokenization.tokenizer import DEFAULT_MAX_LENGTH, BertTokenizer, tokenizer_config
 from bertforge.utils import atomic_write_text
 
 ROBERTA_SPECIAL_TOKENS = {
@@ -146,30 +146,20 @@ class RobertaTokenizer(BertTokenizer):
         from bertforge.hub import resolve_model
 
         directory = resolve_model(directory)
-        options: dict[str, Any] = {}
-        config_file = os.path.join(directory, "tokenizer_config.json")
-        if os.path.exists(config_file):
-            with open(config_file, encoding="utf-8") as fh:
-                try:
-                    cfg = json.load(fh)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{config_file}: line {e.lineno}: not valid JSON ({e.msg})") from None
-            for key in ("add_prefix_space", "trim_offsets"):
-                if key in cfg:
-                    options[key] = bool(cfg[key])
-            if isinstance(cfg.get("mask_token"), dict) and "lstrip" in cfg["mask_token"]:
-                options["mask_lstrip"] = bool(cfg["mask_token"]["lstrip"])
+        cfg = tokenizer_config(directory)
+        options: dict[str, Any] = {k: bool(cfg[k]) for k in ("add_prefix_space", "trim_offsets") if k in cfg}
+        if isinstance(cfg.get("mask_token"), dict) and "lstrip" in cfg["mask_token"]:
+            options["mask_lstrip"] = bool(cfg["mask_token"]["lstrip"])
+        if "model_max_length" in cfg:
+            options["model_max_length"] = cfg["model_max_length"]
         tokenizer_json = os.path.join(directory, "tokenizer.json")
         backend = None
         if os.path.exists(tokenizer_json):
             with open(tokenizer_json, encoding="utf-8") as fh:
                 backend = json.load(fh)
-            for added in backend.get("added_tokens", []):
+            for added in backend.get("added_tokens", []):  # the backend's own word on <mask> wins
                 if added.get("content") == ROBERTA_SPECIAL_TOKENS["mask_token"]:
                     options["mask_lstrip"] = bool(added.get("lstrip"))
-            max_len = cfg.get("model_max_length")
-            if isinstance(max_len, int) and 0 < max_len < 10**9:
-                options["model_max_length"] = max_len
         options.update(overrides)
         vocab_file, merges_file = os.path.join(directory, "vocab.json"), os.path.join(directory, "merges.txt")
         if os.path.exists(vocab_file) and os.path.exists(merges_file):

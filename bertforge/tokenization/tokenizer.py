@@ -195,23 +195,17 @@ class BertTokenizer:
         if os.path.isfile(directory):
             return cls(directory, **overrides)
         vocab_file = os.path.join(directory, "vocab.txt")
+        cfg = tokenizer_config(directory)
         options: dict[str, Any] = {}
-        config_file = os.path.join(directory, "tokenizer_config.json")
-        if os.path.exists(config_file):
-            with open(config_file, encoding="utf-8") as fh:
-                try:
-                    cfg = json.load(fh)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{config_file}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if cfg:
             if "do_lower_case" in cfg:
                 options["lowercase"] = bool(cfg["do_lower_case"])
             if "strip_accents" in cfg:
                 options["strip_accents"] = cfg["strip_accents"]
             if "tokenize_chinese_chars" in cfg:
                 options["tokenize_chinese_chars"] = bool(cfg["tokenize_chinese_chars"])
-            max_len = cfg.get("model_max_length")
-            if isinstance(max_len, int) and 0 < max_len < 10**9:
-                options["model_max_length"] = max_len
+            if "model_max_length" in cfg:
+                options["model_max_length"] = cfg["model_max_length"]
         options.update(overrides)
         if os.path.exists(vocab_file):
             return cls(vocab_file, **options)
@@ -445,6 +439,25 @@ class BertTokenizer:
             f"{type(self).__name__}(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
             f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})"
         )
+
+
+def tokenizer_config(directory: str) -> dict[str, Any]:
+    """A directory's tokenizer_config.json ({} without one; one line naming the file when it is not JSON), with
+    ``model_max_length`` dropped where it is transformers' "unlimited" placeholder."""
+    config_file = os.path.join(directory, "tokenizer_config.json")
+    if not os.path.exists(config_file):
+        return {}
+    with open(config_file, encoding="utf-8") as fh:
+        try:
+            cfg = json.load(fh)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{config_file}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{config_file}: expected a JSON object of tokenizer settings")
+    max_len = cfg.pop("model_max_length", None)
+    if isinstance(max_len, int) and 0 < max_len < 10**9:
+        cfg["model_max_length"] = max_len
+    return cfg
 
 
 def is_bpe_dir(directory: str) -> bool:

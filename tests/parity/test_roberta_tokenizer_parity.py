@@ -132,3 +132,14 @@ def test_bert_tokenizer_from_pretrained_finds_a_roberta_directory(bpe, tmp_path)
     (tmp_path / "vocab.json").write_text("{}")
     with pytest.raises(ValueError, match="merges.txt: line 2: a merge is two tokens"):
         BertTokenizer.from_pretrained(tmp_path)
+
+
+def test_a_directory_with_only_tokenizer_json_loads(bpe, tmp_path):
+    tok, out, *_ = bpe
+    (tmp_path / "tokenizer.json").write_text((out / "tokenizer.json").read_text(encoding="utf-8"), encoding="utf-8")
+    from bertforge.tokenization import BertTokenizer
+
+    alone = BertTokenizer.from_pretrained(tmp_path)
+    assert isinstance(alone, RobertaTokenizer) and alone.mask_lstrip == tok.mask_lstrip
+    for text in MORE_CASES:
+        assert alone(text)["input_ids"] == tok(text)["input_ids"]
