@@ -349,45 +349,23 @@ def test_finetuning_takes_a_model_object(sentiment, tmp_path):
     loaded = BertModel.from_pretrained(sentiment["model"])
     assert loaded.name_or_path == sentiment["model"]
     cfg = _ft_config(epochs=1)
-    by_dir = finetune_classification(
-        sentiment["model"],
-        sentiment["train"],
-        sentiment["valid"],
-        str(tmp_path / "d"),
-        cfg=cfg,
-        show_progress=False,
-        text_column="text",
-    )
-    by_object = finetune_classification(
-        loaded,
-        sentiment["train"],
-        sentiment["valid"],
-        str(tmp_path / "o"),
-        cfg=cfg,
-        show_progress=False,
-        text_column="text",
-    )
-    assert by_object["accuracy"] == by_dir["accuracy"]  # the same weights, seed and data: the same run
-    built = BertModel(loaded.config)
-    with pytest.raises(ValueError, match="has no tokenizer: pass tokenizer="):
-        finetune_classification(
-            built,
+
+    def run(model, out, **kw):
+        return finetune_classification(
+            model,
             sentiment["train"],
             sentiment["valid"],
-            str(tmp_path / "b"),
+            str(out),
             cfg=cfg,
             show_progress=False,
             text_column="text",
+            **kw,
         )
-    tok = BertTokenizer.from_pretrained(sentiment["model"])
-    result = finetune_classification(
-        built,
-        sentiment["train"],
-        sentiment["valid"],
-        str(tmp_path / "b"),
-        cfg=cfg,
-        show_progress=False,
-        text_column="text",
-        tokenizer=tok,
-    )
+
+    by_dir, by_object = run(sentiment["model"], tmp_path / "d"), run(loaded, tmp_path / "o")
+    assert by_object["accuracy"] == by_dir["accuracy"]  # the same weights, seed and data: the same run
+    built = BertModel(loaded.config)
+    with pytest.raises(ValueError, match="has no tokenizer: pass tokenizer="):
+        run(built, tmp_path / "b")
+    result = run(built, tmp_path / "b", tokenizer=BertTokenizer.from_pretrained(sentiment["model"]))
     assert "accuracy" in result and (tmp_path / "b" / "best" / "vocab.txt").exists()
