@@ -21,6 +21,7 @@ COMMANDS = [
     "tokenizer",
     "finetune",
     "distill",
+    "evaluate",
     "run",
     "models",
     "convert",

@@ -1,0 +1,53 @@
+"""``bertforge evaluate glue``: fine-tune a model on each GLUE task found locally and report GLUE's metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.evaluate import DEFAULT_TASKS, GLUE_TASKS
+
+    p = sub.add_parser(
+        "evaluate",
+        help="what a model is worth downstream: GLUE",
+        description="Fine-tune a model on each GLUE task of --data-dir (one recipe for all: AdamW, batch 32, 3 "
+        "epochs, 128 tokens, lr 1e-4 below bert-base's width, else 3e-5) and score its dev set in GLUE's metrics; "
+        "--scratch adds the same architecture from random weights. Writes OUTPUT/glue.json, glue.md and glue.png.",
+    )
+    bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    g = bench.add_parser("glue", help="CoLA, SST-2, MRPC, STS-B, RTE, QNLI (those with a train file)")
+    g.add_argument("--model", required=True, help="checkpoint directory or model name")
+    g.add_argument("--data-dir", default="glue_data", help="GLUE's layout: <TASK>/train.tsv, dev.tsv")
+    g.add_argument("--output", required=True, help="directory for the runs and the report")
+    g.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help=f"comma list of {', '.join(GLUE_TASKS)}")
+    g.add_argument("--seeds", type=int, default=3, help="runs per task (the table shows the median and spread)")
+    g.add_argument("--scratch", action="store_true", help="also the same architecture from random weights")
+    g.add_argument("--max-train-examples", type=int, default=None, help="the first N training rows of each task")
+    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument("--lr", type=float, default=None, help="(default: 1e-4 below hidden size 768, else 3e-5)")
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--max-length", type=int, default=128)
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (where the machine runs it natively)")
+    g.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bertforge.evaluate import GlueSettings, evaluate_glue, table
+
+    if args.seeds < 1 or args.epochs < 1:
+        raise ValueError("--seeds and --epochs must be at least 1")
+    settings = GlueSettings(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        max_train_examples=args.max_train_examples,
+        seeds=args.seeds,
+        extra={"bf16": True} if args.bf16 else {},
+    )
+    tasks = tuple(t.strip().lower().replace("-", "") for t in args.tasks.split(",") if t.strip())
+    record = evaluate_glue(args.model, args.data_dir, args.output, tasks, settings, scratch=args.scratch)
+    print(table(record))
+    print(f"report: {args.output}/glue.md, glue.json, glue.png")
+    return 0

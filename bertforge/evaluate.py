@@ -1,0 +1,237 @@
+"""``bertforge evaluate glue``: what a pretrained model is worth downstream, in GLUE's metrics.
+
+Each GLUE task found in the data directory (the layout of ``download_glue_data.py``: ``<TASK>/train.tsv`` and
+``dev.tsv``) is fine-tuned from the model with one recipe for all (``GlueSettings``: AdamW, batch 32, 3 epochs, 128
+tokens, 10% warm-up; lr 1e-4 for models narrower than bert-base, as Google's BERT miniatures were tuned, else 3e-5)
+and scored on its dev set, the best epoch by the task's GLUE metric: CoLA Matthews correlation, SST-2 accuracy, MRPC
+F1 and accuracy, STS-B Pearson and Spearman, RTE / QNLI accuracy. A task without a train file (QNLI here ships dev
+only) is reported as skipped. ``seeds`` runs each task that many times; the table gives the median and the spread.
+``scratch`` adds the same architecture from random weights (the tokenizer kept), the baseline that shows what
+pretraining bought. The average is GLUE's: each task's score is the mean of its metrics, then the mean over tasks.
+
+Writes ``OUT/glue.json`` (every run and the summary), ``OUT/glue.md`` (the table) and ``OUT/glue.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from bertforge.utils import atomic_write_text, logger
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    directory: str
+    text: str
+    pair: str | None
+    label: str
+    metrics: tuple[str, ...]
+    """GLUE's metrics for the task, the first picks the best epoch."""
+    header: bool = True
+    regression: bool = False
+
+
+GLUE_TASKS = {
+    "cola": GlueTask("CoLA", "3", None, "1", ("matthews",), header=False),  # no header: columns by index
+    "sst2": GlueTask("SST-2", "sentence", None, "label", ("accuracy",)),
+    "mrpc": GlueTask("MRPC", "#1 String", "#2 String", "Quality", ("f1", "accuracy")),
+    "stsb": GlueTask("STS-B", "sentence1", "sentence2", "score", ("pearson", "spearman"), regression=True),
+    "rte": GlueTask("RTE", "sentence1", "sentence2", "label", ("accuracy",)),
+    "qnli": GlueTask("QNLI", "question", "sentence", "label", ("accuracy",)),
+}
+DEFAULT_TASKS = ("cola", "sst2", "mrpc", "stsb", "rte", "qnli")
+
+
+@dataclass
+class GlueSettings:
+    """The one fine-tuning recipe of every task (``lr`` None: 1e-4 below hidden size 768, else 3e-5)."""
+
+    epochs: int = 3
+    lr: float | None = None
+    batch_size: int = 32
+    max_length: int = 128
+    max_train_examples: int | None = None
+    seeds: int = 3
+    extra: dict[str, Any] = field(default_factory=dict)
+    """More FinetuneConfig fields (bf16, device, ...)."""
+
+
+def evaluate_glue(
+    model: str,
+    data_dir: str,
+    output_dir: str,
+    tasks: tuple[str, ...] = DEFAULT_TASKS,
+    settings: GlueSettings | None = None,
+    scratch: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune ``model`` on each GLUE task of ``data_dir`` and score it (and, with ``scratch``, the same
+    architecture from random weights); returns the summary written to ``OUT/glue.json``."""
+    from bertforge.config import FinetuneConfig
+    from bertforge.hub import resolve_model
+    from bertforge.model import BertConfig
+    from bertforge.training.finetune import finetune_classification
+
+    settings = settings or GlueSettings()
+    unknown = [t for t in tasks if t not in GLUE_TASKS]
+    if unknown:
+        raise ValueError(f"unknown GLUE task(s) {', '.join(unknown)}; choose from {', '.join(GLUE_TASKS)}")
+    if not os.path.isdir(data_dir):
+        raise FileNotFoundError(f"--data-dir {data_dir} is not a directory (GLUE's layout: <TASK>/train.tsv, dev.tsv)")
+    model = resolve_model(model)
+    width = BertConfig.from_pretrained(model).hidden_size
+    lr = settings.lr if settings.lr is not None else (1e-4 if width < 768 else 3e-5)
+    os.makedirs(output_dir, exist_ok=True)
+    systems = {"pretrained": model}
+    if scratch:
+        systems["scratch"] = _scratch_copy(model, os.path.join(output_dir, "scratch_init"))
+    record: dict[str, Any] = {
+        "model": model,
+        "settings": {**settings.__dict__, "lr": lr},
+        "runs": [],
+        "skipped": {},
+    }
+    for name in tasks:
+        task = GLUE_TASKS[name]
+        train, dev = (os.path.join(data_dir, task.directory, f) for f in ("train.tsv", "dev.tsv"))
+        if not (os.path.exists(train) and os.path.exists(dev)):
+            missing = [os.path.basename(f) for f in (train, dev) if not os.path.exists(f)]
+            record["skipped"][name] = f"no {' or '.join(missing)} in {os.path.join(data_dir, task.directory)}"
+            logger.info("GLUE %s skipped: %s", name, record["skipped"][name])
+            continue
+        for system, source in systems.items():
+            for seed in range(settings.seeds):
+                out = os.path.join(output_dir, system, name, f"seed{seed}")
+                cfg = FinetuneConfig.build(
+                    epochs=settings.epochs,
+                    lr=lr,
+                    batch_size=settings.batch_size,
+                    max_length=settings.max_length,
+                    seed=seed,
+                    max_train_examples=settings.max_train_examples,
+                    metric=task.metrics[0],
+                    overwrite=True,
+                    **settings.extra,
+                )
+                result = finetune_classification(
+                    source,
+                    train,
+                    dev,
+                    out,
+                    cfg=cfg,
+                    text_column=task.text,
+                    text_pair_column=task.pair,
+                    label_column=task.label,
+                    no_header=not task.header,
+                    regression=task.regression,
+                    show_progress=show_progress,
+                )
+                scores = {m: float(result[m]) for m in task.metrics}
+                record["runs"].append({"system": system, "task": name, "seed": seed, **scores})
+                logger.info("GLUE %s %s seed %d: %s", system, name, seed, scores)
+                _write(record, systems, tasks, output_dir)  # after every run: an interrupted evaluation still reports
+    return _write(record, systems, tasks, output_dir)
+
+
+def _scratch_copy(model: str, directory: str) -> str:
+    """The model's architecture with fresh random weights (seeded), saved with its tokenizer."""
+    import torch
+
+    from bertforge.model import BertConfig, BertModel
+    from bertforge.tokenization import BertTokenizer
+
+    torch.manual_seed(0)
+    BertModel(BertConfig.from_pretrained(model)).save_pretrained(directory)
+    BertTokenizer.from_pretrained(model).save_pretrained(directory)
+    return directory
+
+
+def summarize(runs: list[dict], systems, tasks) -> dict[str, Any]:
+    """Per system and task: the median (and min, max) of each metric over the seeds, the task's score (the mean of its
+    metrics), and the average of the task scores."""
+    out: dict[str, Any] = {}
+    for system in systems:
+        per_task: dict[str, Any] = {}
+        for name in tasks:
+            rows = [r for r in runs if r["system"] == system and r["task"] == name]
+            if not rows:
+                continue
+            metrics = {
+                m: {
+                    "median": statistics.median(r[m] for r in rows),
+                    "min": min(r[m] for r in rows),
+                    "max": max(r[m] for r in rows),
+                }
+                for m in GLUE_TASKS[name].metrics
+            }
+            score = statistics.fmean(v["median"] for v in metrics.values())
+            per_task[name] = {"metrics": metrics, "score": score, "seeds": len(rows)}
+        if per_task:
+            out[system] = {"tasks": per_task, "average": statistics.fmean(t["score"] for t in per_task.values())}
+    return out
+
+
+def _write(record: dict, systems, tasks, output_dir: str) -> dict:
+    record["summary"] = summarize(record["runs"], systems, tasks)
+    atomic_write_text(os.path.join(output_dir, "glue.json"), json.dumps(record, indent=1) + "\n")
+    atomic_write_text(os.path.join(output_dir, "glue.md"), table(record))
+    _plot(record, os.path.join(output_dir, "glue.png"))
+    return record
+
+
+def table(record: dict) -> str:
+    """The markdown table: one row per task and the average, one column per system (median over seeds, x100)."""
+    summary = record["summary"]
+    systems = list(summary)
+    lines = ["| task | metric | " + " | ".join(systems) + " |", "|---|---|" + "---|" * len(systems)]
+    tasks = [t for t in GLUE_TASKS if any(t in summary[s]["tasks"] for s in systems)]
+    for name in tasks:
+        metric = "/".join(GLUE_TASKS[name].metrics)
+        cells = []
+        for s in systems:
+            task = summary[s]["tasks"].get(name)
+            if task is None:
+                cells.append("-")
+                continue
+            values = [task["metrics"][m] for m in GLUE_TASKS[name].metrics]
+            spread = "; ".join(f"{100 * v['min']:.1f}..{100 * v['max']:.1f}" for v in values)
+            cells.append("/".join(f"{100 * v['median']:.1f}" for v in values) + f" ({spread})")
+        lines.append(f"| {GLUE_TASKS[name].directory} | {metric} | " + " | ".join(cells) + " |")
+    lines.append("| average | GLUE | " + " | ".join(f"{100 * summary[s]['average']:.1f}" for s in systems) + " |")
+    for name, why in record.get("skipped", {}).items():
+        lines.append(f"\n{GLUE_TASKS[name].directory}: skipped ({why})")
+    return "\n".join(lines) + "\n"
+
+
+def _plot(record: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the table and JSON are the record; the plot is a view of them
+        return
+    summary = record["summary"]
+    systems = list(summary)
+    tasks = [t for t in GLUE_TASKS if any(t in summary[s]["tasks"] for s in systems)]
+    if not tasks:
+        return
+    fig, ax = plt.subplots(figsize=(1.4 * len(tasks) + 2, 3.5))
+    width = 0.8 / len(systems)
+    for i, s in enumerate(systems):
+        scores = [100 * summary[s]["tasks"][t]["score"] if t in summary[s]["tasks"] else 0 for t in tasks]
+        ax.bar([x + i * width for x in range(len(tasks))], scores, width, label=s)
+    ax.set_xticks([x + width * (len(systems) - 1) / 2 for x in range(len(tasks))])
+    ax.set_xticklabels([GLUE_TASKS[t].directory for t in tasks])
+    ax.set_ylabel("dev score (x100)")
+    ax.legend()
+    fig.tight_layout()
+    from bertforge.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,70 @@
+"""`bertforge evaluate glue` on slices of the local GLUE data with a tiny random model: every task with a train file
+is fine-tuned and scored in GLUE's metrics, QNLI (dev only here) is reported as skipped, --scratch adds the baseline."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from bertforge.cli.main import main
+from bertforge.evaluate import GlueSettings, evaluate_glue
+from tests.conftest import tiny_config
+
+
+def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
+    settings = GlueSettings(epochs=1, max_train_examples=48, seeds=2, batch_size=16, max_length=48)
+    record = evaluate_glue(
+        str(tiny_checkpoint),
+        str(data_dir / "glue"),
+        str(tmp_path / "g"),
+        ("cola", "mrpc", "stsb", "qnli"),
+        settings,
+        scratch=True,
+        show_progress=False,
+    )
+    summary = record["summary"]
+    assert set(summary) == {"pretrained", "scratch"}
+    assert set(summary["pretrained"]["tasks"]) == {"cola", "mrpc", "stsb"}
+    assert "qnli" in record["skipped"] and "train.tsv" in record["skipped"]["qnli"]
+    mrpc = summary["pretrained"]["tasks"]["mrpc"]
+    assert set(mrpc["metrics"]) == {"f1", "accuracy"} and mrpc["seeds"] == 2
+    assert mrpc["score"] == (mrpc["metrics"]["f1"]["median"] + mrpc["metrics"]["accuracy"]["median"]) / 2
+    assert set(summary["scratch"]["tasks"]["stsb"]["metrics"]) == {"pearson", "spearman"}
+    assert len(record["runs"]) == 3 * 2 * 2
+    md = (tmp_path / "g" / "glue.md").read_text()
+    assert "| CoLA | matthews |" in md and "| average | GLUE |" in md and "QNLI: skipped" in md
+    assert (tmp_path / "g" / "glue.png").exists() and json.loads((tmp_path / "g" / "glue.json").read_text())["runs"]
+
+
+def test_glue_command(tmp_path, data_dir, capsys):
+    from bertforge.model import BertModel
+    from bertforge.tokenization import train_vocab
+
+    lines = (data_dir / "glue" / "RTE" / "train.tsv").read_text().splitlines()[1:200]
+    tok = train_vocab(texts=[x.split("\t")[1] for x in lines], vocab_size=300, output=tmp_path / "m")
+    torch.manual_seed(0)
+    BertModel(tiny_config(vocab_size=tok.vocab_size, max_position_embeddings=64)).save_pretrained(tmp_path / "m")
+    argv = ["evaluate", "glue", "--model", str(tmp_path / "m"), "--data-dir", str(data_dir / "glue"), "--output"]
+    argv += [str(tmp_path / "o"), "--tasks", "rte", "--seeds", "1", "--epochs", "1", "--max-train-examples", "32"]
+    assert main([*argv, "--max-length", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "| RTE | accuracy |" in out and "report:" in out
+    assert (
+        main(
+            [
+                "evaluate",
+                "glue",
+                "--model",
+                str(tmp_path / "m"),
+                "--output",
+                str(tmp_path / "x"),
+                "--tasks",
+                "mnli",
+                "--data-dir",
+                str(data_dir / "glue"),
+            ]
+        )
+        == 1
+    )
+    assert "unknown GLUE task(s) mnli" in capsys.readouterr().err
