@@ -7,8 +7,9 @@ Usage: python benchmarks/deploy_speed.py --model DIR (a sentence classifier, e.g
 Workloads (sentences/s, best of the rounds): "variable" = the dev set in batches of 32 as they come (padded to each
 batch's longest); "full" = batches of 32 x 128 tokens (the sentences padded to 128); "single" = one sentence of 32
 tokens at a time. bertforge int8 = ``dtype="int8"`` (dynamic int8 linear layers); onnxruntime int8 =
-``onnxruntime.quantization.quantize_dynamic`` of the exported graph (QInt8 weights). bf16 runs only where the CPU has
-native bf16. The machine (CPU, flags, matmul peaks) is recorded in the file.
+``onnxruntime.quantization.quantize_dynamic`` of the exported graph (QInt8 weights); "transformers' graph" is the
+same checkpoint as transformers' model exported by torch.onnx, run by the same onnxruntime (export vs runtime). bf16
+runs only where the CPU has native bf16. The machine (CPU, flags, matmul peaks) is recorded in the file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,39 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data"
+
+
+def _export_transformers(model: str, path: Path) -> None:
+    """transformers' BertForSequenceClassification of the same checkpoint, exported with torch.onnx (TorchScript
+    exporter, eager attention), to tell the export's cost from onnxruntime's."""
+    import warnings
+
+    import transformers
+
+    hf = transformers.BertForSequenceClassification.from_pretrained(model, attn_implementation="eager").eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    example = tuple(torch.ones(2, 16, dtype=torch.long) for _ in names)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Logits(hf).eval(),
+            example,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes={k: {0: "batch", 1: "sequence"} for k in names},
+            dynamo=False,
+            opset_version=17,
+        )
 
 
 def main() -> int:
@@ -51,11 +85,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bf-deploy-"))
     export = export_onnx(fp32, work / "model.onnx")
     quantize_dynamic(str(work / "model.onnx"), str(work / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    _export_transformers(args.model, work / "transformers.onnx")  # the anchor: transformers' own graph
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     sessions = {
         name: ort.InferenceSession(str(work / f), options, providers=["CPUExecutionProvider"])
-        for name, f in (("onnxruntime fp32", "model.onnx"), ("onnxruntime int8", "model.int8.onnx"))
+        for name, f in (
+            ("onnxruntime fp32", "model.onnx"),
+            ("onnxruntime int8", "model.int8.onnx"),
+            ("onnxruntime fp32, transformers' graph", "transformers.onnx"),
+        )
     }
     systems: dict = {"bertforge fp32": fp32, "bertforge int8": quantize_int8(fp32)}
     if fast_bf16("cpu"):
