@@ -74,8 +74,13 @@ def _sample(model: PreTrainedBert, batch: int, seq: int, choices: int | None, se
 def export_onnx(model: PreTrainedBert, path: str | os.PathLike, opset: int = 18) -> dict[str, Any]:
     """Write ``model`` as an ONNX graph to ``path`` (atomically); returns the input and output names and the largest
     absolute difference to bertforge on a check batch of another shape than the one traced."""
+    import importlib.util
+
     from bertforge.utils import atomic_path
 
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"ONNX export needs {' and '.join(missing)}: pip install 'bertforge[onnx]'")
     if getattr(model, "quantized", False):
         raise ValueError("export the fp32 model: int8 for ONNX is onnxruntime's own quantization of the exported graph")
     name = type(model).__name__
