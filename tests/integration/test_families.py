@@ -58,14 +58,20 @@ def test_the_directory_is_the_family_s_own(family_checkpoint, capsys):
     assert f"family       {family}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("strategy", ["full", "lora", "adapter", "prompt"])
+@pytest.mark.parametrize("strategy", ["full", "head", "freeze", "lora", "adapter", "prompt", "prefix"])
 def test_classification_with_each_strategy(family_checkpoint, strategy, data_dir, tmp_path):
     family, path = family_checkpoint
     sst = data_dir / "glue" / "SST-2"
     for name in ("train", "dev"):
         lines = (sst / f"{name}.tsv").read_text().splitlines()[:65]
         (tmp_path / f"{name}.tsv").write_text("\n".join(lines) + "\n")
-    options = {"lora": dict(lora_r=4), "adapter": dict(adapter_size=8), "prompt": dict(prompt_tokens=4)}
+    options = {
+        "freeze": dict(freeze_layers=1),
+        "lora": dict(lora_r=4),
+        "adapter": dict(adapter_size=8),
+        "prompt": dict(prompt_tokens=4),
+        "prefix": dict(prefix_tokens=4),
+    }
     cfg = FinetuneConfig.build(**FAST, max_length=48, strategy=strategy, **options.get(strategy, {}))
     out = tmp_path / "out"
     result = finetune_classification(
