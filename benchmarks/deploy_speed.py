@@ -62,10 +62,43 @@ def _export_transformers(model: str, path: Path) -> None:
         )
 
 
+def ner_f1(model_dir: str, bf16: bool, sentences: int = 1000) -> dict[str, float]:
+    """Entity F1 (CoNLL's, micro over entities) of a token classifier on eng.testb in fp32, bf16 and int8."""
+    from bertforge.deploy import quantize_int8
+    from bertforge.model import BertForTokenClassification
+    from bertforge.tasks import metrics as M
+    from bertforge.tasks.features import predict
+    from bertforge.tasks.ner import ner_features, word_predictions
+    from bertforge.tasks.readers import read_conll
+    from bertforge.tokenization import BertTokenizer
+
+    data = read_conll(str(DATA / "conll2003" / "eng.testb"))[:sentences]
+    tok = BertTokenizer.from_pretrained(model_dir)
+    fp32 = BertForTokenClassification.from_pretrained(model_dir).eval()
+    labels = [fp32.config.id2label[i] for i in range(fp32.config.num_labels)]
+    feats = ner_features(tok, [s["tokens"] for s in data], 128, 32)
+    systems = {"bertforge fp32": fp32, "bertforge int8": quantize_int8(fp32)}
+    if bf16:
+        systems["bertforge bf16"] = BertForTokenClassification.from_pretrained(model_dir).eval().to(torch.bfloat16)
+    out = {}
+    for name, model in systems.items():
+        scores = predict(model, feats, 64, lambda o: [o.logits.float()], pad_token_id=tok.pad_token_id, per_token=True)
+        words = word_predictions(feats, [s[0] for s in scores], [len(s["tokens"]) for s in data])
+        pred = [[labels[int(np.argmax(w))] if w is not None else "O" for w in sent] for sent in words]
+        out[name] = round(M.entity_scores(pred, [s["tags"] for s in data])["f1"], 4)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--ner-model",
+        default=None,
+        help="also a token classifier fine-tuned on CoNLL-2003: its entity F1 on the first 1,000 sentences of "
+        "eng.testb in fp32, bf16 and int8",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "deploy_speed.json"))
     args = ap.parse_args()
     import onnxruntime as ort
@@ -131,6 +164,9 @@ def main() -> int:
                 best[w][name] = max(best[w][name], count / (time.perf_counter() - start))
     record["speed"] = {w: {n: round(v, 1) for n, v in r.items()} for w, r in best.items()}
     print(json.dumps(record["speed"], indent=1))
+    if args.ner_model:
+        record["ner_entity_f1"] = ner_f1(args.ner_model, fast_bf16("cpu"))
+        print(json.dumps(record["ner_entity_f1"]))
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
