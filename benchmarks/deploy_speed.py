@@ -6,10 +6,11 @@ Usage: python benchmarks/deploy_speed.py --model DIR (a sentence classifier, e.g
 
 Workloads (sentences/s, best of the rounds): "variable" = the dev set in batches of 32 as they come (padded to each
 batch's longest); "full" = batches of 32 x 128 tokens (the sentences padded to 128); "single" = one sentence of 32
-tokens at a time. bertforge int8 = ``dtype="int8"`` (dynamic int8 linear layers); onnxruntime int8 =
-``onnxruntime.quantization.quantize_dynamic`` of the exported graph (QInt8 weights); "transformers' graph" is the
-same checkpoint as transformers' model exported by torch.onnx, run by the same onnxruntime (export vs runtime). bf16
-runs only where the CPU has native bf16. The machine (CPU, flags, matmul peaks) is recorded in the file.
+tokens at a time. bertforge int8 = ``dtype="int8"`` (dynamic int8 linear layers, one weight scale per output row);
+onnxruntime int8 = ``onnxruntime.quantization.quantize_dynamic`` of the exported graph (QInt8 weights per channel,
+as bertforge's); "transformers' graph" is the same checkpoint as transformers' model exported by torch.onnx, run by
+the same onnxruntime (export vs runtime). bf16 runs only where the CPU has native bf16. The machine (CPU, flags,
+matmul peaks) is recorded in the file.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def main() -> int:
     fp32 = BertForSequenceClassification.from_pretrained(args.model).eval()
     work = Path(tempfile.mkdtemp(prefix="bf-deploy-"))
     export = export_onnx(fp32, work / "model.onnx")
-    quantize_dynamic(str(work / "model.onnx"), str(work / "model.int8.onnx"), weight_type=QuantType.QInt8)
+    quantize_dynamic(
+        str(work / "model.onnx"), str(work / "model.int8.onnx"), weight_type=QuantType.QInt8, per_channel=True
+    )
     _export_transformers(args.model, work / "transformers.onnx")  # the anchor: transformers' own graph
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
