@@ -73,14 +73,12 @@ def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, batc
     return (1.0 - F.cosine_similarity(s.reshape(-1, s.shape[-1]), t.reshape(-1, t.shape[-1]), dim=-1)).mean()
 
 
-def load_teacher(path: str, cls: type[PreTrainedBert], what: str) -> PreTrainedBert:
-    """A teacher checkpoint as ``cls``, refused in one line when it lacks the head (``what``) the objective reads."""
+def load_teacher(path: str, cls: type[PreTrainedBert], lacking: str, advice: str) -> PreTrainedBert:
+    """A teacher checkpoint as ``cls``, refused in one line (``lacking``, the missing weights, ``advice``) when it lacks
+    the head the objective reads."""
     teacher = cls.from_pretrained(path)
     if teacher.load_report is not None and teacher.load_report.missing:
-        raise ValueError(
-            f"teacher {path} has no {what} ({', '.join(teacher.load_report.missing)} missing): a teacher needs the "
-            "head whose outputs the student learns"
-        )
+        raise ValueError(f"teacher {path} {lacking} ({', '.join(teacher.load_report.missing)} missing): {advice}")
     return teacher
 
 
@@ -149,19 +147,16 @@ class DistillObjective(Objective):
         return {"distill": sums[0] / max(sums[1], 1.0)}
 
 
-class MLMDistillObjective(Objective):
+class MLMDistillObjective(DistillObjective):
     """DistilBERT's pretraining loss (see the module notes), with the MLM metrics of ``MLMObjective`` and the soft and
     cosine losses logged as ``distill`` and ``cosine``."""
 
     def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0):
         from bertforge.training.pretrain import MLMObjective
 
+        super().__init__(teacher, temperature, alpha, cosine)
         self.mlm = MLMObjective("none")
         self.n_stats = self.mlm.n_stats + 3
-        self.teacher = teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
-        self.temperature, self.alpha, self.cosine = temperature, alpha, cosine
 
     def forward(self, model, batch: dict):
         from bertforge.training.pretrain import _inputs as model_inputs

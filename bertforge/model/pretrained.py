@@ -155,11 +155,8 @@ class PreTrainedBert(nn.Module):
                 own[name].copy_(tensor.to(own[name].dtype))
         mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
-        report.missing = sorted(
-            _hf_name(n, model_type, own)
-            for n in own
-            if n not in adapted and n not in tied and _hf_name(n, model_type, own) not in mismatched
-        )
+        absent = (_hf_name(n, model_type, own) for n in own if n not in adapted and n not in tied)
+        report.missing = sorted(name for name in absent if name not in mismatched)
         if report.missing:
             logger.warning(
                 "Some weights of %s were not in %s and are newly initialized: %s",

@@ -143,12 +143,11 @@ def _start(
     with ``distill.student_layers`` the model is built from it (``model`` then stays None)."""
     if distill.teacher is None:
         return (*_load(model, cls, tokenizer, **head), None)
-    teacher = cls.from_pretrained(distill.teacher)
-    if teacher.load_report is not None and teacher.load_report.missing:
-        raise ValueError(
-            f"teacher {distill.teacher} is not fine-tuned for this task: {', '.join(teacher.load_report.missing)} "
-            "missing; fine-tune it first (bertforge finetune)"
-        )
+    from bertforge.distill import load_teacher, shrink
+
+    teacher = load_teacher(
+        distill.teacher, cls, "is not fine-tuned for this task", "fine-tune it first (bertforge finetune)"
+    )
     wanted = head.get("num_labels")
     if wanted is not None and teacher.config.num_labels != wanted:
         raise ValueError(
@@ -161,8 +160,6 @@ def _start(
     if distill.student_layers is not None:
         if model is not None:
             raise ValueError("give the student as --model or build it with --student-layers, not both")
-        from bertforge.distill import shrink
-
         tok, student = _load(shrink(teacher, distill.student_layers), cls, tokenizer or distill.teacher, **head)
         return tok, student, teacher
     if model is None:

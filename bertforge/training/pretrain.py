@@ -228,7 +228,9 @@ def _distillation(cfg: RunConfig, model, vocab_size: int, info: dist_.DistInfo):
 
     d = cfg.distill
     assert d.teacher is not None
-    teacher = load_teacher(d.teacher, BertForMaskedLM, "masked-LM head")
+    teacher = load_teacher(
+        d.teacher, BertForMaskedLM, "has no masked-LM head", "a teacher needs the head whose outputs the student learns"
+    )
     if teacher.config.vocab_size != vocab_size:
         raise ValueError(
             f"teacher {d.teacher} predicts {teacher.config.vocab_size} tokens, the data's vocabulary has "
