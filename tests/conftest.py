@@ -53,6 +53,14 @@ def minilm_dir() -> Path | None:
     return path if (path / "model.safetensors").exists() else None
 
 
+@pytest.fixture(autouse=True)
+def fp32_by_default(monkeypatch):
+    """Every test computes in fp32 unless it asks for bf16: training and pipelines default to bf16 where the CPU runs
+    it natively, and parity against the references is checked at fp32 tolerances on any machine CI lands on. Tests of
+    the detection itself mock the probes or lift this (``monkeypatch.delenv("BERTFORGE_BF16")``)."""
+    monkeypatch.setenv("BERTFORGE_BF16", "0")
+
+
 @pytest.fixture
 def minilm() -> Path:
     path = minilm_dir()

@@ -28,7 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--lr", type=float, default=None, help="(default: 1e-4 below hidden size 768, else 3e-5)")
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--max-length", type=int, default=128)
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (where the machine runs it natively)")
+    g.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: where the machine runs it natively; --no-bf16 for fp32)",
+    )
     g.set_defaults(func=run)
 
 
@@ -44,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         max_train_examples=args.max_train_examples,
         seeds=args.seeds,
-        extra={"bf16": True} if args.bf16 else {},
+        extra={} if args.bf16 is None else {"bf16": args.bf16},
     )
     tasks = tuple(t.strip().lower().replace("-", "") for t in args.tasks.split(",") if t.strip())
     record = evaluate_glue(args.model, args.data_dir, args.output, tasks, settings, scratch=args.scratch)

@@ -37,7 +37,7 @@ DEFAULT_RECIPE: dict[str, dict[str, Any]] = {
         "save_interval": 300,
     },
 }
-"""{section: {field: value}}, as a YAML recipe would set them; bf16 is added where it is native."""
+"""{section: {field: value}}, as a YAML recipe would set them (bf16 where native is every run's default)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--config",
         default=S,
-        help="YAML recipe with sections model, data, optim, train; or a shipped recipe: roberta",
+        help="YAML recipe with sections model, data, optim, train; or a shipped recipe: roberta, crammed",
     )
     t.add_argument(
         "--work-dir",
@@ -109,20 +109,16 @@ def build_config(args: argparse.Namespace):
     yaml_cfg = cfg.merged_yaml(given["config"]) if "config" in given else None
     default_corpus = "data_path" not in flags.get("data", {}) and (yaml_cfg is None or not yaml_cfg.data.data_path)
     if default_corpus:
-        from bertforge.utils import fast_bf16
-
-        # bf16 only where the hardware runs it natively; emulated bf16 is ~30x slower than fp32 on AVX2-only CPUs.
-        recipe = {
-            **DEFAULT_RECIPE,
-            "train": {**DEFAULT_RECIPE["train"], "bf16": fast_bf16("cuda" if _cuda() else "cpu")},
-        }
-        cfg = _apply(cfg, recipe)
+        cfg = _apply(cfg, DEFAULT_RECIPE)
     if "preset" in given:
         cfg = cfg.merged({"model": dict(PRESETS[given["preset"]])})
     if yaml_cfg is not None:
         cfg = cfg.merged_yaml(given["config"])
-    if "train_time" in flags.get("train", {}) and "train_iters" not in flags.get("train", {}):
+    train_flags = flags.get("train", {})
+    if "train_time" in train_flags and "train_iters" not in train_flags:
         flags["train"]["train_iters"] = UNBOUNDED_ITERS  # the time decides when the run ends
+    if "train_iters" in train_flags and "train_time" not in train_flags:
+        flags["train"]["train_time"] = None  # a step count given replaces a recipe's time budget
     cfg = _apply(cfg, flags)
     extras = {"default_corpus": default_corpus, "work_dir": given.get("work_dir"), "demo": given.get("demo", True)}
     return cfg, extras
@@ -130,12 +126,6 @@ def build_config(args: argparse.Namespace):
 
 UNBOUNDED_ITERS = 10**9
 """train_iters when --train-time is given without --train-iters: the budget ends the run."""
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def _apply(cfg, flags: dict):
@@ -176,18 +166,18 @@ def run(args: argparse.Namespace) -> int:
         save = new_run_dir(os.path.join("runs", "pretrain"))
         print(f"run directory: {save} (--save DIR to choose)")
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=save))
+    demo = extras["demo"] and int(os.environ.get("RANK", "0")) == 0 and cfg.data.objective == "mlm"
+    sentences = DEMO_SENTENCES if extras["default_corpus"] else OTHER_SENTENCES
+    before = initial_fillers(cfg, sentences) if demo and cfg.train.load is None else None
     result = pretrain(cfg)
     if result.eval:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))
+    hf = os.path.join(result.run_dir, "hf") if result.run_dir else None
     if result.run_dir:
         print(f"run directory: {result.run_dir} (metrics.jsonl, curves.png, checkpoints/, hf/)")
-    if (
-        extras["demo"]
-        and result.run_dir
-        and os.path.exists(os.path.join(result.run_dir, "hf"))
-        and int(os.environ.get("RANK", "0")) == 0
-    ):
-        fill_mask_demo(os.path.join(result.run_dir, "hf"), extras["default_corpus"])
+    if demo and hf and os.path.exists(hf):
+        fill_mask_demo(hf, sentences, before)
+        print(next_commands(hf))
     return 0
 
 
@@ -197,35 +187,71 @@ DEMO_SENTENCES = [
     "If the file does not exist, an [MASK] is raised.",
     "Return a new [MASK] containing all the items of the sequence.",
 ]
+"""Fill-mask sentences for the embedded corpus (the Python documentation): each blank has an answer the context
+decides (break, values, exception/error, list)."""
+
+OTHER_SENTENCES = ["The capital of France is [MASK].", "She opened the [MASK] and walked in."]
 
 
-def fill_mask_demo(model_dir: str, default_corpus: bool) -> None:
-    """Print the top-5 fillers of a few masked sentences with the freshly trained model."""
+def top_fillers(model, tok, text: str, k: int = 5) -> str:
+    """The ``k`` likeliest fillers of ``text``'s [MASK] under ``model``, as "word (p), ..."."""
     import torch
 
+    enc = tok(text, return_tensors="pt")
+    with torch.inference_mode():
+        logits = model(**enc).logits[0].float()
+    pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
+    top = logits[pos[:1]].softmax(-1).topk(k, dim=-1)
+    return ", ".join(f"{tok.convert_ids_to_tokens(int(i))} ({p:.2f})" for p, i in zip(top.values[0], top.indices[0]))
+
+
+def initial_fillers(cfg, sentences: list[str]) -> list[str]:
+    """What the run's model predicts before training: the same initial weights (seed, then build) as ``pretrain``."""
+    import torch
+
+    from bertforge.model import BertForMaskedLM
+    from bertforge.tokenization import BertTokenizer
+    from bertforge.training.pretrain import build_model
+
+    tok = BertTokenizer.from_megatron(cfg.data.tokenizer_type, cfg.data.vocab_file, cfg.data.merge_file)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg, tok.vocab_size, tok)
+    if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
+        masked_lm = BertForMaskedLM(model.config)
+        masked_lm.load_state_dict(model.state_dict(), strict=False)
+        model = masked_lm
+    model.eval()
+    return [top_fillers(model, tok, text) for text in sentences]
+
+
+def fill_mask_demo(model_dir: str, sentences: list[str], before: list[str] | None = None) -> None:
+    """Print the top-5 fillers of ``sentences`` with the trained model (and, given ``before``, the initial
+    model's beside them, so that what training changed is visible)."""
     from bertforge.model import BertForMaskedLM
     from bertforge.tokenization import BertTokenizer
 
     tok = BertTokenizer.from_pretrained(model_dir)
     logging.disable(logging.WARNING)  # the pooler and NSP head are expectedly unused by a fill-mask model
     try:
-        model = BertForMaskedLM.from_pretrained(model_dir)
+        model = BertForMaskedLM.from_pretrained(model_dir).eval()
     finally:
         logging.disable(logging.NOTSET)
-    sentences = (
-        DEMO_SENTENCES
-        if default_corpus
-        else ["The capital of France is [MASK].", "She opened the [MASK] and walked in."]
+    print("fill-mask demo (top 5)" + (", before training -> after:" if before else ":"))
+    for i, text in enumerate(sentences):
+        print(f"  {text}")
+        if before:
+            print(f"    before: {before[i]}")
+        print(f"    {'after:  ' if before else '-> '}{top_fillers(model, tok, text)}")
+
+
+def next_commands(model_dir: str) -> str:
+    """What to run next with the model just trained (printed at the end of the main job)."""
+    return (
+        "next:\n"
+        f'  bertforge run fill-mask --model {model_dir} "A list is a mutable [MASK] of items."\n'
+        f"  bertforge pretrain --config crammed --train-time 1h --data-path PREFIX --vocab-file VOCAB   "
+        "(your corpus: bertforge preprocess makes PREFIX)\n"
+        f"  bertforge evaluate glue --model {model_dir} --scratch --data-dir GLUE_DIR   "
+        "(what pretraining bought, against random weights)\n"
+        f"  bertforge finetune classification --model {model_dir} --train-file train.csv --validation-split 0.1"
     )
-    print("fill-mask demo (top 5):")
-    for text in sentences:
-        enc = tok(text, return_tensors="pt")
-        with torch.inference_mode():
-            logits = model(**enc).logits[0]
-        pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
-        probs = logits[pos].softmax(-1)
-        top = probs.topk(5, dim=-1)
-        guesses = ", ".join(
-            f"{tok.convert_ids_to_tokens(int(i))} ({p:.2f})" for p, i in zip(top.values[0], top.indices[0])
-        )
-        print(f"  {text}\n    -> {guesses}")

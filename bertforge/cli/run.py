@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None)
     p.add_argument(
         "--dtype",
-        default=None,
+        default="auto",
         choices=["fp32", "bf16", "fp16", "auto", "int8"],
         help="weights' dtype: auto = bf16 where the machine runs it natively, else fp32; int8 = dynamic "
         "quantization of the linear layers (CPU)",

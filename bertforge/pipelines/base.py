@@ -60,8 +60,10 @@ class Pipeline:
             ``tokenizer`` is needed).
         tokenizer: a ``BertTokenizer`` or a directory; defaults to the model directory.
         device: "cpu", "cuda", "cuda:1"...; None picks CUDA when available.
-        dtype: torch.float32 (default), torch.bfloat16 / "bf16" (weights and activations in bf16; LayerNorm and
-            softmax accumulate in fp32 inside PyTorch's kernels) or "fp16".
+        dtype: "auto" (default): bf16 where the device runs it natively (a CPU with AMX or AVX512-BF16, a bf16
+            GPU), else fp32; a loaded model object keeps its own dtype. Or torch.float32 / "fp32",
+            torch.bfloat16 / "bf16" (weights and activations in bf16; LayerNorm and softmax accumulate in fp32
+            inside PyTorch's kernels), "fp16", "int8" (dynamic quantization of the linear layers, CPU).
         batch_size: inputs per forward pass (sorted by length, so each batch has little padding).
         max_length: tokens per window (default: the smaller of the tokenizer's and the model's limits); longer
             inputs are split into overlapping windows, never truncated.
@@ -96,7 +98,7 @@ class Pipeline:
         tokenizer: BertTokenizer | str | None = None,
         *,
         device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
+        dtype: str | torch.dtype | None = "auto",
         batch_size: int = 32,
         max_length: int | None = None,
         show_progress: bool = False,
@@ -118,6 +120,8 @@ class Pipeline:
             )
         self.call_defaults = call_defaults
         device = default_device(device)
+        if dtype == "auto" and not isinstance(model, (str, os.PathLike)):
+            dtype = None  # a model object the caller loaded keeps the dtype it has
         int8 = dtype == "int8"
         if int8 and torch.device(device).type != "cpu":
             raise ValueError(f"dtype='int8' (dynamic quantization) runs on the CPU, not on {device}")

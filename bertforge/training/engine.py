@@ -195,7 +195,7 @@ def train_step(
         sync = j == n - 1 or not hasattr(model, "no_sync")
         torch.manual_seed(seed)  # dropout: a function of (seed, sample position), whatever the number of ranks
         with contextlib.nullcontext() if sync else model.no_sync():  # type: ignore[operator]
-            with autocast(info.device, train.bf16, train.fp16):
+            with autocast(info.device, train.use_bf16, train.fp16):
                 out = objective.forward(model, batch)
             loss = out.loss * weight
             (scaler.scale(loss) if scaler is not None else loss).backward()
@@ -381,7 +381,7 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
     t, info, model, plan = job.train, job.info, job.model, job.plan
     if t.fp16 and info.device.type != "cuda":
         raise ValueError("--fp16 needs a CUDA device (on CPU use --bf16)")
-    if t.bf16 and info.is_main:
+    if t.bf16 and info.is_main:  # asked for in so many words (the default, None, is bf16 only where native)
         warn_if_emulated_bf16(info.device.type, "--bf16")
     state = None
     if checkpoint is not None:

@@ -559,7 +559,7 @@ def finetune_classification(
                     tc.eval_batch_size,
                     lambda out: [out.logits],
                     pad_token_id=tok.pad_token_id,
-                    bf16=cfg.train.bf16,
+                    bf16=cfg.train.use_bf16,
                 )
             ]
         )
@@ -665,7 +665,7 @@ def finetune_ner(
             tc.eval_batch_size,
             lambda out: [out.logits],
             pad_token_id=tok.pad_token_id,
-            bf16=cfg.train.bf16,
+            bf16=cfg.train.use_bf16,
             per_token=True,
         )
         words = word_predictions(feats, [s[0] for s in scores], [len(s["tokens"]) for s in sentences])
@@ -743,7 +743,7 @@ def finetune_qa(
             tc.eval_batch_size,
             lambda out: [out.start_logits, out.end_logits],
             pad_token_id=tok.pad_token_id,
-            bf16=cfg.train.bf16,
+            bf16=cfg.train.use_bf16,
             per_token=True,
         )
         answers = best_answers(examples, feats, logits, tc.n_best, tc.max_answer_length, version_2, tc.null_threshold)

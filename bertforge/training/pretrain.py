@@ -296,7 +296,7 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
-        with autocast(info.device, t.bf16, t.fp16):
+        with autocast(info.device, t.use_bf16, t.fp16):
             out = model(**_inputs(batch, masked_lm=not clm))
         if clm:
             logits, labels = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
@@ -361,7 +361,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
             info.world_size,
             accumulation,
             cfg.data.seq_length,
-            "bf16" if t.bf16 else "fp16" if t.fp16 else "fp32",
+            "bf16" if t.use_bf16 else "fp16" if t.fp16 else "fp32",
         )
 
     def write_checkpoint(directory: str, state: dict) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import random
 import socket
@@ -283,9 +284,10 @@ def test_global_batch_must_divide():
         cfg.gradient_accumulation(1)
 
 
-def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
+def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog):
     """The README's main job, shortened: no data arguments -> Python docs corpus, vocabulary, preprocessing,
     pretraining, held-out evaluation and the fill-mask demo."""
+    caplog.set_level(logging.INFO, logger="bertforge")
     argv = [
         "pretrain",
         "--work-dir",
@@ -306,7 +308,10 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys):
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "held-out evaluation: eval_mlm_loss" in out and "fill-mask demo" in out and "->" in out
+    assert "held-out evaluation: eval_mlm_loss" in out and "fill-mask demo" in out
+    assert out.count("    before: ") == out.count("    after:  ") == 4  # the initial model's fillers beside the trained
+    assert "next:\n  bertforge run fill-mask --model " in out
+    assert "for 4 steps" in caplog.text  # --train-iters replaces the recipe's time budget
     assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
     assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()
     assert (tmp_path / "run" / "hf" / "model.safetensors").exists() and (tmp_path / "run" / "curves.png").exists()
@@ -547,7 +552,7 @@ def test_the_shipped_roberta_recipe_runs_from_the_command_line(bpe_corpus, tmp_p
     assert json.loads((tmp_path / "run" / "hf" / "config.json").read_text())["model_type"] == "roberta"
     capsys.readouterr()
     assert main(["pretrain", "--config", "nope", "--no-demo"]) == 1
-    assert "no shipped recipe of that name (roberta)" in capsys.readouterr().err
+    assert "no shipped recipe of that name (roberta, crammed)" in capsys.readouterr().err
 
 
 def test_pretraining_distillation_as_distilbert_did_it(corpus, tmp_path, capsys):
@@ -613,3 +618,38 @@ def test_a_time_budget_schedules_by_time_stops_with_an_export_and_resumes_counti
     line = ["pretrain", "--train-time", "1h30m", "--no-demo"]
     built, _ = build_config(build_parser().parse_args(line))
     assert built.train.train_time == "1h30m" and built.train.train_iters == 10**9  # the time ends the run
+
+
+def test_the_shipped_crammed_recipe_trains_for_a_time_budget(corpus, tmp_path, capsys):
+    """--config crammed: the small-budget recipe (BERT-Mini's shape, no dropout, MLM only, whole sentences packed to
+    the full length, 20% masking, a one-cycle schedule over the time) runs with a time budget and exports."""
+    from bertforge.cli.main import build_parser
+    from bertforge.cli.pretrain import UNBOUNDED_ITERS, build_config
+
+    line = [
+        "pretrain",
+        "--config",
+        "crammed",
+        "--train-time",
+        "4s",
+        "--data-path",
+        corpus["prefix"],
+        "--vocab-file",
+        corpus["vocab"],
+        "--seq-length",
+        "48",
+        "--eval-iters",
+        "1",
+        "--save",
+        str(tmp_path / "run"),
+        "--no-demo",
+    ]
+    cfg, _ = build_config(build_parser().parse_args(line))
+    assert (cfg.model.num_hidden_layers, cfg.model.hidden_size, cfg.model.hidden_dropout_prob) == (4, 256, 0.0)
+    assert cfg.data.full_sentences and cfg.data.binary_head == "none" and cfg.data.mask_prob == 0.2
+    assert cfg.optim.lr_warmup_fraction == 0.1 and cfg.optim.lr_decay_style == "linear"
+    assert cfg.train.train_time == "4s" and cfg.train.train_iters == UNBOUNDED_ITERS
+    assert cfg.data.seq_length == 48  # the command line wins over the recipe
+    assert main(line) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["eval_mlm_accuracy"] >= 0 and (tmp_path / "run" / "hf" / "model.safetensors").exists()

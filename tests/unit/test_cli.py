@@ -284,6 +284,40 @@ def test_native_bf16_detection_with_the_probes_mocked(monkeypatch, amx, avx512_b
     assert utils.fast_bf16("cpu") is True
 
 
+@pytest.mark.parametrize("machine", ["avx2", "avx512_bf16", "amx"])
+def test_training_and_pipelines_default_to_bf16_where_it_is_native(monkeypatch, tmp_path, machine):
+    """No precision flag: an AVX2-only CPU trains and serves in fp32, AVX512-BF16 and AMX in bf16; a flag or a model
+    object the caller loaded decides for itself."""
+    import torch
+
+    from bertforge.cli.main import build_parser
+    from bertforge.cli.pretrain import build_config
+    from bertforge.config import FinetuneConfig, TrainConfig
+    from tests.conftest import tiny_config
+
+    monkeypatch.delenv("BERTFORGE_BF16", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: machine == "amx", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: machine == "avx512_bf16", raising=False)
+    native = machine != "avx2"
+    assert TrainConfig(device="cpu").use_bf16 is native
+    assert FinetuneConfig.build(device="cpu").train.use_bf16 is native
+    assert TrainConfig(device="cpu", bf16=False).use_bf16 is False
+    assert TrainConfig(device="cpu", bf16=True).use_bf16 is True
+    parser = build_parser()
+    for flags, expected in (([], native), (["--fp32"], False), (["--no-bf16"], False), (["--bf16"], True)):
+        cfg, _ = build_config(parser.parse_args(["pretrain", "--device", "cpu", *flags]))
+        assert cfg.train.use_bf16 is expected, flags
+    torch.manual_seed(0)
+    model = bertforge.BertForSequenceClassification(tiny_config(vocab_size=99))
+    model.save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefgh")))
+    pipe = bertforge.pipeline("text-classification", model=str(tmp_path))
+    assert pipe.dtype == (torch.bfloat16 if native else torch.float32)
+    assert next(pipe.model.parameters()).dtype == pipe.dtype
+    kept = bertforge.pipeline("text-classification", model=model, tokenizer=str(tmp_path))
+    assert next(kept.model.parameters()).dtype == torch.float32
+
+
 def test_native_bf16_detection_agrees_with_this_cpus_flags(monkeypatch):
     """On Linux, /proc/cpuinfo lists avx512_bf16 / amx_bf16 where the CPU has them: the probe must say the same."""
     from bertforge import utils
