@@ -44,7 +44,9 @@ def one(spec: dict) -> dict:
     from bertforge.config import FinetuneConfig
     from bertforge.training.finetune import finetune_classification
 
-    options = dict(epochs=spec["epochs"], lr=spec["lr"], batch_size=32, seed=spec["seed"], max_length=128)
+    options = dict(
+        epochs=spec["epochs"], lr=spec["lr"], batch_size=32, seed=spec["seed"], max_length=128, bf16=False
+    )  # fp32, as the README table
     if spec.get("teacher"):
         options.update(
             teacher=spec["teacher"], student_layers=spec["layers"], alpha=spec["alpha"], temperature=spec["temperature"]

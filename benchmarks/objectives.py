@@ -122,7 +122,9 @@ def finetune_all(models: dict, seeds: list[int], tmp: Path, args) -> list[dict]:
     for seed in seeds:
         for objective in [o for o in ("mlm", "clm") if o in models]:
             src = models[objective]["dir"]
-            cfg = FinetuneConfig.build(epochs=args.epochs, lr=1e-4, batch_size=32, seed=seed, device="cpu")
+            cfg = FinetuneConfig.build(
+                epochs=args.epochs, lr=1e-4, batch_size=32, seed=seed, device="cpu", bf16=False
+            )  # fine-tuning in fp32, as the README table
             r = finetune_classification(
                 src,
                 str(sst / "train.tsv"),

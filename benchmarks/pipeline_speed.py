@@ -47,7 +47,7 @@ def main() -> int:
     systems = {
         "text-classification": {
             "bertforge": (
-                bertforge.pipeline("text-classification", model=cls_dir, batch_size=args.batch_size),
+                bertforge.pipeline("text-classification", model=cls_dir, batch_size=args.batch_size, dtype="fp32"),
                 lambda p: p(texts),
             ),
             "transformers": (
@@ -57,7 +57,7 @@ def main() -> int:
         },
         "feature-extraction": {
             "bertforge": (
-                bertforge.pipeline("sentence-embedding", model=minilm, batch_size=args.batch_size),
+                bertforge.pipeline("sentence-embedding", model=minilm, batch_size=args.batch_size, dtype="fp32"),
                 lambda p: p(texts),
             ),
             "transformers": (

@@ -96,6 +96,7 @@ def one(spec: dict) -> dict:
         seed=spec["seed"],
         lr=LR.get(spec["name"]),
         device="cpu",
+        bf16=False,  # fp32, as the README table
         **fields,
     )
     out = spec["out"]

@@ -275,7 +275,7 @@ class TrainConfig:
     seed: int = 1234
     """Seed of weights, data order, masking and dropout."""
     bf16: bool | None = None
-    """bf16 autocast (CPU and CUDA). None (the default): on where the device runs bf16 natively (a CPU with AMX or
+    """bf16 autocast (CPU and CUDA). Default (None): on where the device runs bf16 natively (a CPU with AMX or
     AVX512-BF16, a GPU with bf16), off where it would be emulated; --no-bf16 (pretrain: also --fp32) for fp32."""
     fp16: bool = False
     """fp16 autocast with a gradient scaler (CUDA only)."""

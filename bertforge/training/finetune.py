@@ -283,7 +283,8 @@ def _train(
         logger.info("gradual unfreezing: %s", schedule.describe())
     if info.is_main:
         logger.info(
-            "fine-tuning %s: %d training features, %s trainable parameters (%s), %d steps (%d epochs x %d) of %d on %s",
+            "fine-tuning %s: %d training features, %s trainable parameters (%s), %d steps (%d epochs x %d) of %d on "
+            "%s, %s",
             task.describe,
             len(task.train_features),
             f"{trainable:,}",
@@ -293,6 +294,7 @@ def _train(
             steps_per_epoch,
             global_batch,
             info.device,
+            "bf16" if t.use_bf16 else "fp16" if t.fp16 else "fp32",
         )
     if task.teacher is not None and info.is_main:
         d = cfg.distill

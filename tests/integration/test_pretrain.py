@@ -621,7 +621,7 @@ def test_a_time_budget_schedules_by_time_stops_with_an_export_and_resumes_counti
 
 
 def test_the_shipped_crammed_recipe_trains_for_a_time_budget(corpus, tmp_path, capsys):
-    """--config crammed: the small-budget recipe (BERT-Mini's shape, no dropout, MLM only, whole sentences packed to
+    """--config crammed: the small-budget recipe (BERT-Tiny's shape, no dropout, MLM only, whole sentences packed to
     the full length, 20% masking, a one-cycle schedule over the time) runs with a time budget and exports."""
     from bertforge.cli.main import build_parser
     from bertforge.cli.pretrain import UNBOUNDED_ITERS, build_config
@@ -645,7 +645,7 @@ def test_the_shipped_crammed_recipe_trains_for_a_time_budget(corpus, tmp_path, c
         "--no-demo",
     ]
     cfg, _ = build_config(build_parser().parse_args(line))
-    assert (cfg.model.num_hidden_layers, cfg.model.hidden_size, cfg.model.hidden_dropout_prob) == (4, 256, 0.0)
+    assert (cfg.model.num_hidden_layers, cfg.model.hidden_size, cfg.model.hidden_dropout_prob) == (2, 128, 0.0)
     assert cfg.data.full_sentences and cfg.data.binary_head == "none" and cfg.data.mask_prob == 0.2
     assert cfg.optim.lr_warmup_fraction == 0.1 and cfg.optim.lr_decay_style == "linear"
     assert cfg.train.train_time == "4s" and cfg.train.train_iters == UNBOUNDED_ITERS

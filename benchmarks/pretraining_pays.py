@@ -1,0 +1,128 @@
+"""Does pretraining on this machine pay (issue 18)? Pretrain with the small-budget recipe for a wall-clock budget on
+the English text of ../shared/data, then fine-tune the result and the same architecture from random weights on GLUE.
+
+Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
+       [--tasks cola,sst2,mrpc,stsb,rte] [--out benchmarks/results/pretraining_pays.json]
+
+The two commands it runs are what a user runs (printed as it goes):
+  bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
+  bertforge evaluate glue --model RUN/hf --scratch --data-dir ../shared/data/glue ...
+- Corpus: Project Gutenberg + WikiText-2 valid.txt (``_common.english_corpus``, 2.8M tokens), the bert-base-uncased
+  vocabulary; the last 2% of documents (WikiText-2 paragraphs) held out for the MLM evaluation.
+- GLUE: ``evaluate glue``'s one recipe (AdamW, batch 32, 3 epochs, 128 tokens, lr 1e-4 for this width), dev sets.
+  An existing ``WORK/run/hf`` is reused (``--fresh`` pretrains again).
+- Google's BERT-Tiny and BERT-Mini (Turc et al. 2019; GLUE *test* set, pretrained on 3.3B words) are recorded beside
+  ours for scale, marked as theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import DATA, english_corpus, machine, vocab_file  # noqa: E402
+
+GOOGLE = {
+    "source": "the BERT miniatures' model card (Turc et al. 2019): GLUE test-set scores, best of a hyperparameter "
+    "grid, 4 epochs; pretrained as BERT was on 3.3B words -- theirs, not measured here",
+    "BERT-Tiny (2/128)": {"cola": 0.0, "sst2": 83.2, "mrpc": "81.1/71.1", "stsb": "74.3/73.6", "rte": 57.2},
+    "BERT-Mini (4/256)": {"cola": 0.0, "sst2": 85.9, "mrpc": "81.1/71.8", "stsb": "75.4/73.3", "rte": 57.9},
+}
+
+
+def run(cmd: list[str]) -> None:
+    print("$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train-time", default="2h")
+    p.add_argument("--work", default=str(ROOT.parent / "pretraining_pays"), help="runs and corpus (kept)")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--max-train-examples", type=int, default=None, help="the first N training rows of each task")
+    p.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
+    p.add_argument("--fresh", action="store_true", help="pretrain again even if WORK/run/hf exists")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining_pays.json"))
+    args = p.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    record: dict = {"machine": machine(), "train_time": args.train_time}
+    bin_ = str(Path(sys.executable).parent / "bertforge")
+    run_dir = work / "run"
+    if args.fresh or not (run_dir / "hf" / "model.safetensors").exists():
+        if run_dir.exists():
+            moved = f"{run_dir}.{int(time.time())}"
+            print(f"an earlier run is kept at {moved}")
+            shutil.move(str(run_dir), moved)  # never delete what another run wrote
+        prefix = english_corpus(work)
+        started = time.perf_counter()
+        run(
+            [
+                bin_,
+                "pretrain",
+                "--config",
+                "crammed",
+                "--train-time",
+                args.train_time,
+                "--data-path",
+                prefix,
+                "--vocab-file",
+                vocab_file(),
+                "--split",
+                "98,2,0",
+                "--eval-interval",
+                "1000",
+                "--eval-iters",
+                "24",
+                "--save-interval",
+                "1000",
+                "--log-interval",
+                "100",
+                "--save",
+                str(run_dir),
+                "--no-demo",
+            ]
+        )
+        record["pretrain_wall_seconds"] = round(time.perf_counter() - started, 1)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in lines if "eval_mlm_loss" in r]
+    steps = [r for r in lines if "loss" in r]
+    config = (run_dir / "run_config.yaml").read_text()
+    record["pretraining"] = {
+        "steps": evals[-1]["step"] if evals else None,
+        "time_spent": max((r.get("time_spent", 0) for r in steps), default=None),
+        "tokens_per_second": round(sum(r["tokens_per_second"] for r in steps[-10:]) / max(1, len(steps[-10:]))),
+        "evaluations": [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items() if k.startswith("eval") or k == "step"}
+            for r in evals
+        ],
+        "config": config,
+    }
+    glue = work / "glue"
+    cmd = [bin_, "evaluate", "glue", "--model", str(run_dir / "hf"), "--scratch", "--data-dir", str(DATA / "glue")]
+    cmd += ["--output", str(glue), "--tasks", args.tasks, "--seeds", str(args.seeds)]
+    if args.max_train_examples:
+        cmd += ["--max-train-examples", str(args.max_train_examples)]
+    started = time.perf_counter()
+    run(cmd)
+    record["glue_wall_seconds"] = round(time.perf_counter() - started, 1)
+    record["glue"] = json.loads((glue / "glue.json").read_text())
+    record["glue_table"] = (glue / "glue.md").read_text()
+    record["google_for_scale"] = GOOGLE
+    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    print(record["glue_table"])
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
