@@ -445,9 +445,9 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
         if budget is not None and spent_before >= budget:
             logger.info("the time budget (%s) was spent before this checkpoint: nothing left to train", t.train_time)
             stop_at = start_step
+        if timed is not None and budget is not None:
+            timed.progress = spent_before / budget  # then, after each step, the share spent (rank 0's clock)
         while step < stop_at:
-            if timed is not None and budget is not None:  # the share spent (rank 0's clock: every rank alike)
-                timed.progress = _agreed(spent_before + time.monotonic() - session_start, info) / budget
             started = time.perf_counter()
             micro = [
                 (to_device(next(batches), info.device), weight, micro_batch_seed(t.seed, positions[0]))
@@ -469,8 +469,10 @@ def _fit(job: Job, checkpoint: str | None) -> TrainResult:
             step += 1
             result.train_seconds += time.perf_counter() - started
             seconds_since_eval += time.perf_counter() - started
-            if budget is not None:
+            if budget is not None:  # one clock reading per step, the same on every rank: the stop and the next lr
                 loop["spent_seconds"] = _agreed(spent_before + time.monotonic() - session_start, info)
+                if timed is not None:
+                    timed.progress = loop["spent_seconds"] / budget
                 if loop["spent_seconds"] >= budget:  # the last step: log, evaluate, save and export now
                     time_up, stop_at = True, step
                     if info.is_main:
