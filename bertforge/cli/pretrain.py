@@ -248,5 +248,5 @@ def next_commands(model_dir: str) -> str:
         "(your corpus: bertforge preprocess makes PREFIX)\n"
         f"  bertforge evaluate glue --model {model_dir} --scratch --data-dir GLUE_DIR   "
         "(what pretraining bought, against random weights)\n"
-        f"  bertforge finetune classification --model {model_dir} --train-file train.csv --validation-split 0.1"
+        f"  bertforge finetune classification --model {model_dir} --train train.tsv --validation-split 0.1 --output OUT"
     )
