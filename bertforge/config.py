@@ -334,6 +334,11 @@ class TrainConfig:
 
         return fast_bf16(default_device(self.device).type)
 
+    @property
+    def precision(self) -> str:
+        """bf16, fp16 or fp32: what this run computes in (for its log lines)."""
+        return "bf16" if self.use_bf16 else "fp16" if self.fp16 else "fp32"
+
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-batches per rank per step: global / (micro x ranks), which must divide exactly."""
         global_batch = self.global_batch_size or self.micro_batch_size * world_size

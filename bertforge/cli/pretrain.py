@@ -201,16 +201,13 @@ def top_fillers(model, tok, text: str, k: int = 5) -> str:
 
 
 def initial_fillers(cfg, sentences: list[str]) -> list[str]:
-    """What the run's model predicts before training: the same initial weights (seed, then build) as ``pretrain``."""
-    import torch
-
+    """What the run's model predicts before training: the initial weights ``pretrain`` starts from."""
     from bertforge.model import BertForMaskedLM
     from bertforge.tokenization import BertTokenizer
-    from bertforge.training.pretrain import build_model
+    from bertforge.training.pretrain import initial_model
 
     tok = BertTokenizer.from_megatron(cfg.data.tokenizer_type, cfg.data.vocab_file, cfg.data.merge_file)
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg, tok.vocab_size, tok)
+    model = initial_model(cfg, tok)
     if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
         masked_lm = BertForMaskedLM(model.config)
         masked_lm.load_state_dict(model.state_dict(), strict=False)

@@ -294,7 +294,7 @@ def _train(
             steps_per_epoch,
             global_batch,
             info.device,
-            "bf16" if t.use_bf16 else "fp16" if t.fp16 else "fp32",
+            t.precision,
         )
     if task.teacher is not None and info.is_main:
         d = cfg.distill

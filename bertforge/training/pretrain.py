@@ -148,6 +148,13 @@ def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
     return model
 
 
+def initial_model(cfg: RunConfig, tokenizer: BertTokenizer):
+    """The model a run starts from: ``build_model`` after seeding with the run's seed, so the same weights on every
+    rank (and for the main job's before-training fill-mask demo)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_model(cfg, tokenizer.vocab_size, tokenizer)
+
+
 def _inputs(batch: dict, masked_lm: bool = True) -> dict:
     """The model's keyword arguments for a padded or a packed (cu_seqlens) batch (``mlm_positions`` for masked LM)."""
     keys = ("cu_seqlens", "max_seqlen", "position_ids") if "cu_seqlens" in batch else ("attention_mask",)
@@ -342,8 +349,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
     global_batch = t.micro_batch_size * info.world_size * accumulation
     data = data or build_data(cfg)
     tok = data.tokenizer
-    torch.manual_seed(t.seed)  # the same initial weights on every rank
-    model = build_model(cfg, tok.vocab_size, tok)
+    model = initial_model(cfg, tok)
     objective = objective_for(cfg)
     if cfg.distill.teacher is not None:
         model, objective = _distillation(cfg, model, tok.vocab_size, info)
@@ -361,7 +367,7 @@ def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_prog
             info.world_size,
             accumulation,
             cfg.data.seq_length,
-            "bf16" if t.use_bf16 else "fp16" if t.fp16 else "fp32",
+            t.precision,
         )
 
     def write_checkpoint(directory: str, state: dict) -> None:
