@@ -8,12 +8,12 @@ import json
 import torch
 
 from bertforge.cli.main import main
-from bertforge.evaluate import GlueSettings, evaluate_glue
+from bertforge.evaluate import NARROW_LRS, WIDE_LRS, GlueSettings, default_lrs, evaluate_glue
 from tests.conftest import tiny_config
 
 
 def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
-    settings = GlueSettings(epochs=1, max_train_examples=48, seeds=2, batch_size=16, max_length=48)
+    settings = GlueSettings(epochs=1, lrs=(1e-4, 1e-3), max_train_examples=48, seeds=2, batch_size=16, max_length=48)
     record = evaluate_glue(
         str(tiny_checkpoint),
         str(data_dir / "glue"),
@@ -31,10 +31,20 @@ def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
     assert set(mrpc["metrics"]) == {"f1", "accuracy"} and mrpc["seeds"] == 2
     assert mrpc["score"] == (mrpc["metrics"]["f1"]["median"] + mrpc["metrics"]["accuracy"]["median"]) / 2
     assert set(summary["scratch"]["tasks"]["stsb"]["metrics"]) == {"pearson", "spearman"}
-    assert len(record["runs"]) == 3 * 2 * 2
+    assert len(record["runs"]) == 3 * 2 * 2 * 2  # tasks x systems x learning rates x seeds
+    for system, task in (("pretrained", "mrpc"), ("scratch", "cola")):
+        row = summary[system]["tasks"][task]
+        first = row["metrics"][next(iter(row["metrics"]))]["median"]
+        assert set(row["by_lr"]) == {"0.0001", "0.001"} and first == max(row["by_lr"].values())
+        assert row["by_lr"][f"{row['lr']:g}"] == first  # the reported rate is the best one's
     md = (tmp_path / "g" / "glue.md").read_text()
     assert "| CoLA | matthews |" in md and "| average | GLUE |" in md and "QNLI: skipped" in md
     assert (tmp_path / "g" / "glue.png").exists() and json.loads((tmp_path / "g" / "glue.json").read_text())["runs"]
+
+
+def test_the_learning_rate_grid_follows_the_width():
+    assert default_lrs(128) == NARROW_LRS and default_lrs(768) == default_lrs(1024) == WIDE_LRS
+    assert max(WIDE_LRS) < min(NARROW_LRS)
 
 
 def test_glue_command(tmp_path, data_dir, capsys):
@@ -47,9 +57,12 @@ def test_glue_command(tmp_path, data_dir, capsys):
     BertModel(tiny_config(vocab_size=tok.vocab_size, max_position_embeddings=64)).save_pretrained(tmp_path / "m")
     argv = ["evaluate", "glue", "--model", str(tmp_path / "m"), "--data-dir", str(data_dir / "glue"), "--output"]
     argv += [str(tmp_path / "o"), "--tasks", "rte", "--seeds", "1", "--epochs", "1", "--max-train-examples", "32"]
-    assert main([*argv, "--max-length", "48"]) == 0
+    assert main([*argv, "--max-length", "48", "--lr", "2e-4"]) == 0
     out = capsys.readouterr().out
-    assert "| RTE | accuracy |" in out and "report:" in out
+    assert "| RTE | accuracy |" in out and "lr 0.0002)" in out and "report:" in out
+    assert json.loads((tmp_path / "o" / "glue.json").read_text())["settings"]["lrs"] == [2e-4]
+    assert main([*argv, "--lr", "1e-4,fast"]) == 1
+    assert "--lr 1e-4,fast: give learning rates as numbers" in capsys.readouterr().err
     assert (
         main(
             [

@@ -315,6 +315,19 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog):
     assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
     assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()
     assert (tmp_path / "run" / "hf" / "model.safetensors").exists() and (tmp_path / "run" / "curves.png").exists()
+    from bertforge.cli.main import build_parser
+    from bertforge.cli.pretrain import UNBOUNDED_ITERS, build_config
+
+    cfg, extras = build_config(build_parser().parse_args(["pretrain"]))  # the main job as `make demo` runs it
+    assert extras["default_corpus"] and cfg.train.train_time == "5m" and cfg.train.train_iters == UNBOUNDED_ITERS
+    assert (cfg.model.hidden_size, cfg.model.initializer_range, cfg.data.seq_length, cfg.optim.lr) == (
+        128,
+        0.05,
+        64,
+        4e-3,
+    )
+    cfg, _ = build_config(build_parser().parse_args(["pretrain", "--seq-length", "128", "--init-method-std", "0.02"]))
+    assert (cfg.data.seq_length, cfg.model.initializer_range) == (128, 0.02)  # flags win over the main job's settings
 
 
 def test_nonfinite_loss_stops_or_skips(corpus):
