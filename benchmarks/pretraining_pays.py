@@ -9,7 +9,8 @@ The two commands it runs are what a user runs (printed as it goes):
   bertforge evaluate glue --model RUN/hf --scratch --data-dir ../shared/data/glue ...
 - Corpus: Project Gutenberg + WikiText-2 valid.txt (``_common.english_corpus``, 2.8M tokens), the bert-base-uncased
   vocabulary; the last 2% of documents (WikiText-2 paragraphs) held out for the MLM evaluation.
-- GLUE: ``evaluate glue``'s one recipe (AdamW, batch 32, 3 epochs, 128 tokens, lr 1e-4 for this width), dev sets.
+- GLUE: ``evaluate glue``'s one recipe (AdamW, batch 32, 3 epochs, 128 tokens) at its learning rates for this width
+  (1e-4, 3e-4, 1e-3; each system's best per task), dev sets.
   An existing ``WORK/run/hf`` is reused (``--fresh`` pretrains again).
 - Google's BERT-Tiny and BERT-Mini (Turc et al. 2019; GLUE *test* set, pretrained on 3.3B words) are recorded beside
   ours for scale, marked as theirs.
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,6 +100,9 @@ def main() -> int:
     evals = [r for r in lines if "eval_mlm_loss" in r]
     steps = [r for r in lines if "loss" in r]
     config = (run_dir / "run_config.yaml").read_text()
+    record["train_time"] = yaml.safe_load(config)["train"]["train_time"]  # the run's own (a reused run's may differ)
+    if "pretrain_wall_seconds" not in record:
+        record["machine_note"] = "machine: this invocation's (GLUE only); the pretraining run was reused from WORK/run"
     record["pretraining"] = {
         "steps": evals[-1]["step"] if evals else None,
         "time_spent": max((r.get("time_spent", 0) for r in steps), default=None),

@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, save=save))
     demo = extras["demo"] and int(os.environ.get("RANK", "0")) == 0 and cfg.data.objective == "mlm"
     sentences = DEMO_SENTENCES if extras["default_corpus"] else OTHER_SENTENCES
-    before = initial_fillers(cfg, sentences) if demo and cfg.train.load is None else None
+    # the untrained model's fillers beside the trained model's: the main job's story; another corpus's run (any size of
+    # model) is not made to build its initial weights twice
+    main_job = demo and extras["default_corpus"] and cfg.train.load is None
+    before = initial_fillers(cfg, sentences) if main_job else None
     result = pretrain(cfg)
     if result.eval:
         print("held-out evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in result.eval.items()))
