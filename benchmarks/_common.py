@@ -94,3 +94,12 @@ def english_corpus(work: Path) -> str:
         files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt")) + [str(DATA / "wikitext-2" / "valid.txt")]
         preprocess(files, prefix, vocab_file(), errors="replace", show_progress=False)  # Gutenberg has Latin-1 bytes
     return prefix + "_text_sentence"
+
+
+def chosen_variants(parser, spec: str, known: dict) -> list[str]:
+    """The comma-separated variant names of ``spec``, each one of ``known``; an unknown one is the parser's error."""
+    names = spec.split(",")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import english_corpus, machine, vocab_file  # noqa: E402
+from benchmarks._common import chosen_variants, english_corpus, machine, vocab_file  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "crammed": ("the recipe as shipped", {}),
@@ -128,10 +128,7 @@ def main() -> None:
     p.add_argument("--work", default=None, help="where runs are written (default: a temporary directory)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "crammed_ablation.json"))
     args = p.parse_args()
-    names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    names = chosen_variants(p, args.variants, VARIANTS)
     from bertforge.training.pretrain import pretrain
     from bertforge.utils import tune_malloc
 

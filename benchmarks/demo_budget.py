@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine  # noqa: E402
+from benchmarks._common import chosen_variants, machine  # noqa: E402
 
 
 def settings(seq: int = 128, std: float = 0.02, lr: float = 2e-3, batch: int = 32, minutes: int = 3) -> list[str]:
@@ -92,10 +92,7 @@ def main() -> None:
     p.add_argument("--work", default="demo-budget", help="where the corpus and the runs are written")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "demo_budget.json"))
     args = p.parse_args()
-    names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        p.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    names = chosen_variants(p, args.variants, VARIANTS)
     work = Path(args.work)
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {"variants": {}}

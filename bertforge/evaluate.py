@@ -4,13 +4,13 @@ Each GLUE task found in the data directory (the layout of ``download_glue_data.p
 ``dev.tsv``) is fine-tuned from the model with one recipe for all (``GlueSettings``: AdamW, batch 32, 3 epochs, 128
 tokens, 10% warm-up) at each learning rate of a small grid, and scored on its dev set, the best epoch by the task's
 GLUE metric: CoLA Matthews correlation, SST-2 accuracy, MRPC F1 and accuracy, STS-B Pearson and Spearman, RTE / QNLI
-accuracy. The grid is the one the BERT paper and Google's miniatures took the best of: 2e-5, 3e-5, 5e-5 for bert-base's
-width and wider, 1e-4, 3e-4, 1e-3 below it (a 2 x 128 model pretrained for an hour scored SST-2 69.0 at 1e-4 and 75.9 at
-1e-3: one rate for all widths misjudges the small ones). For each system and task the table reports the rate whose
-median over the seeds scores best on dev, as those papers did; ``lrs`` with one value fixes it. A task without a train
-file (QNLI here ships dev only) is reported as skipped. ``scratch`` adds the same architecture from random weights (the
-tokenizer kept), the baseline that shows what pretraining bought; it gets the same grid. The average is GLUE's: each
-task's score is the mean of its metrics, then the mean over tasks.
+accuracy. The grid: 2e-5, 3e-5, 5e-5 for bert-base's width and wider (the BERT paper's, less 4e-5); 1e-4, 3e-4, 1e-3
+below it (the top of Google's miniatures' grid, 3e-4 and 1e-4, and 1e-3: a 2 x 128 model pretrained for an hour scored
+SST-2 69.0 at 1e-4 and 75.9 at 1e-3, so one rate for all widths misjudges the small ones). For each system and task
+the table reports the rate whose median over the seeds scores best on dev, as those papers did; ``lrs`` with one value
+fixes it. A task without a train file (QNLI here ships dev only) is reported as skipped. ``scratch`` adds the same
+architecture from random weights (the tokenizer kept), the baseline that shows what pretraining bought; it gets the
+same grid. The average is GLUE's: each task's score is the mean of its metrics, then the mean over tasks.
 
 Writes ``OUT/glue.json`` (every run and the summary), ``OUT/glue.md`` (the table) and ``OUT/glue.png``.
 """
