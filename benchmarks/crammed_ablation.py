@@ -63,6 +63,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
         {"model": {"num_hidden_layers": 4, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048}},
     ),
     "fp32": ("fp32 instead of bf16", {"train": {"bf16": False}}),
+    "init05": ("initialisation std 0.05 (BERT: 0.02; the main job's)", {"model": {"initializer_range": 0.05}}),
 }
 
 
