@@ -9,7 +9,8 @@ pretrain --no-demo --eval-interval 500 FLAGS``: sample length, initialisation st
 subprocess, one after the other: the budget is wall-clock time, so run nothing else meanwhile. The score is the run's
 own final held-out evaluation (the embedded corpus's validation split at the run's sample length, 20% masking, 20
 batches of 32). A run directory that already holds a final
-evaluation is read, not rerun (an interrupted benchmark picks up where it stopped).
+evaluation is read, not rerun, and a row already in the results file is kept as measured (an interrupted benchmark
+picks up where it stopped).
 
 The plateau: a small BERT first learns word frequencies (about 12% accuracy here: it predicts "the", "a", ".") and
 stays there until its attention learns to look at the neighbouring words; with BERT's initialisation (std 0.02),
@@ -102,12 +103,14 @@ def main() -> None:
         run_dir = work / name
         command = [sys.executable, "-m", "bertforge", "pretrain", "--no-demo", "--eval-interval", "500"]
         command += ["--work-dir", str(work / "corpus"), "--save", str(run_dir), *flags]
-        row = final_eval(run_dir)
+        if name in result["variants"] and final_eval(run_dir) is not None:  # measured before: keep its row
+            print(name, "measured before:", json.dumps(result["variants"][name]), flush=True)
+            continue
         started = time.perf_counter()
-        if row is None:
+        if final_eval(run_dir) is None:
             subprocess.run(command, check=True, cwd=ROOT)
-            row = final_eval(run_dir)
-            assert row is not None, f"{run_dir} has no final evaluation"
+        row = final_eval(run_dir)
+        assert row is not None, f"{run_dir} has no final evaluation"
         row = {"what": what, "flags": " ".join(flags), **row, "wall_seconds": round(time.perf_counter() - started)}
         result["variants"][name] = row
         print(name, json.dumps(row), flush=True)
