@@ -2,7 +2,7 @@
 the English text of ../shared/data, then fine-tune the result and the same architecture from random weights on GLUE.
 
 Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
-       [--tasks cola,sst2,mrpc,stsb,rte] [--out benchmarks/results/pretraining_pays.json]
+       [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--out benchmarks/results/pretraining_pays.json]
 
 The two commands it runs are what a user runs (printed as it goes):
   bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
@@ -52,6 +52,7 @@ def main() -> int:
     p.add_argument("--work", default=str(ROOT.parent / "pretraining_pays"), help="runs and corpus (kept)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--max-train-examples", type=int, default=None, help="the first N training rows of each task")
+    p.add_argument("--lr", default=None, help="evaluate glue's learning rates (X[,Y...]; default: its grid)")
     p.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     p.add_argument("--fresh", action="store_true", help="pretrain again even if WORK/run/hf exists")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining_pays.json"))
@@ -118,6 +119,8 @@ def main() -> int:
     cmd += ["--output", str(glue), "--tasks", args.tasks, "--seeds", str(args.seeds)]
     if args.max_train_examples:
         cmd += ["--max-train-examples", str(args.max_train_examples)]
+    if args.lr:
+        cmd += ["--lr", args.lr]
     started = time.perf_counter()
     run(cmd)
     record["glue_wall_seconds"] = round(time.perf_counter() - started, 1)

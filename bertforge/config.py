@@ -283,6 +283,13 @@ class TrainConfig:
     """Run directory: checkpoints, metrics, plots."""
     load: str | None = None
     """Checkpoint (directory) or run directory to resume from."""
+    init_model: str | None = opt(None, metavar="MODEL")
+    """Pretraining: start from this Hugging Face model's weights (a directory, an installed model package or a Hub
+    name) instead of random ones -- continued, domain-adaptive pretraining, as transformers' run_mlm
+    --model_name_or_path. Its config is the architecture (the model section is not used); without --vocab-file its
+    vocabulary is the run's; a head it lacks (a sentence-embedding model's MLM head) starts from random weights, named
+    in the log. Optimizer, schedule and step count start fresh; a resumed run (--load) takes its checkpoint's
+    weights."""
     overwrite: bool = False
     """Start a new run in a directory that holds an earlier run's checkpoints (they are kept, never pruned by the new
     run; its metrics.jsonl is moved aside)."""
@@ -572,7 +579,12 @@ class RunConfig(_Sections):
             raise ValueError("optim.lr must be set for pretraining (--lr)")
         if self.distill.teacher is not None and (self.data.objective != "mlm" or self.data.binary_head != "none"):
             raise ValueError("pretraining distillation (--teacher) is masked LM only: use --binary-head none")
-        if self.data.seq_length > self.model.max_tokens:
+        if t.init_model is not None and self.distill.student_layers is not None:
+            raise ValueError(
+                "--init-model and --student-layers both choose the starting weights (a model's, or the teacher's "
+                "layers): give one"
+            )
+        if self.data.seq_length > self.model.max_tokens and t.init_model is None:  # else: the checkpoint's limit
             raise ValueError(
                 f"data.seq_length ({self.data.seq_length}) exceeds the {self.model.max_tokens} tokens that "
                 f"model.max_position_embeddings ({self.model.max_position_embeddings}) covers"

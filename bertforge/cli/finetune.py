@@ -13,7 +13,7 @@ import json
 # Training fields that fine-tuning does not take: it counts epochs, evaluates once per epoch, and its run directory
 # is --output (resumed with --resume).
 NOT_FOR_FINETUNING = frozenset(
-    {"train_iters", "train_time", "save", "load", "eval_interval", "eval_iters", "export_hf"}
+    {"train_iters", "train_time", "save", "load", "init_model", "eval_interval", "eval_iters", "export_hf"}
 )
 
 

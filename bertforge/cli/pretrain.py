@@ -40,6 +40,10 @@ DEFAULT_RECIPE: dict[str, dict[str, Any]] = {
 }
 """{section: {field: value}} over the crammed recipe, as a YAML recipe would set them."""
 
+CONTINUED_LR = 1e-4
+"""The main job's peak learning rate with --init-model (continued pretraining of trained weights on the embedded
+corpus; BERT's own pretraining peak) unless --lr is given: the recipe's 4e-3 is for random weights."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -123,6 +127,8 @@ def build_config(args: argparse.Namespace):
     if "train_iters" in train_flags and "train_time" not in train_flags:
         flags["train"]["train_time"] = None  # a step count given replaces a recipe's time budget
     cfg = _apply(cfg, flags)
+    if default_corpus and cfg.train.init_model and "lr" not in flags.get("optim", {}):
+        cfg = cfg.merged({"optim": {"lr": CONTINUED_LR}})  # the recipe's 4e-3 is a rate for random weights
     extras = {"default_corpus": default_corpus, "work_dir": given.get("work_dir"), "demo": given.get("demo", True)}
     return cfg, extras
 
@@ -137,6 +143,21 @@ def _apply(cfg, flags: dict):
     if "max_position_embeddings" not in model and seq > cfg.model.max_position_embeddings:
         model["max_position_embeddings"] = seq
     return cfg.merged({**flags, "model": model})
+
+
+def init_model_vocab(cfg) -> str | None:
+    """The vocab.txt of ``--init-model`` (the default corpus is then tokenized with it); None without one."""
+    if not cfg.train.init_model:
+        return None
+    from bertforge.hub import resolve_model
+
+    vocab = os.path.join(resolve_model(cfg.train.init_model), "vocab.txt")
+    if not os.path.exists(vocab):
+        raise ValueError(
+            f"--init-model {cfg.train.init_model} has no vocab.txt (a WordPiece vocabulary) to tokenize the default "
+            "corpus with: give --vocab-file, or your own --data-path preprocessed with the model's vocabulary"
+        )
+    return vocab
 
 
 def new_run_dir(base: str) -> str:
@@ -159,7 +180,11 @@ def run(args: argparse.Namespace) -> int:
         from bertforge.data.default_corpus import prepare_default_corpus
 
         work = extras["work_dir"] or os.path.join(os.path.expanduser("~"), ".cache", "bertforge", "default_corpus")
-        prefix, vocab = prepare_default_corpus(work, vocab_file=cfg.data.vocab_file)
+        prefix, vocab = prepare_default_corpus(
+            work,
+            vocab_file=cfg.data.vocab_file or init_model_vocab(cfg),
+            lowercase=cfg.data.tokenizer_type != "BertWordPieceCase",
+        )
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab))
     if cfg.train.save is None:  # never train a model only to throw it away: a run directory of its own
         save = new_run_dir(os.path.join("runs", "pretrain"))
@@ -210,10 +235,9 @@ def top_fillers(model, tok, text: str, k: int = 5) -> str:
 def initial_fillers(cfg, sentences: list[str]) -> list[str]:
     """What the run's model predicts before training: the initial weights ``pretrain`` starts from."""
     from bertforge.model import BertForMaskedLM
-    from bertforge.tokenization import BertTokenizer
-    from bertforge.training.pretrain import initial_model
+    from bertforge.training.pretrain import initial_model, run_tokenizer
 
-    tok = BertTokenizer.from_megatron(cfg.data.tokenizer_type, cfg.data.vocab_file, cfg.data.merge_file)
+    tok = run_tokenizer(cfg)
     model = initial_model(cfg, tok)
     if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
         masked_lm = BertForMaskedLM(model.config)

@@ -3,6 +3,7 @@ trained on it, and its Megatron indexed dataset. Built once per work directory a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -25,6 +26,7 @@ def prepare_default_corpus(
             with open(tmp, "w", encoding="utf-8") as fh:
                 for doc in python_docs():
                     fh.write(json.dumps({"text": doc}) + "\n")
+    own = vocab_file is None
     if vocab_file is None:
         vocab_file = os.path.join(work_dir, "tokenizer", "vocab.txt")
         if not os.path.exists(vocab_file):
@@ -37,8 +39,15 @@ def prepare_default_corpus(
                 output=os.path.dirname(vocab_file),
                 show_progress=False,
             )
-    prefix = os.path.join(data_dir, "python_docs")
+    # token ids depend on the vocabulary: another one (a model's, for continued pretraining) gets files of its own
+    prefix = os.path.join(data_dir, "python_docs" if own else f"python_docs_{_digest(vocab_file, lowercase)}")
     out = output_prefix(prefix, "text", True)
     if not os.path.exists(out + ".idx"):
         preprocess([jsonl], prefix, vocab_file, lowercase=lowercase, workers=1, show_progress=False)
     return out, vocab_file
+
+
+def _digest(vocab_file: str, lowercase: bool) -> str:
+    """A short name for a vocabulary file's contents and casing."""
+    with open(vocab_file, "rb") as fh:
+        return hashlib.sha256(fh.read() + (b"lower" if lowercase else b"cased")).hexdigest()[:10]

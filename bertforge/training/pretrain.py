@@ -30,6 +30,7 @@ from bertforge.data.masking import Masker
 from bertforge.data.samples import PretrainingSamples, SpecialIds
 from bertforge.model import BertForMaskedLM, BertForPreTraining, BertLMHeadModel
 from bertforge.model.heads import next_token_targets
+from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
@@ -63,9 +64,7 @@ def build_data(cfg: RunConfig) -> Data:
             "no --data-path; give a preprocessed prefix (bertforge preprocess), or run without data "
             "arguments for the embedded default corpus"
         )
-    if not d.vocab_file:
-        raise ValueError("--vocab-file is required with --data-path")
-    tok = BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file, d.merge_file)
+    tok = run_tokenizer(cfg)
     masker = None
     if d.objective == "mlm":
         masker = Masker.from_tokenizer(
@@ -128,6 +127,26 @@ def build_data(cfg: RunConfig) -> Data:
     )
 
 
+def run_tokenizer(cfg: RunConfig) -> BertTokenizer:
+    """The run's tokenizer: --vocab-file (and --merge-file) as --tokenizer-type reads them; without one, the
+    tokenizer saved with --init-model."""
+    d = cfg.data
+    if d.vocab_file:
+        return BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file, d.merge_file)
+    if cfg.train.init_model:
+        from bertforge.hub import resolve_model
+
+        return BertTokenizer.from_pretrained(resolve_model(cfg.train.init_model))
+    raise ValueError("--vocab-file is required with --data-path (or --init-model, whose vocabulary is then used)")
+
+
+def _model_class(cfg: RunConfig) -> type[PreTrainedBert]:
+    """BertForMaskedLM (MLM only), BertForPreTraining (with the NSP/SOP head) or BertLMHeadModel (causal LM)."""
+    if cfg.data.objective == "clm":
+        return BertLMHeadModel
+    return BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
+
+
 def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
     """The model to pretrain; with a byte-level BPE tokenizer (GPT2BPETokenizer) it is a RoBERTa: positions after
     the padding id (two more rows), one token type, RoBERTa's padding id."""
@@ -140,18 +159,44 @@ def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
             type_vocab_size=1,
             max_position_embeddings=max(config.max_position_embeddings, cfg.data.seq_length) + extra,
         )
-    cls: type = BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
-    if cfg.data.objective == "clm":
-        cls = BertLMHeadModel
-    model = cls(config)
+    model = _model_class(cfg)(config)
+    model.bert.gradient_checkpointing = cfg.train.recompute_activations  # type: ignore[union-attr]
+    return model
+
+
+def load_initial_model(cfg: RunConfig, vocab_size: int):
+    """The model of ``cfg.train.init_model`` (continued pretraining): its config and weights in the run's model class;
+    a head the checkpoint lacks is newly initialized (seeded by the caller) and logged by ``from_pretrained``."""
+    from bertforge.hub import resolve_model
+    from bertforge.model import BertConfig
+
+    name = cfg.train.init_model
+    assert name is not None
+    path = resolve_model(name)
+    config = BertConfig.from_pretrained(path)
+    if config.vocab_size != vocab_size:
+        raise ValueError(
+            f"--init-model {name}: its embeddings cover {config.vocab_size} tokens, the run's vocabulary "
+            f"({cfg.data.vocab_file or 'its tokenizer'}) has {vocab_size}; pretrain with the model's vocabulary "
+            "(leave out --vocab-file, or give its vocab.txt) and preprocess the corpus with it"
+        )
+    if cfg.data.seq_length > config.max_tokens:
+        raise ValueError(
+            f"--seq-length {cfg.data.seq_length} exceeds the {config.max_tokens} tokens that --init-model {name} "
+            f"has position embeddings for: give --seq-length {config.max_tokens} or less"
+        )
+    config = config.replace(is_decoder=cfg.data.objective == "clm")
+    model = _model_class(cfg).from_pretrained(path, config=config).train()
     model.bert.gradient_checkpointing = cfg.train.recompute_activations
     return model
 
 
 def initial_model(cfg: RunConfig, tokenizer: BertTokenizer):
-    """The model a run starts from: ``build_model`` after seeding with the run's seed, so the same weights on every
-    rank (and for the main job's before-training fill-mask demo)."""
+    """The model a run starts from, after seeding with the run's seed (the same weights on every rank, and for the
+    main job's before-training fill-mask demo): ``--init-model``'s weights, or ``build_model``'s random ones."""
     torch.manual_seed(cfg.train.seed)
+    if cfg.train.init_model:
+        return load_initial_model(cfg, tokenizer.vocab_size)
     return build_model(cfg, tokenizer.vocab_size, tokenizer)
 
 

@@ -668,3 +668,89 @@ def test_the_shipped_crammed_recipe_trains_for_a_time_budget(corpus, tmp_path, c
     out = capsys.readouterr().out
     assert "fill-mask demo (top 5):" in out and "The capital of France is [MASK]." in out
     assert "before: " not in out  # only the main job builds the initial model a second time to show it
+
+
+def _embedding_model(directory, corpus, extra_rows=0, max_positions=64):
+    """A sentence-embedding checkpoint (a bare encoder, no MLM head) of a shape unlike tiny_run's, with the corpus's
+    tokenizer: what continued pretraining typically starts from."""
+    from bertforge.model import BertModel
+    from bertforge.tokenization import BertTokenizer
+
+    tok = BertTokenizer.from_megatron("BertWordPieceLowerCase", corpus["vocab"])
+    torch.manual_seed(3)
+    config = BertConfig(
+        vocab_size=tok.vocab_size + extra_rows,
+        hidden_size=48,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=96,
+        max_position_embeddings=max_positions,
+    )
+    BertModel(config).save_pretrained(directory)
+    tok.save_pretrained(directory)
+    return directory
+
+
+def test_continued_pretraining_starts_from_a_hugging_face_model(corpus, tmp_path, caplog, capsys):
+    """--init-model: the checkpoint's architecture, weights and vocabulary; a missing MLM head is new and logged; a
+    vocabulary or length the checkpoint cannot take is one line naming the flag."""
+    from bertforge.model import BertModel
+    from bertforge.training.pretrain import initial_model, run_tokenizer
+
+    start = _embedding_model(str(tmp_path / "st"), corpus)
+    cfg = tiny_run(corpus, str(tmp_path / "run"), train_iters=6, init_model=start)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, vocab_file=None))  # the model's vocabulary
+    caplog.set_level(logging.WARNING, logger="bertforge")
+    model = initial_model(cfg, run_tokenizer(cfg))
+    assert (model.config.hidden_size, model.config.num_hidden_layers) == (48, 3)  # not tiny_run's 32 x 2
+    saved = BertModel.from_pretrained(start).state_dict()
+    encoder = model.bert.state_dict()
+    assert all(torch.equal(encoder[k], saved[k]) for k in saved if k in encoder) and "token" in "".join(encoder)
+    assert "newly initialized" in caplog.text and "cls.predictions.transform.dense.weight" in caplog.text
+    result = pretrain(cfg, show_progress=False)
+    assert result.step == 6 and len(result.losses) == 6
+    exported = json.loads((tmp_path / "run" / "hf" / "config.json").read_text())
+    assert (exported["hidden_size"], exported["num_hidden_layers"]) == (48, 3)
+    # what the checkpoint cannot take
+    wide = _embedding_model(str(tmp_path / "wide"), corpus, extra_rows=20)
+    with pytest.raises(ValueError, match=r"--init-model .*wide: its embeddings cover \d+ tokens, the run's vocab"):
+        initial_model(tiny_run(corpus, init_model=wide), run_tokenizer(tiny_run(corpus)))
+    short = _embedding_model(str(tmp_path / "short"), corpus, max_positions=32)
+    with pytest.raises(ValueError, match="--seq-length 48 exceeds the 32 tokens that --init-model"):
+        initial_model(tiny_run(corpus, init_model=short), run_tokenizer(tiny_run(corpus)))
+    with pytest.raises(ValueError, match="--init-model and --student-layers"):
+        cfg.merged({"data": {"binary_head": "none"}, "distill": {"teacher": start, "student_layers": 1}})
+    # the command line: the flag, and the main job's learning rate for trained weights
+    argv = ["pretrain", "--init-model", start, "--data-path", corpus["prefix"], "--seq-length", "48"]
+    argv += ["--split", "90,10,0", "--micro-batch-size", "4", "--train-iters", "3", "--lr", "1e-3"]
+    argv += ["--save", str(tmp_path / "cli"), "--eval-iters", "1", "--no-demo", "--fp32"]
+    assert main(argv) == 0
+    assert "hidden_size: 48" in (tmp_path / "cli" / "run_config.yaml").read_text()
+    from bertforge.cli.pretrain import CONTINUED_LR
+
+    def main_job_lr(*flags):
+        return build_config(build_parser().parse_args(["pretrain", "--init-model", start, *flags]))[0].optim.lr
+
+    assert main_job_lr() == CONTINUED_LR and main_job_lr("--lr", "5e-4") == 5e-4
+    assert main(["pretrain", "--init-model", str(tmp_path / "nothing"), "--no-demo"]) == 1
+    assert "nothing does not exist" in capsys.readouterr().err
+
+
+def test_the_default_corpus_is_tokenized_again_for_another_vocabulary(corpus, tmp_path):
+    """The embedded corpus's token files are per vocabulary: a model's vocabulary (continued pretraining) never reads
+    ids made with the trained one."""
+    from bertforge.data.default_corpus import prepare_default_corpus
+    from bertforge.data.indexed import IndexedDataset
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "python_docs.jsonl").write_text(json.dumps({"text": "A quiet river. The winter garden."}) + "\n")
+    own_prefix, own_vocab = prepare_default_corpus(str(work), vocab_size=120)
+    other_prefix, other_vocab = prepare_default_corpus(str(work), vocab_file=corpus["vocab"])
+    assert own_prefix.endswith("python_docs_text_sentence") and other_vocab == corpus["vocab"]
+    assert other_prefix != own_prefix and os.path.exists(other_prefix + ".idx")
+    from bertforge.tokenization import BertTokenizer
+
+    ids = BertTokenizer.from_megatron("BertWordPieceLowerCase", corpus["vocab"])("A quiet river.")["input_ids"][1:-1]
+    assert list(IndexedDataset(other_prefix)[0]) == ids
+    assert prepare_default_corpus(str(work), vocab_file=corpus["vocab"])[0] == other_prefix  # reused, not rebuilt
