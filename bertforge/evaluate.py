@@ -104,7 +104,7 @@ def evaluate_glue(
     os.makedirs(output_dir, exist_ok=True)
     systems = {"pretrained": model}
     if scratch:
-        systems["scratch"] = _scratch_copy(model, os.path.join(output_dir, "scratch_init"))
+        systems["scratch"] = scratch_copy(model, os.path.join(output_dir, "scratch_init"))
     record: dict[str, Any] = {
         "model": model,
         "settings": {**settings.__dict__, "lrs": list(lrs)},
@@ -152,7 +152,7 @@ def evaluate_glue(
     return _write(record, systems, tasks, output_dir)
 
 
-def _scratch_copy(model: str, directory: str) -> str:
+def scratch_copy(model: str, directory: str) -> str:
     """The model's architecture with fresh random weights (seeded), saved with its tokenizer."""
     import torch
 

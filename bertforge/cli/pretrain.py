@@ -204,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"run directory: {result.run_dir} (metrics.jsonl, curves.png, checkpoints/, hf/)")
     if demo and hf and os.path.exists(hf):
         fill_mask_demo(hf, sentences, before)
+        if main_job:
+            finetune_demo(hf, os.path.join(result.run_dir, "finetune_demo"))
         print(next_commands(hf))
     return 0
 
@@ -265,6 +267,59 @@ def fill_mask_demo(model_dir: str, sentences: list[str], before: list[str] | Non
         if before:
             print(f"    before: {before[i]}")
         print(f"    {'after:  ' if before else '-> '}{top_fillers(model, tok, text)}")
+
+
+FINETUNE_DEMO = {"epochs": 5, "lr": 1e-3, "batch_size": 16, "max_length": 64, "seed": 0}
+"""The main job's fine-tuning demo: one recipe for the pretrained model and its from-scratch twin."""
+
+
+def finetune_demo(model_dir: str, out_dir: str) -> dict[str, float] | None:
+    """The BERT story on one screen: fine-tune the model just pretrained and the same architecture from random
+    weights on a small labelled task from the same text (``docstring_task``: which standard-library package a
+    docstring comes from; 80% to train, 20% held out) and print their held-out accuracies side by side."""
+    import random
+
+    from bertforge.config import FinetuneConfig
+    from bertforge.data.corpus import docstring_task
+    from bertforge.evaluate import scratch_copy
+    from bertforge.training.finetune import finetune_classification
+
+    rows = docstring_task()
+    if not rows:  # a Python installation stripped of its standard library's packages
+        print("fine-tuning demo skipped: this Python's standard library has fewer than two packages with docstrings")
+        return None
+    random.Random(0).shuffle(rows)
+    cut = len(rows) * 4 // 5
+    train, held_out = rows[:cut], rows[cut:]
+    labels = sorted({r["label"] for r in rows})
+    s = FINETUNE_DEMO
+    print(
+        f"fine-tuning demo: which package does a docstring come from? ({', '.join(labels)}; {len(train)} training, "
+        f"{len(held_out)} held-out docstrings; {s['epochs']} epochs at lr {s['lr']:g} for both)"
+    )
+    cfg = FinetuneConfig.build(**s, overwrite=True)
+    systems = {  # name: (weights, output directory)
+        "pretrained (this run)": (model_dir, "pretrained"),
+        "same model from scratch": (scratch_copy(model_dir, os.path.join(out_dir, "scratch_init")), "scratch"),
+    }
+    accuracy = {}
+    for name, (source, directory) in systems.items():
+        logging.disable(logging.WARNING)  # the classifier head is new, as expected
+        try:
+            result = finetune_classification(
+                source,
+                train,
+                held_out,
+                os.path.join(out_dir, directory),
+                cfg=cfg,
+                text_column="text",
+                show_progress=False,
+            )
+        finally:
+            logging.disable(logging.NOTSET)
+        accuracy[name] = float(result["accuracy"])
+        print(f"  {name + ':':<25} held-out accuracy {100 * accuracy[name]:.1f}% (its best epoch)")
+    return accuracy
 
 
 def next_commands(model_dir: str) -> str:

@@ -311,6 +311,9 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog):
     assert "held-out evaluation: eval_mlm_loss" in out and "fill-mask demo" in out
     assert out.count("    before: ") == out.count("    after:  ") == 4  # the initial model's fillers beside the trained
     assert "next:\n  bertforge run fill-mask --model " in out
+    demo = out.split("fine-tuning demo: which package does a docstring come from? (")[1]
+    assert demo.count("held-out accuracy") == 2 and "same model from scratch:" in demo  # the BERT story's two rows
+    assert (tmp_path / "run" / "finetune_demo" / "scratch" / "finetune_result.json").exists()
     assert "for 4 steps" in caplog.text  # --train-iters replaces the recipe's time budget
     assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
     assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()

@@ -420,3 +420,27 @@ def test_a_new_build_removes_what_a_killed_one_left(tmp_path):
         b.finalize()
     assert not stale.exists() and not (tmp_path / "out.idx.tmp").exists()
     assert len(IndexedDataset(str(tmp_path / "out"))) == 1
+
+
+def test_python_docs_are_prose_documents():
+    from bertforge.data.corpus import _CODE_LINE, python_docs
+
+    docs = list(python_docs(max_docs=40))
+    assert len(docs) == 40 and all(len(d) >= 200 for d in docs)
+    assert not any(_CODE_LINE.match(line) for d in docs for line in d.splitlines())  # prompts and calls dropped
+
+
+def test_docstring_task_labels_docstrings_with_their_package():
+    """The main job's fine-tuning demo data: balanced classes of standard-library packages, none a left-out one."""
+    from bertforge.data.corpus import NOT_FOR_THE_TASK, docstring_task
+
+    rows = docstring_task(classes=4, per_class=30, min_chars=80)
+    counts = {}
+    for r in rows:
+        counts[r["label"]] = counts.get(r["label"], 0) + 1
+    assert len(counts) == 4 and set(counts.values()) == {30} and not set(counts) & NOT_FOR_THE_TASK
+    assert all(len(r["text"]) >= 80 for r in rows) and len({r["text"] for r in rows}) > 100
+    import importlib.util
+
+    assert all(importlib.util.find_spec(name) is not None for name in counts)  # real, importable packages
+    assert docstring_task(classes=4, per_class=30) == rows  # the same task every time
