@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     if demo and hf and os.path.exists(hf):
         fill_mask_demo(hf, sentences, before)
         if main_job:
-            finetune_demo(hf, os.path.join(result.run_dir, "finetune_demo"))
+            finetune_demo(hf, os.path.join(os.path.dirname(hf), "finetune_demo"))
         print(next_commands(hf))
     return 0
 
