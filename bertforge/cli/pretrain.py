@@ -240,7 +240,11 @@ def initial_fillers(cfg, sentences: list[str]) -> list[str]:
     from bertforge.training.pretrain import initial_model, run_tokenizer
 
     tok = run_tokenizer(cfg)
-    model = initial_model(cfg, tok)
+    logging.disable(logging.WARNING)  # --init-model's missing-head report: pretrain, building the same model, logs it
+    try:
+        model = initial_model(cfg, tok)
+    finally:
+        logging.disable(logging.NOTSET)
     if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
         masked_lm = BertForMaskedLM(model.config)
         masked_lm.load_state_dict(model.state_dict(), strict=False)

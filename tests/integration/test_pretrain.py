@@ -712,6 +712,10 @@ def test_continued_pretraining_starts_from_a_hugging_face_model(corpus, tmp_path
     assert len(shared) > 10 and set(shared) <= set(encoder)
     assert all(torch.equal(encoder[k], saved[k]) for k in shared)
     assert "newly initialized" in caplog.text and "cls.predictions.transform.dense.weight" in caplog.text
+    caplog.clear()  # the main job's before-training fillers build the same model: the report is pretrain's, once
+    from bertforge.cli.pretrain import initial_fillers
+
+    assert len(initial_fillers(cfg, ["the [MASK] river."])) == 1 and "newly initialized" not in caplog.text
     result = pretrain(cfg, show_progress=False)
     assert result.step == 6 and len(result.losses) == 6
     exported = json.loads((tmp_path / "run" / "hf" / "config.json").read_text())
