@@ -9,6 +9,7 @@ minutes, and ends with a held-out MLM accuracy and a fill-mask demo.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import os
@@ -222,6 +223,17 @@ decides (break, values, exception/error, list)."""
 OTHER_SENTENCES = ["The capital of France is [MASK].", "She opened the [MASK] and walked in."]
 
 
+@contextlib.contextmanager
+def expected_warnings_off():
+    """Silence warnings the demos expect (a new head, unused weights) for the duration, then restore the level."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def top_fillers(model, tok, text: str, k: int = 5) -> str:
     """The ``k`` likeliest fillers of ``text``'s [MASK] under ``model``, as "word (p), ..."."""
     import torch
@@ -240,11 +252,8 @@ def initial_fillers(cfg, sentences: list[str]) -> list[str]:
     from bertforge.training.pretrain import initial_model, run_tokenizer
 
     tok = run_tokenizer(cfg)
-    logging.disable(logging.WARNING)  # --init-model's missing-head report: pretrain, building the same model, logs it
-    try:
+    with expected_warnings_off():  # --init-model's missing-head report: pretrain, building the same model, logs it
         model = initial_model(cfg, tok)
-    finally:
-        logging.disable(logging.NOTSET)
     if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
         masked_lm = BertForMaskedLM(model.config)
         masked_lm.load_state_dict(model.state_dict(), strict=False)
@@ -260,11 +269,8 @@ def fill_mask_demo(model_dir: str, sentences: list[str], before: list[str] | Non
     from bertforge.tokenization import BertTokenizer
 
     tok = BertTokenizer.from_pretrained(model_dir)
-    logging.disable(logging.WARNING)  # the pooler and NSP head are expectedly unused by a fill-mask model
-    try:
+    with expected_warnings_off():  # the pooler and NSP head are expectedly unused by a fill-mask model
         model = BertForMaskedLM.from_pretrained(model_dir).eval()
-    finally:
-        logging.disable(logging.NOTSET)
     print("fill-mask demo (top 5)" + (", before training -> after:" if before else ":"))
     for i, text in enumerate(sentences):
         print(f"  {text}")
@@ -308,8 +314,7 @@ def finetune_demo(model_dir: str, out_dir: str) -> dict[str, float] | None:
     }
     accuracy = {}
     for name, (source, directory) in systems.items():
-        logging.disable(logging.WARNING)  # the classifier head is new, as expected
-        try:
+        with expected_warnings_off():  # the classifier head is new, as expected
             result = finetune_classification(
                 source,
                 train,
@@ -319,8 +324,6 @@ def finetune_demo(model_dir: str, out_dir: str) -> dict[str, float] | None:
                 text_column="text",
                 show_progress=False,
             )
-        finally:
-            logging.disable(logging.NOTSET)
         accuracy[name] = float(result["accuracy"])
         print(f"  {name + ':':<25} held-out accuracy {100 * accuracy[name]:.1f}% (its best epoch)")
     return accuracy
