@@ -61,12 +61,20 @@ def logistic_accuracy(x: np.ndarray, y: np.ndarray, x_dev: np.ndarray, y_dev: np
         return float(((b @ w + bias > 0).numpy() == y_dev).mean())
 
 
-def probe(model: str, n_rows: int) -> dict:
+def glue_rows(n_rows: int) -> dict[str, list[dict]]:
+    """The probes' data, read once for all models: SST-2's first ``n_rows`` training rows and dev, STS-B dev."""
+    return {
+        "sst_train": rows(DATA / "glue/SST-2/train.tsv")[:n_rows],
+        "sst_dev": rows(DATA / "glue/SST-2/dev.tsv"),
+        "sts": rows(DATA / "glue/STS-B/dev.tsv"),
+    }
+
+
+def probe(model: str, data: dict[str, list[dict]]) -> dict:
     from bertforge.pipelines import pipeline
 
     pipe = pipeline("feature-extraction", model=model)
-    sst_train, sst_dev = rows(DATA / "glue/SST-2/train.tsv")[:n_rows], rows(DATA / "glue/SST-2/dev.tsv")
-    sts = rows(DATA / "glue/STS-B/dev.tsv")
+    sst_train, sst_dev, sts = data["sst_train"], data["sst_dev"], data["sts"]
     gold = np.array([float(r["score"]) for r in sts])
     out = {}
     for kind in ("encoder", "embeddings"):
@@ -98,10 +106,11 @@ def main() -> int:
     from bertforge.evaluate import scratch_copy
 
     record: dict = {"machine": machine(peaks=False), "rows": args.rows, "models": {}}
+    data = glue_rows(args.rows)
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models):
             twin = scratch_copy(model, str(Path(tmp) / f"scratch{i}"))
-            record["models"][model] = {"pretrained": probe(model, args.rows), "random_weights": probe(twin, args.rows)}
+            record["models"][model] = {"pretrained": probe(model, data), "random_weights": probe(twin, data)}
     Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
     print(f"wrote {args.out}")
     return 0
