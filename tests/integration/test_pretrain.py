@@ -16,7 +16,7 @@ import torch
 import torch.multiprocessing as mp
 
 from bertforge.cli.main import build_parser, main
-from bertforge.cli.pretrain import build_config
+from bertforge.cli.pretrain import FINETUNE_DEMO, FINETUNE_DEMO_LRS, build_config
 from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from bertforge.data.preprocess import preprocess
 from bertforge.model.config import BertConfig
@@ -284,10 +284,11 @@ def test_global_batch_must_divide():
         cfg.gradient_accumulation(1)
 
 
-def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog):
+def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog, monkeypatch):
     """The README's main job, shortened: no data arguments -> Python docs corpus, vocabulary, preprocessing,
-    pretraining, held-out evaluation and the fill-mask demo."""
+    pretraining, held-out evaluation, the fill-mask demo and the fine-tuning demo (one epoch per rate here)."""
     caplog.set_level(logging.INFO, logger="bertforge")
+    monkeypatch.setitem(FINETUNE_DEMO, "epochs", 1)
     argv = [
         "pretrain",
         "--work-dir",
@@ -313,7 +314,9 @@ def test_embedded_default_corpus_run_end_to_end(tmp_path, capsys, caplog):
     assert "next:\n  bertforge run fill-mask --model " in out
     demo = out.split("fine-tuning demo: which package does a docstring come from? (")[1]
     assert demo.count("held-out accuracy") == 2 and "same model from scratch:" in demo  # the BERT story's two rows
-    assert (tmp_path / "run" / "finetune_demo" / "scratch" / "finetune_result.json").exists()
+    for system in ("pretrained", "scratch"):  # each at every rate of the demo's grid
+        for lr in FINETUNE_DEMO_LRS:
+            assert (tmp_path / "run" / "finetune_demo" / system / f"lr{lr:g}" / "finetune_result.json").exists()
     assert "for 4 steps" in caplog.text  # --train-iters replaces the recipe's time budget
     assert (tmp_path / "work" / "tokenizer" / "vocab.txt").exists()
     assert (tmp_path / "work" / "data" / "python_docs_text_sentence.idx").exists()
