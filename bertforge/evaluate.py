@@ -8,7 +8,10 @@ accuracy. The grid: 2e-5, 3e-5, 5e-5 for bert-base's width and wider (the BERT p
 below it (the top of Google's miniatures' grid, 3e-4 and 1e-4, and 1e-3: a 2 x 128 model pretrained for an hour scored
 SST-2 69.0 at 1e-4 and 75.9 at 1e-3, so one rate for all widths misjudges the small ones). For each system and task
 the table reports the rate whose median over the seeds scores best on dev, as those papers did; ``lrs`` with one value
-fixes it. A task without a train file (QNLI here ships dev only) is reported as skipped. ``scratch`` adds the same
+fixes it. A task without a train file (QNLI here ships dev only) is reported as skipped. An output directory that
+holds an evaluation of the same model and settings is extended, not redone: its runs are kept and only the missing
+(system, task, rate, seed) runs are made, so an interrupted evaluation resumes and ``seeds``, tasks or ``scratch``
+can be added later; one of another model or other settings is refused, never overwritten. ``scratch`` adds the same
 architecture from random weights (the tokenizer kept), the baseline that shows what pretraining bought; it gets the
 same grid. The average is GLUE's: each task's score is the mean of its metrics, then the mean over tasks.
 
@@ -101,16 +104,21 @@ def evaluate_glue(
     lrs = tuple(settings.lrs) or default_lrs(BertConfig.from_pretrained(model).hidden_size)
     if any(not lr > 0 for lr in lrs):
         raise ValueError(f"--lr: learning rates must be positive, got {', '.join(map(str, lrs))}")
+    chosen = {**settings.__dict__, "lrs": list(lrs)}
+    earlier = earlier_runs(os.path.join(output_dir, "glue.json"), model, chosen)  # before anything is written
     os.makedirs(output_dir, exist_ok=True)
     systems = {"pretrained": model}
     if scratch:
         systems["scratch"] = scratch_copy(model, os.path.join(output_dir, "scratch_init"))
     record: dict[str, Any] = {
         "model": model,
-        "settings": {**settings.__dict__, "lrs": list(lrs)},
-        "runs": [],
+        "settings": {**chosen, "seeds": max([settings.seeds] + [r["seed"] + 1 for r in earlier])},
+        "runs": earlier,
         "skipped": {},
     }
+    done = {(r["system"], r["task"], r["lr"], r["seed"]) for r in earlier}
+    if done:
+        logger.info("GLUE: %d runs of an earlier evaluation in %s are kept, not run again", len(done), output_dir)
     for name in tasks:
         task = GLUE_TASKS[name]
         train, dev = (os.path.join(data_dir, task.directory, f) for f in ("train.tsv", "dev.tsv"))
@@ -120,6 +128,8 @@ def evaluate_glue(
             logger.info("GLUE %s skipped: %s", name, record["skipped"][name])
             continue
         for (system, source), lr, seed in itertools.product(systems.items(), lrs, range(settings.seeds)):
+            if (system, name, lr, seed) in done:
+                continue
             out = os.path.join(output_dir, system, name, f"lr{lr:g}", f"seed{seed}")
             cfg = FinetuneConfig.build(
                 epochs=settings.epochs,
@@ -148,8 +158,31 @@ def evaluate_glue(
             scores = {m: float(result[m]) for m in task.metrics}
             record["runs"].append({"system": system, "task": name, "lr": lr, "seed": seed, **scores})
             logger.info("GLUE %s %s lr %g seed %d: %s", system, name, lr, seed, scores)
-            _write(record, systems, tasks, output_dir)  # after every run: an interrupted evaluation still reports
-    return _write(record, systems, tasks, output_dir)
+            _write(record, output_dir)  # after every run: an interrupted evaluation still reports, and resumes
+    return _write(record, output_dir)
+
+
+def earlier_runs(path: str, model: str, settings: dict[str, Any]) -> list[dict]:
+    """The runs of an earlier evaluation written to ``path`` (OUT/glue.json) for the same model and settings, the
+    number of seeds aside (more seeds, tasks or ``--scratch`` extend it; an interrupted one resumes); [] without one.
+    One of another model or other settings is never overwritten: an error says to choose another output."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+        old_model, old_settings, runs = old["model"], old["settings"], list(old["runs"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a GLUE report this version can extend ({e}); give another --output") from None
+    differ = sorted(k for k in settings if k != "seeds" and old_settings.get(k) != settings[k])
+    if old_model != model or differ:
+        changes = ", ".join(f"{k} {old_settings.get(k)!r} (now {settings[k]!r})" for k in differ)
+        what = f"of another model ({old_model})" if old_model != model else f"with other settings: {changes}"
+        raise ValueError(
+            f"{os.path.dirname(path) or '.'} holds a GLUE evaluation {what}; give another --output (an evaluation "
+            "is extended only by the same model and settings: more seeds, tasks or --scratch)"
+        )
+    return runs
 
 
 def scratch_copy(model: str, directory: str) -> str:
@@ -203,8 +236,12 @@ def summarize(runs: list[dict], systems, tasks) -> dict[str, Any]:
     return out
 
 
-def _write(record: dict, systems, tasks, output_dir: str) -> dict:
-    record["summary"] = summarize(record["runs"], systems, tasks)
+def _write(record: dict, output_dir: str) -> dict:
+    """The report of every run so far (this evaluation's and the earlier ones it extends): JSON, markdown, plot."""
+    runs = record["runs"]
+    systems = [s for s in ("pretrained", "scratch") if any(r["system"] == s for r in runs)]
+    tasks = [t for t in GLUE_TASKS if any(r["task"] == t for r in runs)]
+    record["summary"] = summarize(runs, systems, tasks)
     atomic_write_text(os.path.join(output_dir, "glue.json"), json.dumps(record, indent=1) + "\n")
     atomic_write_text(os.path.join(output_dir, "glue.md"), table(record))
     _plot(record, os.path.join(output_dir, "glue.png"))

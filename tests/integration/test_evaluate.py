@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from bertforge.cli.main import main
@@ -40,6 +41,19 @@ def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
     md = (tmp_path / "g" / "glue.md").read_text()
     assert "| CoLA | matthews |" in md and "| average | GLUE |" in md and "QNLI: skipped" in md
     assert (tmp_path / "g" / "glue.png").exists() and json.loads((tmp_path / "g" / "glue.json").read_text())["runs"]
+
+    # the same output again, with a task more and one already done: only the missing runs are made, the rest kept
+    glue, out = str(data_dir / "glue"), str(tmp_path / "g")
+    more = evaluate_glue(str(tiny_checkpoint), glue, out, ("mrpc", "rte"), settings, show_progress=False)
+    assert len(more["runs"]) == len(record["runs"]) + 2 * 2  # rte's rates x seeds; mrpc's runs not made again
+    assert more["runs"][: len(record["runs"])] == record["runs"]
+    assert set(more["summary"]) == {"pretrained", "scratch"}  # the earlier scratch runs are still reported
+    assert set(more["summary"]["pretrained"]["tasks"]) == {"cola", "mrpc", "stsb", "rte"}
+    assert "| RTE | accuracy |" in (tmp_path / "g" / "glue.md").read_text()
+    other = GlueSettings(epochs=2, lrs=(1e-4, 1e-3), max_train_examples=48, seeds=2, batch_size=16, max_length=48)
+    with pytest.raises(ValueError, match=r"holds a GLUE evaluation with other settings: epochs 1 \(now 2\)"):
+        evaluate_glue(str(tiny_checkpoint), glue, out, ("rte",), other)
+    assert json.loads((tmp_path / "g" / "glue.json").read_text())["runs"] == more["runs"]  # untouched
 
 
 def test_the_learning_rate_grid_follows_the_width():
