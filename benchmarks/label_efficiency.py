@@ -45,9 +45,9 @@ def plot(record: dict, path: Path) -> None:
     points = record["points"]
     tasks = list(points[0]["summary"]["pretrained"]["tasks"])  # in --tasks order
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
+    xs = [p["rows"] for p in points]
     for ax, task in zip(axes[0], tasks):
         for system, style in (("pretrained", "o-"), ("scratch", "s--")):
-            xs = [p["rows"] for p in points]
             ys = [100 * p["summary"][system]["tasks"][task]["score"] for p in points]
             ax.plot(xs, ys, style, label=system)
         ax.set_xscale("log")
@@ -94,7 +94,7 @@ def main() -> int:
         print(f"rows {n}: {settings.epochs} epochs", flush=True)  # runs already in WORK/rows<N> are kept, not redone
         out = str(Path(args.work) / f"rows{n}")
         glue = evaluate_glue(model, str(DATA / "glue"), out, tuple(tasks), settings, scratch=True)
-        summary = {
+        summary = {  # over --tasks only: WORK/rows<N> may also hold tasks of an earlier evaluation
             system: {
                 "average": sum(glue["summary"][system]["tasks"][t]["score"] for t in tasks) / len(tasks),
                 "tasks": {t: glue["summary"][system]["tasks"][t] for t in tasks},
