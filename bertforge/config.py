@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import types
 import typing
@@ -124,11 +125,13 @@ def _typed(label: str, value: Any, hint: Any) -> Any:
     elif hint is float:
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 raise ValueError(f"{label} must be a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{label} must be a finite number, got {value!r}")
         return float(value)
     elif hint is str:
         if not isinstance(value, (str, int)) or isinstance(value, bool):
@@ -272,7 +275,7 @@ class TrainConfig:
     (Cramming's budget schedule; warm-up as --lr-warmup-fraction of it) and the run stops when the time is spent, with
     a final checkpoint, evaluation and export. Evaluations and checkpoints count; a resumed run counts the time its
     checkpoint had spent. Pretraining only."""
-    seed: int = 1234
+    seed: int = opt(1234, minimum=0, maximum=2**32 - 1)
     """Seed of weights, data order, masking and dropout."""
     bf16: bool | None = None
     """bf16 autocast (CPU and CUDA). Default (None): on where the device runs bf16 natively (a CPU with AMX or
@@ -530,10 +533,17 @@ class _Sections:
         for name in self.SECTIONS:
             section = getattr(self, name)
             values = data.get(name) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"config section {name!r} must be a mapping of fields, got {type(values).__name__}")
+            fields = {f.name for f in dataclasses.fields(section)} - {"extra"}
             if isinstance(section, BertConfig):
+                bad = set(values) - fields
+                if bad:
+                    raise ValueError(
+                        f"unknown field(s) {sorted(bad)} in config section 'model'; known: {sorted(fields)}"
+                    )
                 parts[name] = BertConfig.from_dict({**section.to_dict(), **values}) if values else section
                 continue
-            fields = {f.name for f in dataclasses.fields(section)}
             bad = set(values) - fields
             if bad:
                 raise ValueError(f"unknown field(s) {sorted(bad)} in config section {name!r}; known: {sorted(fields)}")

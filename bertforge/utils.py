@@ -80,11 +80,34 @@ def warn_if_emulated_bf16(device_type: str, what: str) -> bool:
     return True
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status), else by setting and
+    restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def give_usual_mode(path: str, directory: bool = False) -> None:
+    """Give ``path`` the mode the umask gives any new file (0644 under umask 022) or directory (0755): temporary
+    files and directories are created owner-only (0600 / 0700), which would keep a teammate or another service's
+    user from reading what a run wrote."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask())
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``, on error it is removed.
 
-    The rename is atomic on POSIX file systems, so a reader sees either the old file or the complete new one.
+    The rename is atomic on POSIX file systems, so a reader sees either the old file or the complete new one. The
+    file gets the usual mode for the umask, as a file written in place would.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -93,6 +116,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        if os.path.isfile(tmp):
+            give_usual_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -120,13 +145,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 @contextmanager
 def atomic_directory(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary directory beside ``path``; on success it replaces ``path`` (removing an old one)."""
+    """Yield a temporary directory beside ``path``; on success it replaces ``path`` (removing an old one), with the
+    usual mode for the umask."""
     path = os.path.abspath(os.fspath(path))
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
     try:
         yield tmp
+        give_usual_mode(tmp, directory=True)
         if os.path.exists(path):
             old = path + ".old"
             shutil.rmtree(old, ignore_errors=True)

@@ -10,6 +10,15 @@ import torch
 
 from bertforge import BertConfig
 
+try:  # Hypothesis profiles: CI runs "ci"; pytest --hypothesis-profile=long runs the fuzz tests far longer
+    from hypothesis import settings
+
+    settings.register_profile("ci", max_examples=30, deadline=None, print_blob=True)
+    settings.register_profile("long", max_examples=3000, deadline=None, print_blob=True)
+    settings.load_profile("ci")
+except ImportError:
+    pass
+
 DATA_DIR = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 

@@ -6,6 +6,7 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import number
     from bertforge.evaluate import DEFAULT_TASKS, GLUE_TASKS
 
     p = sub.add_parser(
@@ -22,18 +23,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data-dir", default="glue_data", help="GLUE's layout: <TASK>/train.tsv, dev.tsv")
     g.add_argument("--output", required=True, help="directory for the runs and the report")
     g.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help=f"comma list of {', '.join(GLUE_TASKS)}")
-    g.add_argument("--seeds", type=int, default=3, help="runs per task (the table shows the median and spread)")
+    g.add_argument(
+        "--seeds", type=number(int, minimum=1), default=3, help="runs per task (the table shows the median and spread)"
+    )
     g.add_argument("--scratch", action="store_true", help="also the same architecture from random weights")
-    g.add_argument("--max-train-examples", type=int, default=None, help="the first N training rows of each task")
-    g.add_argument("--epochs", type=int, default=3)
+    g.add_argument(
+        "--max-train-examples", type=number(int, minimum=1), default=None, help="the first N training rows of each task"
+    )
+    g.add_argument("--epochs", type=number(int, minimum=1), default=3)
     g.add_argument(
         "--lr",
         default=None,
         help="learning rate(s), comma list: each task reports the best (default: 1e-4,3e-4,1e-3 below hidden size "
         "768, else 2e-5,3e-5,5e-5)",
     )
-    g.add_argument("--batch-size", type=int, default=32)
-    g.add_argument("--max-length", type=int, default=128)
+    g.add_argument("--batch-size", type=number(int, minimum=1), default=32)
+    g.add_argument("--max-length", type=number(int, minimum=8), default=128)
     g.add_argument(
         "--bf16",
         action=argparse.BooleanOptionalAction,

@@ -7,6 +7,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import number
+
     p = sub.add_parser(
         "export",
         help="export a checkpoint for serving (ONNX)",
@@ -19,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--model", required=True, help="checkpoint directory or model name")
     o.add_argument("--output", required=True, help="the .onnx file to write")
     o.add_argument("--architecture", default=None, help="the class to export (default: the saved architecture)")
-    o.add_argument("--opset", type=int, default=18, help="ONNX opset version (default: 18)")
+    o.add_argument("--opset", type=number(int, minimum=7), default=18, help="ONNX opset version (default: 18)")
     o.set_defaults(func=run)
 
 

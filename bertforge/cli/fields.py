@@ -17,6 +17,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -53,12 +54,17 @@ def _base_type(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _converter(kind: type, flag: str, minimum: float | None, maximum: float | None = None):
+def number(kind: type, minimum: float | None = None, maximum: float | None = None):
+    """An argparse ``type`` for an int or float flag: finite, within [minimum, maximum]; argparse's error then names
+    the flag ("argument --batch-size: must be >= 1, got 0")."""
+
     def convert(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
         if minimum is not None and value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text}")
         if maximum is not None and value > maximum:
@@ -131,7 +137,7 @@ def add_section(
             if meta.get("choices"):
                 kw["choices"] = meta["choices"]
             elif kind in (int, float):
-                kw["type"] = _converter(kind, flag, meta.get("minimum"), meta.get("maximum"))
+                kw["type"] = number(kind, meta.get("minimum"), meta.get("maximum"))
                 kw["metavar"] = "N" if kind is int else "X"
             else:
                 kw["metavar"] = meta.get("metavar") or f.name.upper()

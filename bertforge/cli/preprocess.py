@@ -9,6 +9,8 @@ from bertforge.tokenization.tokenizer import TOKENIZER_TYPES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import number
+
     p = sub.add_parser(
         "preprocess",
         help="tokenize a corpus into Megatron .bin/.idx files",
@@ -47,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_false",
         help="one sequence per document (Megatron's default without --split-sentences)",
     )
-    p.add_argument("--workers", type=int, default=1, help="tokenizer processes")
+    p.add_argument("--workers", type=number(int, minimum=1), default=1, help="tokenizer processes")
     p.add_argument("--append-eod", action="store_true", help="append [SEP] to each document's last sentence")
     p.add_argument(
         "--document-per-file",

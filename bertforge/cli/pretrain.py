@@ -110,7 +110,11 @@ def build_config(args: argparse.Namespace):
     if given.get("bert_no_binary_head"):
         flags.setdefault("data", {})["binary_head"] = "none"
     if given.get("fp32"):
-        flags.setdefault("train", {})["bf16"] = False
+        train = flags.setdefault("train", {})
+        other = "--bf16" if train.get("bf16") else "--fp16" if train.get("fp16") else None
+        if other:
+            raise ValueError(f"--fp32 and {other} contradict each other: give one precision flag")
+        train["bf16"] = False
     cfg = RunConfig()
     yaml_cfg = cfg.merged_yaml(given["config"]) if "config" in given else None
     default_corpus = "data_path" not in flags.get("data", {}) and (yaml_cfg is None or not yaml_cfg.data.data_path)

@@ -13,7 +13,10 @@ import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import number
     from bertforge.pipelines import TASKS
+
+    count, at_least_0 = number(int, minimum=1), number(int, minimum=0)
 
     p = sub.add_parser(
         "run",
@@ -32,19 +35,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", default=None, help="JSON-lines file of inputs (shows a progress bar)")
     p.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-length", type=int, default=None, help="tokens per window (longer inputs are windowed)")
+    p.add_argument("--batch-size", type=count, default=32)
+    p.add_argument(
+        "--max-length", type=number(int, minimum=4), default=None, help="tokens per window (longer inputs are windowed)"
+    )
     p.add_argument("--device", default=None)
     p.add_argument(
         "--dtype",
-        default="auto",
+        default="fp32",
         choices=["fp32", "bf16", "fp16", "auto", "int8"],
-        help="weights' dtype: auto = bf16 where the machine runs it natively, else fp32; int8 = dynamic "
-        "quantization of the linear layers (CPU)",
+        help="weights' dtype: fp32 (default: the same numbers as transformers); auto = bf16 where the machine runs "
+        "it natively, else fp32; int8 = dynamic quantization of the linear layers (CPU); see the README for each "
+        "one's speed and agreement",
     )
     p.add_argument(
         "--top-k",
-        type=int,
+        type=at_least_0,
         default=None,
         help="fill-mask (5), text-classification (1), qa (1), text-generation (0: off)",
     )
@@ -56,11 +62,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["none", "simple", "first", "average", "max"],
         help="token-classification",
     )
-    p.add_argument("--stride", type=int, default=None, help="overlap of windows of long inputs, in tokens")
+    p.add_argument("--stride", type=at_least_0, default=None, help="overlap of windows of long inputs, in tokens")
     p.add_argument("--question", default=None)
     p.add_argument("--context", default=None)
-    p.add_argument("--doc-stride", type=int, default=128)
-    p.add_argument("--max-answer-len", type=int, default=15)
+    p.add_argument("--doc-stride", type=at_least_0, default=128)
+    p.add_argument("--max-answer-len", type=count, default=15)
     p.add_argument("--handle-impossible-answer", action="store_true")
     p.add_argument("--candidate-labels", default=None, help="zero-shot: comma-separated labels")
     p.add_argument("--hypothesis-template", default="This example is {}.")
@@ -73,11 +79,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     g = p.add_argument_group("text-generation (causal checkpoints)")
-    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--max-new-tokens", type=count, default=32)
     g.add_argument("--do-sample", action="store_true", help="sample (default: greedy)")
-    g.add_argument("--temperature", type=float, default=1.0)
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the smallest set reaching P")
-    g.add_argument("--seed", type=int, default=None, help="seed of the sampler (prompt i uses seed + i)")
+    g.add_argument("--temperature", type=number(float, minimum=1e-6), default=1.0)
+    g.add_argument(
+        "--top-p",
+        type=number(float, minimum=1e-6, maximum=1.0),
+        default=1.0,
+        help="nucleus sampling: keep the smallest set reaching P",
+    )
+    g.add_argument(
+        "--seed",
+        type=number(int, minimum=0, maximum=2**32 - 1),
+        default=None,
+        help="seed of the sampler (prompt i uses seed + i)",
+    )
     g.add_argument("--no-cache", action="store_true", help="recompute every position each step (for comparison)")
     p.set_defaults(func=run)
 

@@ -7,6 +7,8 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from bertforge.cli.fields import number
+
     p = sub.add_parser(
         "tokenizer",
         help="train a vocabulary (WordPiece or BPE) or encode text",
@@ -15,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION", required=True)
     t = tsub.add_parser("train", help="train a vocabulary from text files (streamed)")
     t.add_argument("--input", nargs="+", required=True, metavar="FILE", help="UTF-8 text files")
-    t.add_argument("--vocab-size", type=int, default=30522, help="vocabulary size, special tokens included")
+    t.add_argument(
+        "--vocab-size", type=number(int, minimum=1), default=30522, help="vocabulary size, special tokens included"
+    )
     t.add_argument(
         "--model",
         choices=["wordpiece", "bpe"],
@@ -28,7 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     case.add_argument("--cased", dest="lowercase", action="store_false", help="cased vocabulary")
     t.add_argument("--min-frequency", type=int, default=2, help="least count for a piece to be merged")
-    t.add_argument("--limit-alphabet", type=int, default=1000, help="most distinct initial characters kept")
+    t.add_argument(
+        "--limit-alphabet", type=number(int, minimum=1), default=1000, help="most distinct initial characters kept"
+    )
     t.add_argument(
         "--errors",
         choices=["strict", "replace"],

@@ -28,7 +28,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from bertforge.utils import process_alive
+from bertforge.utils import give_usual_mode, process_alive
 
 MAGIC = b"MMIDIDX\x00\x00"
 VERSION = 1
@@ -130,9 +130,7 @@ class IndexedDatasetBuilder:
         self._tmp_docs.close()
         if os.path.exists(index_file(self.prefix)):
             os.remove(index_file(self.prefix))  # never pair an old index with the new data, even for a moment
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self._tmp_bin.name, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+        give_usual_mode(self._tmp_bin.name)  # NamedTemporaryFile makes 0600
         os.replace(self._tmp_bin.name, data_file(self.prefix))
         os.replace(idx_tmp, index_file(self.prefix))
         self._done = True

@@ -86,7 +86,9 @@ class Embeddings(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.token = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # RoBERTa's positions start after its padding id; that row is never read and stays zero, as in its checkpoints
+        pad_position = config.pad_token_id if config.model_type == "roberta" else None
+        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size, padding_idx=pad_position)
         self.sinusoidal = config.sinusoidal_pos_embds
         if self.sinusoidal:  # DistilBERT's fixed table: not trained
             self.position.weight.requires_grad_(False)

@@ -30,6 +30,19 @@ DISTILBERT_NAMES = {
     "activation": "hidden_act",
     "seq_classif_dropout": "classifier_dropout",
 }
+SIZE_LIMITS = {
+    "vocab_size": 1 << 24,
+    "hidden_size": 1 << 16,
+    "num_hidden_layers": 1 << 10,
+    "num_attention_heads": 1 << 12,
+    "intermediate_size": 1 << 18,
+    "max_position_embeddings": 1 << 20,
+    "type_vocab_size": 1 << 16,
+}
+"""Upper bounds far beyond any encoder ever trained (bert-large: 30,522 / 1,024 / 24 / 16 / 4,096 / 512 / 2): a
+config past one is a typo or a corrupt file, refused before its tensors are allocated."""
+MAX_PARAMETERS = 10**11
+"""The most parameters a config may describe (400 GB in fp32; bert-large has 3.4e8)."""
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -110,6 +123,16 @@ class BertConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+            if value > SIZE_LIMITS[name]:
+                raise ValueError(
+                    f"BertConfig.{name} is {value:,}, beyond any encoder (at most {SIZE_LIMITS[name]:,}); "
+                    "check the config"
+                )
+        if self.parameter_estimate > MAX_PARAMETERS:
+            raise ValueError(
+                f"BertConfig describes about {self.parameter_estimate:.2g} parameters, more than the "
+                f"{MAX_PARAMETERS:.0g} any encoder needs; check its sizes"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"BertConfig.hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
@@ -134,7 +157,7 @@ class BertConfig:
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ValueError(f"BertConfig.problem_type {self.problem_type!r} must be one of {PROBLEM_TYPES} or None")
         if self.id2label is not None:
-            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            self.id2label = {_class_id(k, "id2label's keys"): str(v) for k, v in self.id2label.items()}
             if self.num_labels is None:
                 self.num_labels = len(self.id2label)
             elif self.num_labels != len(self.id2label):
@@ -152,7 +175,7 @@ class BertConfig:
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
         derived = {v: k for k, v in self.id2label.items()}
         if self.label2id is not None:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            self.label2id = {str(k): _class_id(v, "label2id's values") for k, v in self.label2id.items()}
             if self.label2id != derived and not _default_labels({v: k for k, v in self.label2id.items()}):
                 raise ValueError(f"BertConfig.label2id {self.label2id} is not the inverse of id2label {self.id2label}")
         self.label2id = derived
@@ -178,6 +201,13 @@ class BertConfig:
     def has_token_types(self) -> bool:
         """DistilBERT has no segment (token type) embeddings: token_type_ids are ignored, as transformers does."""
         return self.model_type != "distilbert"
+
+    @property
+    def parameter_estimate(self) -> int:
+        """Parameters of the encoder this config describes (embedding tables and layers), before building it."""
+        h, inner = self.hidden_size, self.intermediate_size
+        tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h
+        return tables + self.num_hidden_layers * (4 * h * h + 2 * h * inner)
 
     @property
     def head_size(self) -> int:
@@ -245,8 +275,18 @@ class BertConfig:
                 data = json.load(fh)
         except json.JSONDecodeError as e:
             raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{file}: byte {e.start} is not UTF-8 text; config.json must be UTF-8 JSON") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{file}: the top level is a JSON {type(data).__name__}; config.json must be an object of fields "
+                '({"hidden_size": 768, ...})'
+            )
         data.update(overrides)
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{file}: {e}") from None
 
     def replace(self, **changes: Any) -> BertConfig:
         """A copy with some fields changed (validated again)."""
@@ -278,6 +318,16 @@ def _check_types(config: BertConfig) -> None:
         if not ok:
             wanted = " or ".join(names.get(k, k.__name__) for k in kinds)
             raise ValueError(f"BertConfig.{f.name} must be {wanted}, got {value!r}")
+
+
+def _class_id(value: Any, what: str) -> int:
+    """A class id of id2label / label2id: an integer, or a string of one (JSON object keys are strings)."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise ValueError
+        return int(value)
+    except ValueError:
+        raise ValueError(f"BertConfig.{what} must be class ids (0, 1, ...), got {value!r}") from None
 
 
 def _default_labels(id2label: dict[int, str]) -> bool:

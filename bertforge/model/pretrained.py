@@ -121,6 +121,7 @@ class PreTrainedBert(nn.Module):
         """Copy a Hugging Face-named state dict into this model; returns (and logs) what was missing or unused."""
         model_type = self.config.model_type
         converted, unused = convert.hf_to_ours(state, model_type)
+        self._check_layout(converted, source)
         prefix = self.backbone_prefix
         adapted: dict[str, torch.Tensor] = {}
         origin: dict[str, str] = {}  # our name -> the checkpoint's (Hugging Face) name, for the report
@@ -144,18 +145,28 @@ class PreTrainedBert(nn.Module):
                     report.unexpected.append(origin[name])
                     continue
                 if tuple(own[name].shape) != tuple(tensor.shape):
-                    if ignore_mismatched_sizes:
+                    if ignore_mismatched_sizes and not self._in_encoder(name):
                         report.mismatched.append((origin[name], tuple(tensor.shape), tuple(own[name].shape)))
                         continue
+                    hint = (
+                        "config.json must describe these weights"
+                        if self._in_encoder(name)
+                        else "check the config, or pass ignore_mismatched_sizes=True to re-initialize it"
+                    )
                     raise ValueError(
                         f"{source}: tensor {origin[name]} (bertforge {name}) has shape {tuple(tensor.shape)} in the "
-                        f"checkpoint but {tuple(own[name].shape)} in {type(self).__name__}; check the config, or pass "
-                        "ignore_mismatched_sizes=True to re-initialize it"
+                        f"checkpoint but {tuple(own[name].shape)} in {type(self).__name__}; {hint}"
                     )
                 own[name].copy_(tensor.to(own[name].dtype))
         mismatched = {m[0] for m in report.mismatched}
         report.unexpected = sorted(set(report.unexpected) | set(unused))
-        absent = (_hf_name(n, model_type, own) for n in own if n not in adapted and n not in tied)
+        absent_ours = [n for n in own if n not in adapted and n not in tied]
+        self._refuse_encoder_disagreement(
+            source,
+            missing=[_hf_name(n, model_type, own) for n in absent_ours if self._in_encoder(n)],
+            unexpected=[origin[n] for n in adapted if n not in own and self._in_encoder(n)],
+        )
+        absent = (_hf_name(n, model_type, own) for n in absent_ours)
         report.missing = sorted(name for name in absent if name not in mismatched)
         if report.missing:
             logger.warning(
@@ -174,6 +185,57 @@ class PreTrainedBert(nn.Module):
                 report.mismatched,
             )
         return report
+
+    def _check_layout(self, converted: dict[str, torch.Tensor], source: str) -> None:
+        """Warn when the position table contradicts ``model_type``: RoBERTa's row at its padding id is never read and
+        zero in its checkpoints, while BERT reads that row for its second token (BERT weights run as RoBERTa see
+        every position shifted by two, and RoBERTa weights run as BERT read a zero vector)."""
+        table = converted.get("embeddings.position.weight", converted.get("bert.embeddings.position.weight"))
+        pad = self.config.pad_token_id
+        if table is None or table.dim() != 2 or self.config.sinusoidal_pos_embds or not 0 < pad < table.shape[0]:
+            return
+        zero_row = bool((table[pad] == 0).all())
+        roberta = self.config.model_type == "roberta"
+        if roberta and not zero_row:
+            logger.warning(
+                "%s: config.json says model_type roberta, but row %d of the position table (RoBERTa's padding "
+                "position, zero in RoBERTa checkpoints) holds trained values: these look like BERT weights, whose "
+                "positions start at 0; RoBERTa's offset shifts every position by %d. Set model_type to bert if so",
+                source,
+                pad,
+                pad + 1,
+            )
+        elif not roberta and zero_row and self.config.model_type == "bert":
+            logger.warning(
+                "%s: config.json says model_type bert, but row %d of the position table is all zeros, as RoBERTa "
+                "checkpoints have it (their padding position); BERT reads that row for the second token. Set "
+                "model_type to roberta if these are RoBERTa weights",
+                source,
+                pad,
+            )
+
+    def _in_encoder(self, name: str) -> bool:
+        """Whether a (bertforge) state-dict name belongs to the encoder itself: embeddings and layers, not the pooler
+        or a head, which alone may start from fresh weights."""
+        return name.startswith((self.backbone_prefix + "embeddings.", self.backbone_prefix + "layers."))
+
+    def _refuse_encoder_disagreement(self, source: str, missing: list[str], unexpected: list[str]) -> None:
+        """A checkpoint whose encoder tensors do not match the config (a layer count or size missing from
+        config.json, say) would load as a partly random model: that is an error, not a warning."""
+        if not missing and not unexpected:
+            return
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} encoder tensor(s) the config needs are missing ({', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(
+                f"{len(unexpected)} encoder tensor(s) the config has no place for ({', '.join(unexpected[:3])})"
+            )
+        raise ValueError(
+            f"{source}: the weights and config.json disagree on the encoder: {'; '.join(parts)}; "
+            f"config.json says {self.config.num_hidden_layers} layers of width {self.config.hidden_size}: "
+            "fix config.json (num_hidden_layers, hidden_size, ...) to describe these weights"
+        )
 
     def _tied_names(self) -> set[str]:
         """State-dict names that alias another parameter (the tied MLM decoder)."""

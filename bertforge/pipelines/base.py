@@ -42,6 +42,10 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = 
     return DTYPES[dtype]
 
 
+MIN_WINDOW = 4
+"""The shortest window a pipeline takes: [CLS], at least two tokens of text, [SEP]."""
+
+
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
@@ -60,13 +64,15 @@ class Pipeline:
             ``tokenizer`` is needed).
         tokenizer: a ``BertTokenizer`` or a directory; defaults to the model directory.
         device: "cpu", "cuda", "cuda:1"...; None picks CUDA when available.
-        dtype: "auto" (default): bf16 where the device runs it natively (a CPU with AMX or AVX512-BF16, a bf16
-            GPU), else fp32; a loaded model object keeps its own dtype. Or torch.float32 / "fp32",
-            torch.bfloat16 / "bf16" (weights and activations in bf16; LayerNorm and softmax accumulate in fp32
-            inside PyTorch's kernels), "fp16", "int8" (dynamic quantization of the linear layers, CPU).
+        dtype: None (default): fp32, as transformers, sentence-transformers and TEI on a CPU, so results equal
+            theirs; a loaded model object keeps its own dtype. "auto": bf16 where the device runs it natively (a
+            CPU with AMX or AVX512-BF16, a bf16 GPU), else fp32. Or torch.float32 / "fp32", torch.bfloat16 /
+            "bf16" (weights and activations in bf16; LayerNorm and softmax accumulate in fp32 inside PyTorch's
+            kernels), "fp16", "int8" (dynamic quantization of the linear layers, CPU).
         batch_size: inputs per forward pass (sorted by length, so each batch has little padding).
-        max_length: tokens per window (default: the smaller of the tokenizer's and the model's limits); longer
-            inputs are split into overlapping windows, never truncated.
+        max_length: tokens per window, at least 4 (default: the smaller of the tokenizer's and the model's limits;
+            a larger value is lowered to that limit); longer inputs are split into overlapping windows, never
+            truncated.
     """
 
     __call__: Callable[..., Any]  # each task's pipeline defines its own call
@@ -98,7 +104,7 @@ class Pipeline:
         tokenizer: BertTokenizer | str | None = None,
         *,
         device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = "auto",
+        dtype: str | torch.dtype | None = None,
         batch_size: int = 32,
         max_length: int | None = None,
         show_progress: bool = False,
@@ -119,6 +125,9 @@ class Pipeline:
                 f"{type(self).__name__} takes no {', '.join(unknown)}; its call takes {', '.join(sorted(accepted))}"
             )
         self.call_defaults = call_defaults
+        check_number("batch_size", batch_size, 1)
+        if max_length is not None:
+            check_number("max_length", max_length, MIN_WINDOW)
         device = default_device(device)
         if dtype == "auto" and not isinstance(model, (str, os.PathLike)):
             dtype = None  # a model object the caller loaded keeps the dtype it has
@@ -296,9 +305,26 @@ def as_list(inputs) -> tuple[list, bool]:
     return list(inputs), False
 
 
-def check_texts(texts: Sequence, what: str = "text") -> None:
+def check_texts(texts: Sequence, what: str = "text", argument: str = "input") -> None:
+    """Every item is a non-empty string of valid Unicode (no lone surrogate, which no tokenizer can encode); the
+    errors name the item by its position in ``argument``."""
+    if len(texts) == 0:
+        raise ValueError(f"{argument} is an empty list: give at least one {what}")
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise TypeError(f"input {i} is a {type(t).__name__}; expected a {what} string")
+            raise TypeError(f"{argument} {i} is a {type(t).__name__}; expected a {what} string")
         if not t.strip():
-            raise ValueError(f"input {i} is an empty {what}")
+            raise ValueError(f"{argument} {i} is an empty {what}")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(
+                f"{argument} {i} is not valid Unicode text: character {e.start} is a lone surrogate "
+                f"({t[e.start]!r}); decode the text with errors='replace' first"
+            ) from None
+
+
+def check_number(name: str, value, minimum: int) -> None:
+    """A pipeline argument that must be an integer >= ``minimum``: one error naming it."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from bertforge.model import BertForMaskedLM
-from bertforge.pipelines.base import Pipeline, as_list, check_texts, softmax
+from bertforge.pipelines.base import Pipeline, as_list, check_number, check_texts, softmax
 from bertforge.tasks.features import collate, length_batches
 from bertforge.utils import logger
 
@@ -68,6 +68,7 @@ class FillMaskPipeline(Pipeline):
         [MASK], or one such list per [MASK] when it has several (each mask predicted on its own)."""
         texts, single = as_list(inputs)
         check_texts(texts)
+        check_number("top_k", top_k, 1)
         tok = self.tokenizer
         enc = tok(texts)
         mask_id = tok.mask_token_id

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForQuestionAnswering
-from bertforge.pipelines.base import Pipeline, softmax
+from bertforge.pipelines.base import Pipeline, check_number, check_texts, softmax
 from bertforge.tasks.qa import qa_features
 from bertforge.tasks.readers import SquadExample
 
@@ -66,8 +66,12 @@ class QuestionAnsweringPipeline(Pipeline):
             if not isinstance(c, str) or not c.strip():
                 raise ValueError(f"the context of question {n} is empty")
             examples.append(SquadExample(str(n), q, c))
-        if max_answer_len < 1:
-            raise ValueError(f"max_answer_len must be >= 1, got {max_answer_len}")
+        check_texts(questions, "question", "question")
+        check_texts(contexts, "context", "context")
+        check_number("max_answer_len", max_answer_len, 1)
+        check_number("top_k", top_k, 1)
+        check_number("doc_stride", doc_stride, 0)
+        check_number("max_question_len", max_question_len, 1)
         max_question_len = min(max_question_len, self.max_length // 2 - 2)  # small models: half the window at most
         stride = max(0, min(doc_stride, self.max_length - max_question_len - 4))
         feats = qa_features(self.tokenizer, examples, self.max_length, stride, max_question_len)

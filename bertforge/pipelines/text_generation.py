@@ -6,7 +6,7 @@ from typing import Any
 
 from bertforge.generation import check_causal, generate
 from bertforge.model import BertLMHeadModel
-from bertforge.pipelines.base import Pipeline
+from bertforge.pipelines.base import Pipeline, check_number, check_texts
 
 
 class TextGenerationPipeline(Pipeline):
@@ -43,6 +43,8 @@ class TextGenerationPipeline(Pipeline):
     ):
         single = isinstance(inputs, str)
         texts: list[str] = [inputs] if isinstance(inputs, str) else list(inputs)
+        check_texts(texts, "prompt")
+        check_number("top_k", top_k, 0)  # generate() checks the other numbers
         results = []
         for i, text in enumerate(texts):
             prompt = self.tokenizer.encode(text, add_special_tokens=False)

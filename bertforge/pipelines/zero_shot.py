@@ -41,11 +41,11 @@ class ZeroShotClassificationPipeline(Pipeline):
         check_texts(texts)
         if isinstance(candidate_labels, str):
             candidate_labels = [x.strip() for x in candidate_labels.split(",") if x.strip()]
-        if not candidate_labels:
+        if not candidate_labels or isinstance(candidate_labels, (bytes, dict)):
             raise ValueError("zero-shot classification needs candidate_labels (a list, or a comma-separated string)")
-        if hypothesis_template.format(candidate_labels[0]) == hypothesis_template:
-            raise ValueError(f"hypothesis_template {hypothesis_template!r} has no '{{}}' for the label")
-        hypotheses = [hypothesis_template.format(label) for label in candidate_labels]
+        candidate_labels = list(candidate_labels)
+        check_texts(candidate_labels, "candidate label", argument="candidate_labels")
+        hypotheses = [_hypothesis(hypothesis_template, label) for label in candidate_labels]
         firsts = [t for t in texts for _ in hypotheses]
         seconds = hypotheses * len(texts)
         enc = self.tokenizer(
@@ -68,3 +68,19 @@ class ZeroShotClassificationPipeline(Pipeline):
                 }
             )
         return results[0] if single else results
+
+
+def _hypothesis(template: str, label: str) -> str:
+    """``template`` with ``label`` in its one ``{}``; a template without one, or with other fields, is an error."""
+    if not isinstance(template, str):
+        raise TypeError(f"hypothesis_template must be a string, got {type(template).__name__}")
+    try:
+        text = template.format(label)
+    except (IndexError, KeyError, ValueError):
+        text = None
+    if text is None or text == template or template.count("{}") != 1:
+        raise ValueError(
+            f"hypothesis_template {template!r} must hold exactly one {{}} where the label goes "
+            "(e.g. 'This example is {}.'); write {{ and }} for literal braces"
+        )
+    return text

@@ -17,15 +17,27 @@ import csv
 import io
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TextIO
 
 from bertforge.tasks.metrics import iob1_to_iob2, iobes_to_iob2
 
 
-def _open(path: str):
+@contextmanager
+def _open(path: str) -> Iterator[TextIO]:
+    """A data file opened as UTF-8 text (a BOM dropped: GLUE's MRPC has one); bytes that are not UTF-8 end the
+    reading with one line naming the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"data file {path} does not exist")
-    return open(path, encoding="utf-8-sig", newline="")  # -sig drops a UTF-8 BOM (GLUE's MRPC has one)
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        try:
+            yield fh
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded); convert it to UTF-8"
+            ) from None
 
 
 def _column(header: list[str] | None, name: str | int, path: str) -> int:
@@ -233,10 +245,6 @@ def read_table(
     delimiter = "\t" if path.endswith(".tsv") else ","
     try:
         return _read_csv(path, delimiter, text_column, label_column, text_pair_column, has_header)
-    except UnicodeDecodeError as e:
-        raise ValueError(
-            f"{path}: not UTF-8 text (byte {e.start} of a line cannot be decoded); convert it to UTF-8"
-        ) from None
     except csv.Error as e:
         raise ValueError(f"{path}: not a readable {'TSV' if delimiter == chr(9) else 'CSV'} file ({e})") from None
 

@@ -134,13 +134,28 @@ def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, outp
 
 
 def _start(
-    model: Any, cls: type[PreTrainedBert], tokenizer: Any, distill: DistillConfig, **head: Any
+    model: Any, cls: type[PreTrainedBert], tokenizer: Any, cfg: FinetuneConfig, **head: Any
 ) -> tuple[BertTokenizer, PreTrainedBert, PreTrainedBert | None]:
     """(tokenizer, the task model, the teacher or None) from a checkpoint directory or model name, or from a model
     object in memory (any bertforge BERT class: its encoder weights are copied into ``cls`` with the task's head fresh
     where it differs). ``tokenizer``: a BertTokenizer or a directory; by default the checkpoint's, or the directory
     the object was loaded from. With ``distill.teacher`` the teacher is loaded (its labels must be the task's), and
-    with ``distill.student_layers`` the model is built from it (``model`` then stays None)."""
+    with ``distill.student_layers`` the model is built from it (``model`` then stays None). A --max-length given must
+    fit the model's position table."""
+    tok, task_model, teacher = _models(model, cls, tokenizer, cfg.distill, **head)
+    length, limit = cfg.task.max_length, task_model.config.max_tokens
+    if length is not None and length > limit:
+        raise ValueError(
+            f"--max-length {length} exceeds the {limit} tokens the model's position table covers "
+            f"(max_position_embeddings {task_model.config.max_position_embeddings}); give --max-length {limit} or less"
+        )
+    return tok, task_model, teacher
+
+
+def _models(
+    model: Any, cls: type[PreTrainedBert], tokenizer: Any, distill: DistillConfig, **head: Any
+) -> tuple[BertTokenizer, PreTrainedBert, PreTrainedBert | None]:
+    """``_start``'s models, before the length check."""
     if distill.teacher is None:
         return (*_load(model, cls, tokenizer, **head), None)
     from bertforge.distill import load_teacher, shrink
@@ -543,7 +558,7 @@ def finetune_classification(
         model_dir,
         BertForSequenceClassification,
         tokenizer,
-        cfg.distill,
+        cfg,
         num_labels=num_labels,
         problem_type=problem,
         **extra,
@@ -650,7 +665,7 @@ def finetune_ner(
         model_dir,
         BertForTokenClassification,
         tokenizer,
-        cfg.distill,
+        cfg,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id=label2id,
@@ -732,7 +747,7 @@ def finetune_qa(
     )  # held out by article: questions about one passage stay on one side
     train, valid = train[: tc.max_train_examples or None], valid[: tc.max_eval_examples or None]
     version_2 = tc.version_2 if tc.version_2 is not None else any(ex.is_impossible for ex in train)
-    tok, model, teacher = _start(model_dir, BertForQuestionAnswering, tokenizer, cfg.distill, num_labels=2)
+    tok, model, teacher = _start(model_dir, BertForQuestionAnswering, tokenizer, cfg, num_labels=2)
     base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
 
     def features(examples):

@@ -285,9 +285,10 @@ def test_native_bf16_detection_with_the_probes_mocked(monkeypatch, amx, avx512_b
 
 
 @pytest.mark.parametrize("machine", ["avx2", "avx512_bf16", "amx"])
-def test_training_and_pipelines_default_to_bf16_where_it_is_native(monkeypatch, tmp_path, machine):
-    """No precision flag: an AVX2-only CPU trains and serves in fp32, AVX512-BF16 and AMX in bf16; a flag or a model
-    object the caller loaded decides for itself."""
+def test_training_defaults_to_bf16_where_it_is_native_and_inference_to_fp32(monkeypatch, tmp_path, machine):
+    """No precision flag: an AVX2-only CPU trains in fp32, AVX512-BF16 and AMX in bf16; inference is fp32 everywhere
+    (transformers' numbers), and dtype="auto" follows the machine; a flag or a model object the caller loaded decides
+    for itself."""
     import torch
 
     from bertforge.cli.main import build_parser
@@ -312,8 +313,10 @@ def test_training_and_pipelines_default_to_bf16_where_it_is_native(monkeypatch, 
     model.save_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("abcdefgh")))
     pipe = bertforge.pipeline("text-classification", model=str(tmp_path))
-    assert pipe.dtype == (torch.bfloat16 if native else torch.float32)
-    assert next(pipe.model.parameters()).dtype == pipe.dtype
+    assert pipe.dtype == torch.float32 and next(pipe.model.parameters()).dtype == torch.float32
+    auto = bertforge.pipeline("text-classification", model=str(tmp_path), dtype="auto")
+    assert auto.dtype == (torch.bfloat16 if native else torch.float32)
+    assert next(auto.model.parameters()).dtype == auto.dtype
     kept = bertforge.pipeline("text-classification", model=model, tokenizer=str(tmp_path))
     assert next(kept.model.parameters()).dtype == torch.float32
 
