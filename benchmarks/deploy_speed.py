@@ -71,10 +71,10 @@ def ner_f1(model_dir: str, bf16: bool, sentences: int = 1000) -> dict[str, float
     from bertforge.tasks.features import predict
     from bertforge.tasks.ner import ner_features, word_predictions
     from bertforge.tasks.readers import read_conll
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
     data = read_conll(str(DATA / "conll2003" / "eng.testb"))[:sentences]
-    tok = BertTokenizer.from_pretrained(model_dir)
+    tok = load_tokenizer(model_dir)
     fp32 = BertForTokenClassification.from_pretrained(model_dir).eval()
     labels = [fp32.config.id2label[i] for i in range(fp32.config.num_labels)]
     feats = ner_features(tok, [s["tokens"] for s in data], 128, 32)
@@ -109,12 +109,12 @@ def main() -> int:
     from bertforge.deploy import export_onnx, quantize_int8
     from bertforge.model import BertForSequenceClassification
     from bertforge.tasks.readers import read_table
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
     from bertforge.utils import fast_bf16
 
     rows = read_table(str(DATA / "glue" / "SST-2" / "dev.tsv"), "sentence", "label")
     texts, gold = [r["text"] for r in rows], np.array([int(r["label"]) for r in rows])
-    tok = BertTokenizer.from_pretrained(args.model)
+    tok = load_tokenizer(args.model)
     fp32 = BertForSequenceClassification.from_pretrained(args.model).eval()
     work = Path(tempfile.mkdtemp(prefix="bf-deploy-"))
     export = export_onnx(fp32, work / "model.onnx")

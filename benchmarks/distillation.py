@@ -70,11 +70,11 @@ def inference_speed(models: dict[str, str], dev: str, rounds: int = 3) -> dict[s
 
     from bertforge.model import BertForSequenceClassification
     from bertforge.tasks.readers import read_table
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
     texts = [r["text"] for r in read_table(dev, "sentence")]
     loaded = {name: BertForSequenceClassification.from_pretrained(path).eval() for name, path in models.items()}
-    tok = BertTokenizer.from_pretrained(next(iter(models.values())))
+    tok = load_tokenizer(next(iter(models.values())))
     batches = [tok(texts[i : i + 32], padding=True, return_tensors="pt") for i in range(0, len(texts), 32)]
     best = {name: 0.0 for name in models}
     with torch.inference_mode():

@@ -11,9 +11,9 @@ Usage: python benchmarks/strategies.py [--tasks sst2,conll] [--strategies full,h
 
 Each run is its own process (``--one``), so its peak resident memory (ru_maxrss) is its own; the results file is
 rewritten after every run and runs already in it are skipped, so an interrupted benchmark continues. Each strategy
-runs with its default learning rate (``STRATEGY_LR``) except where ``LR`` says otherwise; the table reports the
-median over the seeds and the spread (min..max). The file records the CPU, its flags and the machine's fp32 / bf16
-matrix-product rates, measured in the same run.
+runs with its default learning rate (``bertforge/adapt/registry.py``) except where ``LR`` says otherwise; the table
+reports the median over the seeds and the spread (min..max). The file records the CPU, its flags and the machine's
+fp32 / bf16 matrix-product rates, measured in the same run.
 """
 
 from __future__ import annotations

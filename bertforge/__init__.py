@@ -26,6 +26,8 @@ _LAZY = {
     "BertTokenizer": "bertforge.tokenization",
     "RobertaTokenizer": "bertforge.tokenization",
     "pipeline": "bertforge.pipelines",
+    "load_model": "bertforge.auto",
+    "load_tokenizer": "bertforge.auto",
     "finetune": "bertforge.training.finetune",
     "FinetuneConfig": "bertforge.config",
     "get_linear_schedule_with_warmup": "bertforge.training.optim",

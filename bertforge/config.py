@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from bertforge.adapt.registry import STRATEGIES
 from bertforge.model.config import BertConfig
 
 DECAY_STYLES = ("linear", "cosine", "constant")
@@ -34,22 +35,8 @@ NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
 OBJECTIVES = ("mlm", "clm")
 TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer")
-STRATEGIES = ("full", "head", "freeze", "lora", "adapter", "prompt", "prefix")
-STRATEGY_LR = {
-    "full": 3e-5,
-    "head": 2e-2,
-    "freeze": 5e-5,
-    "lora": 2e-3,
-    "adapter": 1e-3,
-    "prompt": 3e-2,
-    "prefix": 1e-2,
-}
-"""Default peak learning rates of the fine-tuning strategies (AdamW): the few trained parameters of the efficient
-methods want rates 30-1000x BERT's 3e-5 (LoRA: Hu et al. use 4e-4..5e-4 on RoBERTa-base with more epochs; prompt
-tuning: Lester et al. 0.3 with Adafactor; P-tuning v2: 5e-3..1e-2)."""
+STRATEGY_NAMES = tuple(STRATEGIES)
 UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
-"""Fine-tuning's default peak learning rate per strategy: BERT's 3e-5 for full fine-tuning; a frozen encoder's head
-and LoRA's low-rank updates need far larger steps (measured on SST-2, see the README)."""
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
 
 
@@ -230,7 +217,7 @@ class OptimConfig:
     optimizer: str = opt("adamw", choices=OPTIMIZERS)
     """adamw (torch's fused / foreach implementation) or lamb."""
     lr: float | None = opt(1e-4, minimum=0.0)
-    """Peak learning rate. Fine-tuning: None (the default) picks the strategy's own (``STRATEGY_LR``)."""
+    """Peak learning rate. Fine-tuning: None (the default) picks the strategy's own (``adapt/registry.py``)."""
     min_lr: float = opt(0.0, minimum=0.0)
     """Learning rate at the end of decay."""
     lr_decay_style: str = opt("linear", choices=DECAY_STYLES)
@@ -452,7 +439,7 @@ class DistillConfig:
 class AdaptConfig:
     """Which parameters fine-tuning trains and what small modules it inserts."""
 
-    strategy: str = opt("full", choices=STRATEGIES)
+    strategy: str = opt("full", choices=STRATEGY_NAMES)
     """full (every weight), head (the task head only), freeze (embeddings + the bottom --freeze-layers layers frozen,
     optionally unfrozen gradually), lora (low-rank updates), adapter (bottleneck adapters), prompt (soft prompt
     tokens) or prefix (trained keys/values in every layer); the task head always trains."""
@@ -619,11 +606,11 @@ def _finetune_train() -> TrainConfig:
 class FinetuneConfig(_Sections):
     """Fine-tuning with BERT's recipe: AdamW, weight decay 0.01 off biases and LayerNorm, 10% warm-up then linear
     decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA); lr 3e-5 for full fine-tuning, and each other
-    strategy's own when none is given (STRATEGY_LR)."""
+    strategy's own when none is given (``adapt/registry.py``)."""
 
     SECTIONS = ("optim", "train", "task", "adapt", "distill")
     optim: OptimConfig = field(default_factory=_finetune_optim)
-    """optim.lr None: the strategy's default (STRATEGY_LR)."""
+    """optim.lr None: the strategy's default (``adapt/registry.py``)."""
     train: TrainConfig = field(default_factory=_finetune_train)
     task: TaskConfig = field(default_factory=TaskConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
@@ -633,7 +620,7 @@ class FinetuneConfig(_Sections):
         """The optimizer settings with the learning rate resolved (the strategy's default when none was given)."""
         if self.optim.lr is not None:
             return self.optim
-        return dataclasses.replace(self.optim, lr=STRATEGY_LR[self.adapt.strategy])
+        return dataclasses.replace(self.optim, lr=STRATEGIES[self.adapt.strategy].lr)
 
     @classmethod
     def build(cls, **values: Any) -> FinetuneConfig:

@@ -190,11 +190,11 @@ def scratch_copy(model: str, directory: str) -> str:
     import torch
 
     from bertforge.model import BertConfig, BertModel
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
     torch.manual_seed(0)
     BertModel(BertConfig.from_pretrained(model)).save_pretrained(directory)
-    BertTokenizer.from_pretrained(model).save_pretrained(directory)
+    load_tokenizer(model).save_pretrained(directory)
     return directory
 
 

@@ -96,3 +96,44 @@ def tiny_checkpoint(tmp_path_factory, minilm) -> Path:
     BertModel(tiny_config(vocab_size=30522, max_position_embeddings=512)).save_pretrained(path)
     BertTokenizer.from_pretrained(minilm).save_pretrained(path)
     return path
+
+
+# ---- reference readings of a fine-tuning run's predictions file (independent of bertforge.tasks.metrics) ----------
+def read_predictions(path) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def entity_f1(records: list[dict]) -> float:
+    """Micro F1 over IOB2 entities (type, first word, last word) of ``prediction`` against ``label`` per record."""
+
+    def spans(tags):
+        found, start, kind = set(), None, None
+        for i, tag in enumerate([*tags, "O"]):
+            if start is not None and not (tag.startswith("I-") and tag[2:] == kind):
+                found.add((kind, start, i - 1))
+                start = None
+            if tag.startswith("B-") or (tag.startswith("I-") and start is None):
+                start, kind = i, tag[2:]
+        return found
+
+    tp = n_pred = n_gold = 0
+    for r in records:
+        p, g = spans(r["prediction"]), spans(r["label"])
+        tp, n_pred, n_gold = tp + len(p & g), n_pred + len(p), n_gold + len(g)
+    return 2 * tp / (n_pred + n_gold) if n_pred + n_gold else 0.0
+
+
+def squad_exact_match(records: list[dict]) -> float:
+    """SQuAD's exact match in percent (lower case, no punctuation, no articles, single spaces); an unanswerable
+    question matches the empty prediction."""
+    import re
+    import string
+
+    def norm(text):
+        text = "".join(c for c in text.lower() if c not in set(string.punctuation))
+        return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
+
+    hits = [norm(r["prediction"]) in ({norm(a) for a in r["answers"]} or {""}) for r in records]
+    return 100.0 * sum(hits) / len(hits)

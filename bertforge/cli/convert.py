@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from bertforge.hub import resolve_model
     from bertforge.model import MODEL_CLASSES, BertConfig
     from bertforge.model.convert import our_architecture
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
     from bertforge.training.checkpoint import has_checkpoint, resolve_checkpoint
 
     source = resolve_checkpoint(args.source) if has_checkpoint(args.source) else resolve_model(args.source)
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     model.save_pretrained(args.output)
     tokenizer = "no tokenizer files found"
     if os.path.exists(os.path.join(source, "vocab.txt")) or os.path.exists(os.path.join(source, "tokenizer.json")):
-        BertTokenizer.from_pretrained(source).save_pretrained(args.output)
+        load_tokenizer(source).save_pretrained(args.output)
         tokenizer = "tokenizer files written"
     print(f"wrote {args.output}: {arch}, {model.num_parameters():,} parameters, from {source}; {tokenizer}")
     return 0

@@ -39,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bertforge import PRESETS, BertModel, preset
-    from bertforge.tokenization import BertTokenizer, train_vocab
+    from bertforge.tokenization import load_tokenizer, train_vocab
 
     sentences = args.sentences or SENTENCES
     model_dir = args.model or packaged_minilm()
     if model_dir:
         print(f"model: {model_dir}")
         model = BertModel.from_pretrained(model_dir)
-        tok = BertTokenizer.from_pretrained(model_dir)
+        tok = load_tokenizer(model_dir)
     else:
         from bertforge.data.corpus import python_docs
 

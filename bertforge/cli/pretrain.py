@@ -270,9 +270,9 @@ def fill_mask_demo(model_dir: str, sentences: list[str], before: list[str] | Non
     """Print the top-5 fillers of ``sentences`` with the trained model (and, given ``before``, the initial
     model's beside them, so that what training changed is visible)."""
     from bertforge.model import BertForMaskedLM
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
-    tok = BertTokenizer.from_pretrained(model_dir)
+    tok = load_tokenizer(model_dir)
     with expected_warnings_off():  # the pooler and NSP head are expectedly unused by a fill-mask model
         model = BertForMaskedLM.from_pretrained(model_dir).eval()
     print("fill-mask demo (top 5)" + (", before training -> after:" if before else ":"))

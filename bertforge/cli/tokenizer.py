@@ -70,9 +70,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
-    tok = BertTokenizer.from_pretrained(args.model)
+    tok = load_tokenizer(args.model)
     pair = args.text[1] if len(args.text) > 1 else None
     enc = tok(args.text[0], pair, return_offsets_mapping=True)
     print(json.dumps({"tokens": enc.tokens(), **{k: v for k, v in enc.items()}}))

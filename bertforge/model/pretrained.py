@@ -21,6 +21,8 @@ from bertforge.utils import atomic_path, logger
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
 HEAD_PREFIXES = ("mlm.", "binary_head.", "head_dense.", "classifier.", "qa_outputs.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+ADAPTER_FILE = "adapter_model.safetensors"
+"""The weights of a fine-tuning strategy's artefact (``bertforge.adapt.artefact``), named here only to say so."""
 
 
 @dataclass
@@ -83,17 +85,11 @@ class PreTrainedBert(nn.Module):
         from bertforge.hub import resolve_model
 
         path = resolve_model(path)
-        if not os.path.exists(os.path.join(path, "config.json")):
-            from bertforge.strategies import from_adapter, is_adapter_dir
-
-            if is_adapter_dir(path):  # a fine-tuning strategy's artefact: its base model with the adapter on it
-                if config is not None or config_overrides:
-                    raise ValueError(f"{path} is an adapter directory: its head and labels come with it (no overrides)")
-                model = from_adapter(path)
-                if not isinstance(model, cls):
-                    raise ValueError(f"{path} holds an adapter for a {type(model).__name__}, not a {cls.__name__}")
-                model.name_or_path = path
-                return model.to(device=device, dtype=dtype) if dtype is not None or device is not None else model
+        if not os.path.exists(os.path.join(path, "config.json")) and os.path.exists(os.path.join(path, ADAPTER_FILE)):
+            raise ValueError(
+                f"{path} is a fine-tuning strategy's artefact (an adapter and a pointer to its base model), not a "
+                "checkpoint: load it with bertforge.load_model(path), which puts it on its base"
+            )
         if not os.path.isdir(path):
             raise FileNotFoundError(
                 f"{path} is not a directory; from_pretrained takes a checkpoint directory with "

@@ -12,6 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertforge.adapt.apply import remove_strategy
+from bertforge.adapt.artefact import head_overrides, load_adapter, read_adapter_config
+from bertforge.auto import load_model, load_tokenizer
+from bertforge.hub import resolve_model
 from bertforge.model.pretrained import PreTrainedBert
 from bertforge.tasks.features import predict
 from bertforge.tokenization import BertTokenizer
@@ -148,23 +152,19 @@ class Pipeline:
             if not self.adapters:
                 raise ValueError("adapter={} names no adapter directory")
         if isinstance(model, (str, os.PathLike)):
-            from bertforge.hub import resolve_model
-
             path = resolve_model(model)  # a directory, an installed model package, the Hugging Face cache or Hub
             if self.adapters:
-                from bertforge.strategies import head_overrides, read_adapter_config
-
                 _, meta = read_adapter_config(next(iter(self.adapters.values())))
                 self.model = self.model_class.from_pretrained(path, **head_overrides(meta, self.model_class.__name__))
             else:
-                self.model = self.model_class.from_pretrained(path)
+                self.model = load_model(path, self.model_class)  # a checkpoint, or a strategy's artefact on its base
                 self._check_head(path)
             tokenizer = tokenizer if tokenizer is not None else path
         else:
             self.model = model
             if tokenizer is None:
                 raise ValueError("a loaded model needs tokenizer= (a BertTokenizer or a directory)")
-        self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
+        self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else load_tokenizer(tokenizer)
         if self.adapters:
             self.set_adapter(next(iter(self.adapters)))
         self.model.to(device=device, dtype=dtype).eval()
@@ -183,8 +183,6 @@ class Pipeline:
     def set_adapter(self, name: str) -> None:
         """Run the adapter loaded as ``name``: the previous one's modules are taken out and the base weights it
         replaced (its head) put back; the encoder is not reloaded."""
-        from bertforge.strategies import load_adapter, read_adapter_config, remove_strategy
-
         if name not in self.adapters:
             raise ValueError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters)}")
         if getattr(self, "quantized", False):

@@ -2,6 +2,7 @@
 alignment, vocabulary training."""
 
 from bertforge.tokenization.alignment import IGNORE_INDEX, align_word_labels, char_span_to_token_span
+from bertforge.tokenization.auto import load_tokenizer, megatron_tokenizer
 from bertforge.tokenization.roberta import RobertaTokenizer
 from bertforge.tokenization.tokenizer import (
     SPECIAL_TOKENS,
@@ -21,6 +22,8 @@ __all__ = [
     "TOKENIZER_TYPES",
     "align_word_labels",
     "char_span_to_token_span",
+    "load_tokenizer",
+    "megatron_tokenizer",
     "read_vocab",
     "train_vocab",
 ]

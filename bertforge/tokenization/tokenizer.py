@@ -189,9 +189,10 @@ class BertTokenizer:
 
         directory = resolve_model(directory)
         if cls is BertTokenizer and os.path.isdir(directory) and is_bpe_dir(directory):
-            from bertforge.tokenization.roberta import RobertaTokenizer
-
-            return RobertaTokenizer.from_pretrained(directory, **overrides)  # RoBERTa's files: vocab.json + merges
+            raise ValueError(
+                f"{directory} holds a byte-level BPE vocabulary (vocab.json + merges.txt), not WordPiece: load it with "
+                "bertforge.load_tokenizer(...) (or RobertaTokenizer.from_pretrained)"
+            )
         if os.path.isfile(directory):
             return cls(directory, **overrides)
         vocab_file = os.path.join(directory, "vocab.txt")
@@ -215,21 +216,18 @@ class BertTokenizer:
         raise FileNotFoundError(f"no vocab.txt (or tokenizer.json) in {directory}")
 
     @classmethod
-    def from_megatron(
-        cls, tokenizer_type: str, vocab_file: str | os.PathLike, merge_file: str | os.PathLike | None = None
-    ) -> BertTokenizer:
-        """The tokenizer for Megatron-LM's ``--tokenizer-type``: BertWordPieceLowerCase / BertWordPieceCase
-        (vocab.txt), or GPT2BPETokenizer (vocab.json + ``--merge-file`` merges.txt with RoBERTa's special tokens)."""
+    def from_megatron(cls, tokenizer_type: str, vocab_file: str | os.PathLike) -> BertTokenizer:
+        """The WordPiece tokenizer for Megatron-LM's ``--tokenizer-type`` BertWordPieceLowerCase / BertWordPieceCase
+        (vocab.txt); ``tokenization.megatron_tokenizer`` also builds GPT2BPETokenizer's."""
         if tokenizer_type not in TOKENIZER_TYPES:
             raise ValueError(
                 f"--tokenizer-type {tokenizer_type!r} is not supported; use one of {', '.join(TOKENIZER_TYPES)}"
             )
         if tokenizer_type == "GPT2BPETokenizer":
-            if merge_file is None:
-                raise ValueError("--tokenizer-type GPT2BPETokenizer needs --merge-file (merges.txt) with --vocab-file")
-            from bertforge.tokenization.roberta import RobertaTokenizer
-
-            return RobertaTokenizer(vocab_file, merge_file)
+            raise ValueError(
+                "--tokenizer-type GPT2BPETokenizer is byte-level BPE, not WordPiece: "
+                "bertforge.tokenization.megatron_tokenizer builds either kind"
+            )
         return cls(vocab_file, lowercase=bool(TOKENIZER_TYPES[tokenizer_type]))
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:

@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader
 from bertforge.config import OptimConfig, TrainConfig
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
+from bertforge.training.objectives import Objective
 from bertforge.training.optim import BudgetSchedule, build_optimizer, build_scheduler
 from bertforge.training.plot import plot_metrics, read_metrics
 from bertforge.utils import (
@@ -66,27 +67,6 @@ PLOT_INTERVAL = 30.0
 # Engine slots of the device stats tensor; an objective's own slots follow.
 LOSS, MICRO, TOKENS, SKIPPED = range(4)
 N_ENGINE_STATS = 4
-
-
-class Objective:
-    """What a job computes on a micro-batch. Subclasses override ``forward`` (must return an output with ``.loss``),
-    and may add metric slots (``n_stats``) filled by ``accumulate`` and read by ``summarize``."""
-
-    n_stats = 0
-
-    def forward(self, model: nn.Module, batch: dict) -> Any:
-        raise NotImplementedError
-
-    def accumulate(self, stats: torch.Tensor, out: Any, batch: dict) -> None:
-        """Add this micro-batch's metrics into ``stats`` (this objective's slots, on the device; no host sync)."""
-
-    def summarize(self, sums: list[float], micro_batches: float) -> dict[str, float]:
-        """Log fields from the slots summed over ranks and steps since the last log line."""
-        return {}
-
-    def tokens(self, batch: dict) -> torch.Tensor | int:
-        """Real tokens in a batch (for tokens/s)."""
-        return batch["input_ids"].numel() if "cu_seqlens" in batch else batch["attention_mask"].sum()
 
 
 class BatchPlan:

@@ -34,11 +34,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from bertforge.adapt import STRATEGIES
+from bertforge.adapt.apply import apply_strategy
+from bertforge.adapt.artefact import save_adapter
+from bertforge.adapt.freeze import UnfreezeSchedule
+from bertforge.adapt.lora import merge_lora
+from bertforge.auto import load_model
 from bertforge.config import AdaptConfig, DistillConfig, FinetuneConfig
 from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
-from bertforge.model.lora import merge_lora
 from bertforge.model.pretrained import PreTrainedBert
-from bertforge.strategies import UnfreezeSchedule, apply_strategy, save_adapter
+from bertforge.model.surgery import shrink
 from bertforge.tasks import metrics as M
 from bertforge.tasks.classification import (
     classification_labels,
@@ -51,9 +56,10 @@ from bertforge.tasks.features import collate, predict
 from bertforge.tasks.ner import label_list, ner_features, word_predictions
 from bertforge.tasks.qa import best_answers, qa_features
 from bertforge.tasks.readers import IN_MEMORY, in_memory, read_conll, read_squad, read_table
-from bertforge.tokenization import BertTokenizer
+from bertforge.tokenization import BertTokenizer, load_tokenizer
 from bertforge.training import distributed as dist_
-from bertforge.training.engine import BatchPlan, Job, Objective, fit, full_state
+from bertforge.training.engine import BatchPlan, Job, fit, full_state
+from bertforge.training.objectives import DistillObjective, Objective, TaskObjective, load_teacher
 from bertforge.utils import atomic_directory, atomic_write_text, logger
 
 TASKS = ("classification", "ner", "qa")
@@ -61,20 +67,8 @@ LOWER_IS_BETTER = ("mse",)
 """Validation metrics where a smaller value is the better epoch."""
 TRAINING_STATE = "training_state.safetensors"
 """In a fine-tuning checkpoint with inserted modules: the unmerged weights under bertforge's names (exact resume)."""
-INSERTS_MODULES = ("lora", "adapter", "prompt", "prefix")
-"""Strategies that add modules to the encoder (their checkpoints keep the raw trained state)."""
-MERGEABLE = ("full", "head", "freeze", "lora")
-"""Strategies whose trained model is an ordinary BERT (LoRA merged in): ``best/`` is a Hugging Face directory; for
-the others ``best/`` is the adapter directory (base pointer + trained tensors + tokenizer)."""
 
 __all__ = ["FinetuneConfig", "TASKS", "finetune", "finetune_classification", "finetune_ner", "finetune_qa"]
-
-
-class TaskObjective(Objective):
-    """A fine-tuning head's own loss (``model(**batch).loss``): CE, BCE, MSE, token CE or span CE."""
-
-    def forward(self, model, batch: dict):
-        return model(**batch)
 
 
 class FeatureStream:
@@ -108,7 +102,7 @@ def _copy(model: PreTrainedBert, state: dict, cfg: AdaptConfig) -> PreTrainedBer
 def _plain(model: PreTrainedBert, state: dict, cfg: AdaptConfig) -> PreTrainedBert:
     """An ordinary BERT for ``state``: LoRA merged in; for strategies that insert other modules, the base weights and
     the head alone (the inserted modules are in the checkpoint's ``TRAINING_STATE``)."""
-    if cfg.strategy in MERGEABLE:
+    if STRATEGIES[cfg.strategy].mergeable:
         plain = _copy(model, state, cfg)
         merge_lora(plain)
         return plain
@@ -125,7 +119,7 @@ def _write_best(copy: PreTrainedBert, cfg: AdaptConfig, tok: BertTokenizer, outp
         with atomic_directory(os.path.join(output_dir, "adapter")) as tmp:
             save_adapter(copy, cfg, tmp, base)
     with atomic_directory(os.path.join(output_dir, "best")) as tmp:
-        if cfg.strategy in MERGEABLE:
+        if STRATEGIES[cfg.strategy].mergeable:
             merge_lora(copy)
             copy.save_pretrained(tmp)
         else:
@@ -158,7 +152,6 @@ def _models(
     """``_start``'s models, before the length check."""
     if distill.teacher is None:
         return (*_load(model, cls, tokenizer, **head), None)
-    from bertforge.distill import load_teacher, shrink
 
     teacher = load_teacher(
         distill.teacher, cls, "is not fine-tuned for this task", "fine-tune it first (bertforge finetune)"
@@ -195,7 +188,7 @@ def _load(model: Any, cls: type[PreTrainedBert], tokenizer: Any, **head: Any) ->
                 f"a {type(model).__name__} object built in memory has no tokenizer: pass tokenizer= "
                 "(a BertTokenizer or a directory with vocab.txt)"
             )
-        tok = source if isinstance(source, BertTokenizer) else BertTokenizer.from_pretrained(source)
+        tok = source if isinstance(source, BertTokenizer) else load_tokenizer(source)
         if "num_labels" in head and "id2label" not in head:
             head.update(id2label=None, label2id=None)  # labels of another count: named again
         task_model = cls(model.config.replace(**head))
@@ -205,7 +198,7 @@ def _load(model: Any, cls: type[PreTrainedBert], tokenizer: Any, **head: Any) ->
         task_model.name_or_path = model.name_or_path
         weight = next(model.parameters())
         return tok, task_model.to(device=weight.device, dtype=weight.dtype)
-    tok = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer or model)
+    tok = tokenizer if isinstance(tokenizer, BertTokenizer) else load_tokenizer(tokenizer or model)
     return tok, cls.from_pretrained(model, ignore_mismatched_sizes=True, **head)
 
 
@@ -270,8 +263,6 @@ def _train(
     model, tok = task.model, task.tokenizer
     objective: Objective = TaskObjective()
     if task.teacher is not None:
-        from bertforge.distill import DistillObjective
-
         if cfg.distill.student_layers is not None and cfg.adapt.strategy in ("adapter", "prompt", "prefix"):
             raise ValueError(
                 f"--strategy {cfg.adapt.strategy} saves an adapter for a base model, and a student taken from the "
@@ -336,7 +327,7 @@ def _train(
     def write_checkpoint(directory: str, state: dict) -> None:
         _plain(model, state, cfg.adapt).save_pretrained(directory)
         tok.save_pretrained(directory)
-        if cfg.adapt.strategy in INSERTS_MODULES:
+        if STRATEGIES[cfg.adapt.strategy].inserts_modules:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(directory, TRAINING_STATE))
@@ -350,7 +341,7 @@ def _train(
 
             m.load_state_dict(load_file(raw))
             return
-        if cfg.adapt.strategy in INSERTS_MODULES:
+        if STRATEGIES[cfg.adapt.strategy].inserts_modules:
             raise ValueError(
                 f"{checkpoint} has no {TRAINING_STATE}: it was not written by a run with strategy {cfg.adapt.strategy}"
             )
@@ -441,7 +432,7 @@ def _did_it_learn(output_dir: str, cfg: FinetuneConfig) -> list[str]:
 def _finish(result: dict, cfg: FinetuneConfig, output_dir: str, task: _Task, info: dist_.DistInfo) -> None:
     """Score the test data once with the best checkpoint when there is one, and write finetune_result.json."""
     if task.test is not None:
-        best = type(task.model).from_pretrained(os.path.join(output_dir, "best")).to(info.device)  # adapters too
+        best = load_model(os.path.join(output_dir, "best"), type(task.model)).to(info.device)  # adapters too
         scores, records = task.test(best)
         _write_jsonl(os.path.join(output_dir, "predictions_test.jsonl"), records)
         result.update({f"test_{k}": v for k, v in scores.items()})

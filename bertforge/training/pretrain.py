@@ -31,10 +31,20 @@ from bertforge.data.samples import PretrainingSamples, SpecialIds
 from bertforge.model import BertForMaskedLM, BertForPreTraining, BertLMHeadModel
 from bertforge.model.heads import next_token_targets
 from bertforge.model.pretrained import PreTrainedBert
-from bertforge.tokenization import BertTokenizer
+from bertforge.model.surgery import shrink
+from bertforge.tokenization import BertTokenizer, load_tokenizer, megatron_tokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
-from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, Objective, TrainResult, fit, loader, to_device
+from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, TrainResult, fit, loader, to_device
+from bertforge.training.objectives import (
+    CLMObjective,
+    MLMDistillObjective,
+    MLMObjective,
+    Objective,
+    load_teacher,
+    mlm_logits_labels,
+    model_inputs,
+)
 from bertforge.utils import atomic_directory, autocast, logger
 
 __all__ = [
@@ -132,11 +142,11 @@ def run_tokenizer(cfg: RunConfig) -> BertTokenizer:
     tokenizer saved with --init-model."""
     d = cfg.data
     if d.vocab_file:
-        return BertTokenizer.from_megatron(d.tokenizer_type, d.vocab_file, d.merge_file)
+        return megatron_tokenizer(d.tokenizer_type, d.vocab_file, d.merge_file)
     if cfg.train.init_model:
         from bertforge.hub import resolve_model
 
-        return BertTokenizer.from_pretrained(resolve_model(cfg.train.init_model))
+        return load_tokenizer(resolve_model(cfg.train.init_model))
     raise ValueError("--vocab-file is required with --data-path (or --init-model, whose vocabulary is then used)")
 
 
@@ -200,84 +210,13 @@ def initial_model(cfg: RunConfig, tokenizer: BertTokenizer):
     return build_model(cfg, tokenizer.vocab_size, tokenizer)
 
 
-def _inputs(batch: dict, masked_lm: bool = True) -> dict:
-    """The model's keyword arguments for a padded or a packed (cu_seqlens) batch (``mlm_positions`` for masked LM)."""
-    keys = ("cu_seqlens", "max_seqlen", "position_ids") if "cu_seqlens" in batch else ("attention_mask",)
-    keys += ("mlm_positions",) if masked_lm else ()
-    return {k: batch[k] for k in ("input_ids", "token_type_ids", *keys)}
-
-
-def _mlm_logits_labels(out, batch):
-    logits = out.prediction_logits if hasattr(out, "prediction_logits") else out.logits
-    labels = batch["labels"].flatten().index_select(0, batch["mlm_positions"])
-    return logits, labels
-
-
 def collate_fn(cfg: RunConfig, pad_id: int):
     return collate_packed if cfg.data.pack_sequences else functools.partial(collate_padded, pad_id=pad_id)
-
-
-class MLMObjective(Objective):
-    """Masked language modelling with the NSP/SOP head (or MLM only): BERT's pretraining loss and its metrics."""
-
-    # slots: mlm loss x micro, binary loss x micro, mlm correct, mlm count, binary correct, binary count
-    n_stats = 6
-
-    def __init__(self, binary_head: str):
-        self.binary_head = binary_head
-
-    def forward(self, model, batch: dict):
-        extra = (
-            {"next_sentence_label": batch["next_sentence_label"]}
-            if "next_sentence_label" in batch and self.binary_head != "none"
-            else {}
-        )
-        return model(**_inputs(batch), labels=batch["labels"], **extra)
-
-    def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
-        logits, labels = _mlm_logits_labels(out, batch)
-        stats[0] += (out.mlm_loss if hasattr(out, "mlm_loss") else out.loss).detach().float()
-        stats[2] += (logits.argmax(-1) == labels).sum()
-        stats[3] += labels.numel()
-        if getattr(out, "binary_loss", None) is not None:
-            stats[1] += out.binary_loss.detach().float()
-            stats[4] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
-            stats[5] += batch["next_sentence_label"].numel()
-
-    def summarize(self, s: list[float], micro_batches: float) -> dict[str, float]:
-        record = {"mlm_loss": s[0] / micro_batches, "mlm_accuracy": s[2] / max(s[3], 1.0)}
-        if s[5] > 0:
-            record["binary_loss"] = s[1] / micro_batches
-            record["binary_accuracy"] = s[4] / s[5]
-        return record
-
-
-class CLMObjective(Objective):
-    """Next-token prediction with causal attention (GPT's objective): the loss and accuracy over every position that
-    has a next token in its sequence."""
-
-    # slots: loss x micro, correct, count
-    n_stats = 3
-
-    def forward(self, model, batch: dict):
-        return model(**_inputs(batch, masked_lm=False), labels=batch["labels"])
-
-    def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
-        logits, targets = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
-        real = targets != IGNORE_INDEX
-        stats[0] += out.loss.detach().float()
-        stats[1] += (logits.argmax(-1) == targets)[real].sum()
-        stats[2] += real.sum()
-
-    def summarize(self, s: list[float], micro_batches: float) -> dict[str, float]:
-        return {"clm_loss": s[0] / micro_batches, "next_token_accuracy": s[1] / max(s[2], 1.0)}
 
 
 def _distillation(cfg: RunConfig, model, vocab_size: int, info: dist_.DistInfo):
     """(the student, DistilBERT's objective) for ``cfg.distill``: the teacher is a masked LM over the same
     vocabulary; the student is the configured model, or K of the teacher's layers (``student_layers``)."""
-    from bertforge.distill import MLMDistillObjective, load_teacher, shrink
-
     d = cfg.distill
     assert d.teacher is not None
     teacher = load_teacher(
@@ -349,13 +288,13 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
         with autocast(info.device, t.use_bf16, t.fp16):
-            out = model(**_inputs(batch, masked_lm=not clm))
+            out = model(**model_inputs(batch, masked_lm=not clm))
         if clm:
             logits, labels = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
             real = labels != IGNORE_INDEX
             logits, labels = logits[real], labels[real]
         else:
-            logits, labels = _mlm_logits_labels(out, batch)
+            logits, labels = mlm_logits_labels(out, batch)
         sums[0] += F.cross_entropy(logits.float(), labels, reduction="sum")
         sums[1] += (logits.argmax(-1) == labels).sum()
         sums[2] += labels.numel()

@@ -10,10 +10,11 @@ import torch
 
 from bertforge.cli.main import main
 from bertforge.config import FinetuneConfig
-from bertforge.distill import layers_to_keep, shrink, soft_loss
 from bertforge.model import BertForSequenceClassification
-from bertforge.tokenization import BertTokenizer
+from bertforge.model.surgery import layers_to_keep, shrink
+from bertforge.tokenization import load_tokenizer
 from bertforge.training.finetune import finetune_classification
+from bertforge.training.objectives import soft_loss
 from tests.integration.test_engine import sentiment  # noqa: F401  (the fixture)
 
 
@@ -72,7 +73,7 @@ def _teacher(sentiment, path):  # noqa: F811
 
 def test_distilled_student_moves_towards_the_teacher(sentiment, tmp_path):  # noqa: F811
     teacher = _teacher(sentiment, tmp_path / "teacher")
-    tok = BertTokenizer.from_pretrained(tmp_path / "teacher" / "best")
+    tok = load_tokenizer(tmp_path / "teacher" / "best")
     texts = [json.loads(x)["text"] for x in open(sentiment["train"])]
     before = _kl_to(teacher, shrink(teacher, 1), tok, texts)
     distil = FinetuneConfig.build(

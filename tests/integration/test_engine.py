@@ -252,10 +252,10 @@ def test_regression_keeps_the_epoch_with_the_lowest_mse(sentiment, tmp_path):
 
 
 def test_each_strategy_has_a_learning_rate_that_works_and_a_run_that_learned_nothing_says_so(sentiment, tmp_path):
-    from bertforge.config import STRATEGY_LR
+    from bertforge.adapt import STRATEGIES
 
-    assert FinetuneConfig.build(strategy="head").resolved_optim().lr == STRATEGY_LR["head"]
-    assert FinetuneConfig.build(lora_r=4).resolved_optim().lr == STRATEGY_LR["lora"]
+    assert FinetuneConfig.build(strategy="head").resolved_optim().lr == STRATEGIES["head"].lr == 2e-2
+    assert FinetuneConfig.build(lora_r=4).resolved_optim().lr == STRATEGIES["lora"].lr == 2e-3
     assert FinetuneConfig.build().resolved_optim().lr == 3e-5  # BERT's recipe for full fine-tuning
     assert FinetuneConfig.build(strategy="head", lr=1e-4).resolved_optim().lr == 1e-4  # a given lr wins
     result = _finetune(sentiment, tmp_path / "stuck", _ft_config(lr=1e-9, epochs=2))

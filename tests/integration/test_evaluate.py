@@ -57,8 +57,9 @@ def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
 
 
 def test_the_learning_rate_grid_follows_the_width():
-    assert default_lrs(128) == NARROW_LRS and default_lrs(768) == default_lrs(1024) == WIDE_LRS
-    assert max(WIDE_LRS) < min(NARROW_LRS)
+    """bert-base's width and wider: the BERT paper's grid; narrower: the top of the miniatures' grid and 1e-3."""
+    assert default_lrs(768) == default_lrs(1024) == WIDE_LRS == (2e-5, 3e-5, 5e-5)
+    assert default_lrs(128) == default_lrs(767) == NARROW_LRS == (1e-4, 3e-4, 1e-3)
 
 
 def test_glue_command(tmp_path, data_dir, capsys):

@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from bertforge import pipeline
+from bertforge import load_model, pipeline
 from bertforge.cli.main import main
 from bertforge.config import FinetuneConfig
 from bertforge.model import BertConfig, BertForMaskedLM, BertForSequenceClassification
-from bertforge.tokenization import BertTokenizer, RobertaTokenizer, train_vocab
+from bertforge.tokenization import RobertaTokenizer, load_tokenizer, train_vocab
 from bertforge.training.finetune import finetune_classification, finetune_ner, finetune_qa
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, entity_f1, squad_exact_match
 from tests.integration.test_finetune_tasks import FAST, squad_slice
 
 
@@ -52,7 +52,7 @@ def test_the_directory_is_the_family_s_own(family_checkpoint, capsys):
     assert saved["architectures"] == [{"roberta": "RobertaForMaskedLM", "distilbert": "DistilBertForMaskedLM"}[family]]
     if family == "distilbert":
         assert {"dim", "n_layers", "n_heads", "hidden_dim"} <= set(saved) and "hidden_size" not in saved
-    tok = BertTokenizer.from_pretrained(path)
+    tok = load_tokenizer(path)
     assert isinstance(tok, RobertaTokenizer) == (family == "roberta")
     assert main(["info", str(path)]) == 0
     assert f"family       {family}" in capsys.readouterr().out
@@ -85,7 +85,7 @@ def test_classification_with_each_strategy(family_checkpoint, strategy, data_dir
         show_progress=False,
     )
     assert result["test_accuracy"] == pytest.approx(result["accuracy"], abs=1e-9)  # best/ reloads to the score
-    model = BertForSequenceClassification.from_pretrained(out / "best")
+    model = load_model(out / "best", BertForSequenceClassification)  # a checkpoint, or an adapter on its base
     assert model.config.model_type == family and model.config.id2label == {0: "negative", 1: "positive"}
     clf = pipeline("text-classification", model=str(out / "best"))
     assert clf("a gripping, beautifully made film")[0]["label"] in ("negative", "positive")
@@ -105,11 +105,15 @@ def test_ner_and_qa(family_checkpoint, data_dir, tmp_path):
         cfg=cfg,
         show_progress=False,
     )
-    assert 0.0 <= ner["f1"] <= 1.0
     preds = [json.loads(x) for x in (tmp_path / "ner" / "predictions_validation.jsonl").read_text().splitlines()]
+    assert ner["f1"] == pytest.approx(entity_f1(preds))
     assert all(len(p["prediction"]) == len(p["tokens"]) for p in preds)  # one tag per word, from word ids
     tagger = pipeline("ner", model=str(tmp_path / "ner" / "best"), aggregation_strategy="simple")
-    tagger("EU rejects German call to boycott British lamb .")
+    sentence = "EU rejects German call to boycott British lamb ."
+    entities = tagger(sentence, ignore_labels=())  # every word tagged, O included: the groups tile the sentence
+    covered = {i for e in entities for i in range(e["start"], e["end"])}
+    assert entities and all(sentence[e["start"] : e["end"]].strip() for e in entities)
+    assert covered >= {i for i, c in enumerate(sentence) if not c.isspace()}
     squad = squad_slice(data_dir, tmp_path / "squad.json", articles=slice(0, 1), paragraphs=2)
     qa = finetune_qa(
         str(path),
@@ -119,7 +123,8 @@ def test_ner_and_qa(family_checkpoint, data_dir, tmp_path):
         cfg=FinetuneConfig.build(**FAST, max_length=128, stride=32),
         show_progress=False,
     )
-    assert 0.0 <= qa["f1"] <= 100.0
+    qa_preds = [json.loads(x) for x in (tmp_path / "qa" / "predictions_validation.jsonl").read_text().splitlines()]
+    assert qa["exact_match"] == pytest.approx(squad_exact_match(qa_preds)) and qa["exact_match"] <= qa["f1"]
     reader = pipeline("question-answering", model=str(tmp_path / "qa" / "best"))
     context = json.loads(squad.read_text())["data"][0]["paragraphs"][0]["context"]
     answer = reader(question="What was the game?", context=context)
@@ -164,7 +169,7 @@ def test_a_lora_adapter_loads_in_peft_on_transformers(family_checkpoint, tmp_pat
     }
     base = cls[family].from_pretrained(path, num_labels=3)
     pm = peft.PeftModel.from_pretrained(base, tmp_path / "a").eval()
-    tok = BertTokenizer.from_pretrained(path)
+    tok = load_tokenizer(path)
     batch = tok(["a tiny test", "another, longer test sentence"], padding=True, return_tensors="pt")
     inputs = {k: v for k, v in batch.items() if k != "token_type_ids"}
     torch.testing.assert_close(ours.eval()(**inputs).logits, pm(**inputs).logits, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ import pytest
 from bertforge.config import FinetuneConfig
 from bertforge.model import BertForSequenceClassification
 from bertforge.training.finetune import finetune_classification
+from tests.conftest import read_predictions
 
 
 @pytest.mark.parametrize("mode", ["full", "freeze", "lora"])
@@ -26,7 +27,10 @@ def test_sst2_slice(minilm, data_dir, tmp_path, mode):
     result = finetune_classification(
         str(minilm), str(sst / "train.tsv"), str(sst / "dev.tsv"), str(tmp_path), cfg=cfg, show_progress=False
     )
-    assert 0.0 <= result["accuracy"] <= 1.0 and "matthews" in result and "f1" in result
+    assert "matthews" in result and "f1" in result
+    preds = read_predictions(tmp_path / "predictions_validation.jsonl")
+    assert len(preds) == 872  # SST-2 dev, every sentence predicted
+    assert result["accuracy"] == pytest.approx(sum(p["prediction"] == p["label"] for p in preds) / len(preds))
     if mode == "freeze":
         assert result["trainable_parameters"] == 384 * 2 + 2  # the head alone
     if mode == "lora":

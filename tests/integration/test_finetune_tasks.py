@@ -11,6 +11,7 @@ from bertforge import pipeline
 from bertforge.config import FinetuneConfig
 from bertforge.model import BertForQuestionAnswering, BertForTokenClassification
 from bertforge.training.finetune import finetune_classification, finetune_ner, finetune_qa
+from tests.conftest import entity_f1, squad_exact_match
 
 FAST = dict(epochs=1, batch_size=16, lr=1e-3, eval_batch_size=32)
 
@@ -47,8 +48,8 @@ def test_ner_on_conll_slice(tiny_checkpoint, data_dir, tmp_path):
         show_progress=False,
     )
     assert {"precision", "recall", "f1", "f1_PER", "test_f1"} <= set(result)
-    assert 0.0 <= result["f1"] <= 1.0
     preds = [json.loads(line) for line in (tmp_path / "predictions_validation.jsonl").read_text().splitlines()]
+    assert result["f1"] == pytest.approx(entity_f1(preds))
     assert len(preds) == 60 and all(len(p["prediction"]) == len(p["tokens"]) for p in preds)  # every word predicted
     best = BertForTokenClassification.from_pretrained(tmp_path / "best")
     assert best.config.id2label[0] == "O" and "B-PER" in best.config.label2id
@@ -89,9 +90,10 @@ def test_qa_on_squad_slice(tiny_checkpoint, data_dir, tmp_path, version_2):
     result = finetune_qa(
         str(tiny_checkpoint), str(train), str(valid), str(tmp_path / "out"), cfg=cfg, show_progress=False
     )
-    assert 0.0 <= result["exact_match"] <= result["f1"] <= 100.0
+    assert result["exact_match"] <= result["f1"]
     assert ("no_ans_f1" in result) == version_2
     preds = [json.loads(line) for line in (tmp_path / "out" / "predictions_validation.jsonl").read_text().splitlines()]
+    assert result["exact_match"] == pytest.approx(squad_exact_match(preds))
     contexts = json.loads(valid.read_text())["data"][0]["paragraphs"]
     text = " ".join(p["context"] for p in contexts)
     assert preds and all(p["prediction"] in text for p in preds)  # answers are cut from the context

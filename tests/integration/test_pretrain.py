@@ -202,9 +202,9 @@ def test_exported_hf_directory_matches_transformers(corpus, tmp_path):
     ref, info = transformers.BertForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     from bertforge import BertForPreTraining
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
-    tok = BertTokenizer.from_pretrained(hf_dir)
+    tok = load_tokenizer(hf_dir)
     ours = BertForPreTraining.from_pretrained(hf_dir)
     batch = tok(["winter river music", "a quiet village"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -353,8 +353,9 @@ def test_train_step_skips_nonfinite_updates_without_host_sync(corpus, monkeypatc
     every weight and the optimizer's step count as they were."""
     from bertforge.training import distributed as dist_
     from bertforge.training.engine import N_ENGINE_STATS, SKIPPED, BatchPlan, loader, train_step
+    from bertforge.training.objectives import MLMObjective
     from bertforge.training.optim import build_optimizer, build_scheduler
-    from bertforge.training.pretrain import MLMObjective, build_data, build_model, collate_fn
+    from bertforge.training.pretrain import build_data, build_model, collate_fn
 
     cfg = tiny_run(corpus)
     data = build_data(cfg)
@@ -520,9 +521,9 @@ def test_roberta_pretraining_recipe_exports_a_roberta(bpe_corpus, tmp_path):
     ref, info = transformers.RobertaForMaskedLM.from_pretrained(hf_dir, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     from bertforge import BertForMaskedLM
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
-    tok = BertTokenizer.from_pretrained(hf_dir)
+    tok = load_tokenizer(hf_dir)
     batch = tok(["winter river music", "a quiet village <mask>"], padding=True, return_tensors="pt")
     ours = BertForMaskedLM.from_pretrained(hf_dir)
     with torch.no_grad():

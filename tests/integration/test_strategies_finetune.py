@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bertforge import pipeline
+from bertforge import load_model, pipeline
 from bertforge.config import FinetuneConfig
 from bertforge.model import BertForSequenceClassification, BertForTokenClassification
 from bertforge.strategies import from_adapter
@@ -60,7 +60,7 @@ def test_ner_with_inserted_modules_reloads_to_the_measured_score(strategy, tiny_
     assert (out / "adapter" / "adapter_config.json").exists() == (strategy != "adapter")
     saved = load_file(out / "adapter" / "adapter_model.safetensors")
     assert sum(t.numel() for t in saved.values()) == result["trainable_parameters"]
-    model = BertForTokenClassification.from_pretrained(out / "best")
+    model = load_model(out / "best", BertForTokenClassification)
     assert model.config.id2label[0] == "O"
     preds = [json.loads(line) for line in (out / "predictions_validation.jsonl").read_text().splitlines()]
     assert all(len(p["prediction"]) == len(p["tokens"]) for p in preds)  # word alignment with the extra tokens

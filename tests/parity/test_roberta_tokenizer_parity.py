@@ -130,23 +130,25 @@ def test_saved_directory_loads_in_transformers_with_robertas_mask(bpe, tmp_path)
     assert again.convert_tokens_to_string(again.tokenize(text)) == text
 
 
-def test_bert_tokenizer_from_pretrained_finds_a_roberta_directory(bpe, tmp_path):
-    from bertforge.tokenization import BertTokenizer
+def test_load_tokenizer_finds_a_roberta_directory(bpe, tmp_path):
+    from bertforge.tokenization import BertTokenizer, load_tokenizer
 
     tok, out, *_ = bpe
-    assert isinstance(BertTokenizer.from_pretrained(out), RobertaTokenizer)
+    assert isinstance(load_tokenizer(out), RobertaTokenizer)
+    with pytest.raises(ValueError, match=r"byte-level BPE vocabulary .* bertforge\.load_tokenizer"):
+        BertTokenizer.from_pretrained(out)  # the WordPiece class loads WordPiece only
     (tmp_path / "merges.txt").write_text("#version: 0.2\nab c d\n")
     (tmp_path / "vocab.json").write_text("{}")
     with pytest.raises(ValueError, match="merges.txt: line 2: a merge is two tokens"):
-        BertTokenizer.from_pretrained(tmp_path)
+        load_tokenizer(tmp_path)
 
 
 def test_a_directory_with_only_tokenizer_json_loads(bpe, tmp_path):
     tok, out, *_ = bpe
     (tmp_path / "tokenizer.json").write_text((out / "tokenizer.json").read_text(encoding="utf-8"), encoding="utf-8")
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tokenization import load_tokenizer
 
-    alone = BertTokenizer.from_pretrained(tmp_path)
+    alone = load_tokenizer(tmp_path)
     assert isinstance(alone, RobertaTokenizer) and alone.mask_lstrip == tok.mask_lstrip
     for text in MORE_CASES:
         assert alone(text)["input_ids"] == tok(text)["input_ids"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import bertforge
-from bertforge.model.lora import LoRALinear, apply_lora, merge_lora
+from bertforge.adapt.lora import LoRALinear, apply_lora, merge_lora
 from tests.conftest import random_batch, tiny_config
 
 

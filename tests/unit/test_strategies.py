@@ -125,10 +125,12 @@ def test_artefact_round_trips_to_the_same_outputs(key, head, tmp_path):
     batch = _inputs(head, config, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(_out(loaded, batch), _out(model, batch), atol=1e-6, rtol=1e-5)
-    # and from_pretrained of the adapter directory is the same model
-    again = getattr(bertforge, head).from_pretrained(tmp_path / "adapter")
+    # and load_model of the adapter directory is the same model; from_pretrained says to use it
+    again = bertforge.load_model(tmp_path / "adapter", getattr(bertforge, head))
     with torch.no_grad():
         torch.testing.assert_close(_out(again, batch), _out(model, batch), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"a fine-tuning strategy's artefact .* bertforge\.load_model"):
+        getattr(bertforge, head).from_pretrained(tmp_path / "adapter")
 
 
 @pytest.mark.parametrize("kind", ["prompt", "prefix"])

@@ -1,7 +1,9 @@
-"""Knowledge distillation: a smaller student trained on a teacher's outputs.
+"""What a training job computes on a micro-batch: the objectives, each a forward pass with its loss and the metric
+slots it logs, never a loop (the loop is ``engine.py``'s).
 
-- ``shrink(teacher, layers)``: a student of the teacher's class with K of its layers (evenly spaced from the first:
-  half the depth is every other layer, as DistilBERT was initialised), its embeddings and its head.
+- ``MLMObjective``: BERT's masked language modelling with the NSP / SOP head (or MLM only).
+- ``CLMObjective``: next-token prediction with causal attention (GPT's objective on the same blocks).
+- ``TaskObjective``: a fine-tuning head's own loss.
 - ``DistillObjective``: the fine-tuning objective of ``bertforge distill``: alpha x the soft-target loss (the
   teacher's outputs at temperature T, scaled by T^2 as in Hinton et al. 2015) + (1 - alpha) x the head's own loss on
   the labels. The soft loss per head: KL divergence of the class distributions (sequence classification), of each
@@ -11,57 +13,120 @@
 - ``MLMDistillObjective``: DistilBERT's pretraining loss on a corpus (``bertforge pretrain --teacher``): alpha x soft
   MLM targets at the masked positions + (1 - alpha) x MLM on the labels + cosine x (1 - cos) of the last hidden
   states on every real token.
+- ``load_teacher``: the one distillation set-up of pretraining and fine-tuning: the teacher checkpoint, refused when it
+  lacks the head the objective reads, and the student cut from it (``model/surgery.py``) when asked.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from bertforge.constants import IGNORE_INDEX
+from bertforge.model.heads import next_token_targets
 from bertforge.model.pretrained import PreTrainedBert
-from bertforge.training.engine import Objective
-from bertforge.utils import logger
-
-LABEL_KEYS = ("labels", "start_positions", "end_positions", "next_sentence_label")
 
 
-def layers_to_keep(total: int, keep: int) -> list[int]:
-    """``keep`` layer indices of ``total``, evenly spaced from the first: 6 -> 3 is [0, 2, 4], 6 -> 2 is [0, 3]."""
-    if not 1 <= keep <= total:
-        raise ValueError(f"a student of {keep} layers cannot be taken from a teacher of {total}")
-    return [i * total // keep for i in range(keep)]
+class Objective:
+    """What a job computes on a micro-batch. Subclasses override ``forward`` (must return an output with ``.loss``),
+    and may add metric slots (``n_stats``) filled by ``accumulate`` and read by ``summarize``."""
+
+    n_stats = 0
+
+    def forward(self, model: nn.Module, batch: dict) -> Any:
+        raise NotImplementedError
+
+    def accumulate(self, stats: torch.Tensor, out: Any, batch: dict) -> None:
+        """Add this micro-batch's metrics into ``stats`` (this objective's slots, on the device; no host sync)."""
+
+    def summarize(self, sums: list[float], micro_batches: float) -> dict[str, float]:
+        """Log fields from the slots summed over ranks and steps since the last log line."""
+        return {}
+
+    def tokens(self, batch: dict) -> torch.Tensor | int:
+        """Real tokens in a batch (for tokens/s)."""
+        return batch["input_ids"].numel() if "cu_seqlens" in batch else batch["attention_mask"].sum()
 
 
-def shrink(teacher: PreTrainedBert, layers: int | Sequence[int]) -> PreTrainedBert:
-    """A student of the teacher's class with the teacher's layers ``layers`` (a count, or the indices), its
-    embeddings, pooler and head copied; the teacher is not changed."""
-    total = teacher.config.num_hidden_layers
-    keep = layers_to_keep(total, layers) if isinstance(layers, int) else list(layers)
-    if not keep or any(not 0 <= i < total for i in keep):
-        raise ValueError(f"student layers {keep} must be indices of the teacher's {total} layers")
-    student = type(teacher)(teacher.config.replace(num_hidden_layers=len(keep)))
-    renumber = {f"bert.layers.{old}.": f"bert.layers.{new}." for new, old in enumerate(keep)}
-    state = {}
-    for name, tensor in teacher.state_dict().items():
-        if name.startswith("bert.layers."):
-            prefix = ".".join(name.split(".")[:3]) + "."
-            if prefix not in renumber:
-                continue
-            name = renumber[prefix] + name[len(prefix) :]
-        state[name] = tensor.clone()
-    student.load_state_dict(state)
-    student.name_or_path = teacher.name_or_path
-    logger.info("student: %d of the teacher's %d layers (%s)", len(keep), total, ", ".join(map(str, keep)))
-    return student
+def model_inputs(batch: dict, masked_lm: bool = True) -> dict:
+    """The model's keyword arguments of a padded or a packed (cu_seqlens) batch, labels left out (``mlm_positions``
+    kept for masked LM): what every objective, and a distillation teacher, feeds the model."""
+    keys = ("cu_seqlens", "max_seqlen", "position_ids") if "cu_seqlens" in batch else ("attention_mask",)
+    keys += ("mlm_positions",) if masked_lm else ()
+    return {k: batch[k] for k in ("input_ids", "token_type_ids", *keys)}
 
 
-def _inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k not in LABEL_KEYS}
+def mlm_logits_labels(out, batch):
+    logits = out.prediction_logits if hasattr(out, "prediction_logits") else out.logits
+    labels = batch["labels"].flatten().index_select(0, batch["mlm_positions"])
+    return logits, labels
+
+
+class MLMObjective(Objective):
+    """Masked language modelling with the NSP/SOP head (or MLM only): BERT's pretraining loss and its metrics."""
+
+    # slots: mlm loss x micro, binary loss x micro, mlm correct, mlm count, binary correct, binary count
+    n_stats = 6
+
+    def __init__(self, binary_head: str):
+        self.binary_head = binary_head
+
+    def forward(self, model, batch: dict):
+        extra = (
+            {"next_sentence_label": batch["next_sentence_label"]}
+            if "next_sentence_label" in batch and self.binary_head != "none"
+            else {}
+        )
+        return model(**model_inputs(batch), labels=batch["labels"], **extra)
+
+    def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
+        logits, labels = mlm_logits_labels(out, batch)
+        stats[0] += (out.mlm_loss if hasattr(out, "mlm_loss") else out.loss).detach().float()
+        stats[2] += (logits.argmax(-1) == labels).sum()
+        stats[3] += labels.numel()
+        if getattr(out, "binary_loss", None) is not None:
+            stats[1] += out.binary_loss.detach().float()
+            stats[4] += (out.seq_relationship_logits.argmax(-1) == batch["next_sentence_label"]).sum()
+            stats[5] += batch["next_sentence_label"].numel()
+
+    def summarize(self, s: list[float], micro_batches: float) -> dict[str, float]:
+        record = {"mlm_loss": s[0] / micro_batches, "mlm_accuracy": s[2] / max(s[3], 1.0)}
+        if s[5] > 0:
+            record["binary_loss"] = s[1] / micro_batches
+            record["binary_accuracy"] = s[4] / s[5]
+        return record
+
+
+class CLMObjective(Objective):
+    """Next-token prediction with causal attention (GPT's objective): the loss and accuracy over every position that
+    has a next token in its sequence."""
+
+    # slots: loss x micro, correct, count
+    n_stats = 3
+
+    def forward(self, model, batch: dict):
+        return model(**model_inputs(batch, masked_lm=False), labels=batch["labels"])
+
+    def accumulate(self, stats: torch.Tensor, out, batch: dict) -> None:
+        logits, targets = next_token_targets(out.logits, batch["labels"], batch.get("cu_seqlens"))
+        real = targets != IGNORE_INDEX
+        stats[0] += out.loss.detach().float()
+        stats[1] += (logits.argmax(-1) == targets)[real].sum()
+        stats[2] += real.sum()
+
+    def summarize(self, s: list[float], micro_batches: float) -> dict[str, float]:
+        return {"clm_loss": s[0] / micro_batches, "next_token_accuracy": s[1] / max(s[2], 1.0)}
+
+
+class TaskObjective(Objective):
+    """A fine-tuning head's own loss (``model(**batch).loss``): CE, BCE, MSE, token CE or span CE."""
+
+    def forward(self, model, batch: dict):
+        return model(**batch)
 
 
 def cosine_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -130,7 +195,7 @@ class DistillObjective(Objective):
         hidden = {"output_hidden_states": True} if self.cosine else {}
         out = model(**batch, **hidden)
         with torch.no_grad():
-            teacher_out = self.teacher(**_inputs(batch), **hidden)
+            teacher_out = self.teacher(**model_inputs(batch, masked_lm=False), **hidden)
         problem = getattr(model, "config", None) and model.config.problem_type
         soft = soft_loss(out, teacher_out, batch, self.temperature, problem)
         loss = self.alpha * soft + (1 - self.alpha) * out.loss if out.loss is not None else soft
@@ -152,15 +217,11 @@ class MLMDistillObjective(DistillObjective):
     cosine losses logged as ``distill`` and ``cosine``."""
 
     def __init__(self, teacher: PreTrainedBert, temperature: float = 2.0, alpha: float = 0.5, cosine: float = 0.0):
-        from bertforge.training.pretrain import MLMObjective
-
         super().__init__(teacher, temperature, alpha, cosine)
         self.mlm = MLMObjective("none")
         self.n_stats = self.mlm.n_stats + 3
 
     def forward(self, model, batch: dict):
-        from bertforge.training.pretrain import _inputs as model_inputs
-
         inputs = model_inputs(batch)
         hidden = {"output_hidden_states": True} if self.cosine else {}
         out = model(**inputs, labels=batch["labels"], **hidden)

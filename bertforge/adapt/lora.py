@@ -1,8 +1,9 @@
-"""LoRA (Hu et al. 2021): a frozen linear layer plus a trainable low-rank update B A scaled by alpha / r.
+"""Strategy lora (Hu et al. 2021): a frozen linear layer plus a trainable low-rank update B A scaled by alpha / r.
 
 ``apply_lora(model, r, alpha, dropout, targets)`` wraps the named linear layers of every encoder layer, freezes every
 other parameter except the task head, and returns the wrapped modules. ``merge`` folds the update into the frozen
-weight (for inference at no extra cost, or to save weights that transformers loads); ``unmerge`` takes it out again.
+weight (for inference at no extra cost, or to save weights that transformers loads); ``unmerge`` takes it out again;
+``merge_lora`` / ``unwrap_lora`` put plain linear layers back in the model.
 
 Target names: ``query``, ``key``, ``value`` (rows of our fused ``qkv_proj``: each gets its own A/B pair), ``qkv``
 (the whole fused projection), ``output`` (attention out_proj), ``ffn_in``, ``ffn_out``.
@@ -115,11 +116,36 @@ def apply_lora(
     return wrapped
 
 
+def apply(model: Any, backbone: Any, cfg: Any, tokenizer: Any) -> None:
+    apply_lora(model, cfg.lora_r or 8, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
+
+
 def merge_lora(model: nn.Module) -> None:
     """Fold every LoRA update into its base weight and replace the wrappers by the plain linear layers, so that the
     model saves (and transformers loads) as an ordinary BERT."""
+    unwrap_lora(model, merge=True)
+
+
+def unwrap_lora(model: nn.Module, merge: bool) -> None:
+    """Replace every LoRA wrapper by its base linear layer, with the update folded in (``merge``) or taken out."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, LoRALinear):
-                child.merge()
+                if merge:
+                    child.merge()
+                else:
+                    child.unmerge()
                 setattr(module, name, child.base)
+
+
+def lora_wrappers(backbone: Any):
+    """(layer index, LoRA wrapper, the target names of its rows) of every wrapped projection."""
+    for i, layer in enumerate(backbone.layers):
+        for module, names in (
+            (layer.attn.qkv_proj, ("query", "key", "value")),
+            (layer.attn.out_proj, ("output",)),
+            (layer.ffn.ffn_in, ("ffn_in",)),
+            (layer.ffn.ffn_out, ("ffn_out",)),
+        ):
+            if isinstance(module, LoRALinear):
+                yield i, module, names
