@@ -74,10 +74,10 @@ DEFAULT_RUN = "crammed,nsp,unpacked,dropout,mask15,lr_half,mini"
 def recipe_config(prefix: str, minutes: float, save: str | None, changes: dict):
     """The shipped crammed recipe on ``prefix`` with ``changes`` ({section: {field: value}}; "half"/"double" scale
     the recipe's value) for ``minutes`` of training."""
-    from bertforge.config import RunConfig, recipe_path
+    from bertforge.config import PretrainConfig, recipe_path
     from bertforge.utils import fast_bf16
 
-    cfg = RunConfig().merged_yaml(recipe_path("crammed"))
+    cfg = PretrainConfig().merged_yaml(recipe_path("crammed"))
     cfg = cfg.merged(
         {
             "data": {"data_path": [prefix], "vocab_file": vocab_file(), "split": "98,2,0"},

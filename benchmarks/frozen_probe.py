@@ -103,7 +103,7 @@ def main() -> int:
     if not (DATA / "glue" / "SST-2" / "dev.tsv").exists():
         print(f"no GLUE data under {DATA / 'glue'} (set BERTFORGE_DATA)")
         return 1
-    from bertforge.evaluate import scratch_copy
+    from bertforge.evaluation import scratch_copy
 
     record: dict = {"machine": machine(peaks=False), "rows": args.rows, "models": {}}
     data = glue_rows(args.rows)

@@ -97,7 +97,7 @@ def parity_fp32_transformers(device, quick: bool) -> dict:
 
 
 def pretrain_resume(device, quick: bool) -> dict:
-    from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from bertforge.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
     from bertforge.data.preprocess import preprocess
     from bertforge.model import preset
     from bertforge.tokenization import train_vocab
@@ -114,8 +114,8 @@ def pretrain_resume(device, quick: bool) -> dict:
     preprocess([str(work / "docs.jsonl")], str(work / "c"), str(work / "tok" / "vocab.txt"), show_progress=False)
     steps = 20 if quick else 60
 
-    def cfg(save: str, iters: int, load: str | None = None) -> RunConfig:
-        return RunConfig(
+    def cfg(save: str, iters: int, load: str | None = None) -> PretrainConfig:
+        return PretrainConfig(
             model=preset("tiny", vocab_size=200, max_position_embeddings=128),
             data=DataConfig(
                 data_path=[str(work / "c_text_sentence")],

@@ -77,7 +77,7 @@ def main() -> int:
         print(f"no GLUE data under {DATA / 'glue'} (set BERTFORGE_DATA)")
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # evaluate_glue's runs
-    from bertforge.evaluate import GlueSettings, default_lrs, evaluate_glue
+    from bertforge.evaluation import GlueSettings, default_lrs, evaluate_glue
     from bertforge.hub import resolve_model
     from bertforge.model import BertConfig
 

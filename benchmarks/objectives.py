@@ -38,7 +38,7 @@ from benchmarks._common import DATA, english_corpus, vocab_file  # noqa: E402
 
 
 def run_config(prefix: str, objective: str, steps: int, save: str | None, bf16: bool):
-    from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from bertforge.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
     from bertforge.model.config import BertConfig
 
     model = BertConfig(
@@ -48,7 +48,7 @@ def run_config(prefix: str, objective: str, steps: int, save: str | None, bf16: 
         intermediate_size=1024,
         max_position_embeddings=128,
     )
-    return RunConfig(
+    return PretrainConfig(
         model=model,
         data=DataConfig(
             data_path=[prefix],

@@ -5,7 +5,7 @@
 - ``TrainConfig``: batches, precision, checkpoints, logging, distribution (pretraining and fine-tuning).
 - ``TaskConfig``: a fine-tuning task's inputs, windows, evaluation and post-processing.
 - ``AdaptConfig``: which parameters fine-tuning trains (full, head only, LoRA).
-- ``RunConfig`` nests model + data + optim + train (``bertforge pretrain``); ``FinetuneConfig`` nests
+- ``PretrainConfig`` nests model + data + optim + train (``bertforge pretrain``); ``FinetuneConfig`` nests
   optim + train + task + adapt (``bertforge finetune``) with BERT's fine-tuning defaults.
 
 The model's own config is ``BertConfig`` (``model/config.py``, Hugging Face names). The command line is generated from
@@ -145,8 +145,9 @@ def _validate(section: object) -> None:
 
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
-RECIPES = ("roberta", "crammed")
-"""Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME."""
+RECIPES = ("roberta", "crammed", "main-job")
+"""Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME. A recipe's ``base: NAME``
+sets another recipe's fields first."""
 
 
 def recipe_path(name: str) -> str:
@@ -541,9 +542,9 @@ class _Sections:
     def from_yaml(cls, path: str):
         return cls().merged_yaml(path)
 
-    def merged_yaml(self, path: str):
+    def merged_yaml(self, path: str, _seen: tuple[str, ...] = ()):
         """This config with a YAML recipe's fields set over it: a file, or the name of a recipe that ships with
-        bertforge (``RECIPES``: roberta)."""
+        bertforge (``RECIPES``). ``base: RECIPE`` in the file sets that recipe's fields first."""
         path = recipe_path(path)
         with open(path, encoding="utf-8") as fh:
             try:
@@ -552,14 +553,19 @@ class _Sections:
                 raise ValueError(f"{path}: not valid YAML ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping with sections {', '.join(self.SECTIONS)}")
+        base, config = data.pop("base", None), self
+        if base is not None:
+            if not isinstance(base, str) or base in _seen:
+                raise ValueError(f"{path}: base {base!r} must name another recipe (a file or one of {RECIPES})")
+            config = self.merged_yaml(base, (*_seen, base))
         try:
-            return self.merged(data)
+            return config.merged(data)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from None
 
 
 @dataclass(kw_only=True)
-class RunConfig(_Sections):
+class PretrainConfig(_Sections):
     """Pretraining: the model, its data, the optimizer and the loop."""
 
     SECTIONS = ("model", "data", "optim", "train", "distill")
@@ -592,6 +598,10 @@ class RunConfig(_Sections):
 
     def gradient_accumulation(self, world_size: int) -> int:
         return self.train.gradient_accumulation(world_size)
+
+
+RunConfig = PretrainConfig
+"""The earlier name of ``PretrainConfig``, kept for code written against it."""
 
 
 def _finetune_optim() -> OptimConfig:

@@ -7,7 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from bertforge.cli.fields import number
-    from bertforge.evaluate import DEFAULT_TASKS, GLUE_TASKS
+    from bertforge.evaluation import DEFAULT_TASKS, GLUE_TASKS
 
     p = sub.add_parser(
         "evaluate",
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bertforge.evaluate import GlueSettings, evaluate_glue, table
+    from bertforge.evaluation import GlueSettings, evaluate_glue, table
 
     if args.seeds < 1 or args.epochs < 1:
         raise ValueError("--seeds and --epochs must be at least 1")

@@ -9,11 +9,8 @@ minutes, and ends with a held-out MLM accuracy and a fill-mask demo.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import logging
 import os
-from typing import Any
 
 from bertforge.model.config import PRESETS
 
@@ -21,26 +18,8 @@ UNBOUNDED_ITERS = 10**9
 """train_iters when --train-time is given without --train-iters: the budget ends the run."""
 
 
-# The main job (no data arguments): the small-budget recipe (recipes/crammed.yaml: BERT-Tiny's shape, no dropout, MLM
-# on packed whole sentences) on the embedded corpus for a 5-minute budget, with three changes measured on that corpus
-# (benchmarks/demo_budget.py; held-out accuracy at 5 minutes 15.8% with the recipe as it is, 30.9% with them):
-# 64-token samples (half the tokens per step: 2.2x the steps in the time), initialisation std 0.05 (BERT's 0.02 left
-# the plateau later) and peak lr 4e-3. Any flag given on the command line overrides it.
-DEFAULT_RECIPE: dict[str, dict[str, Any]] = {
-    "model": {"initializer_range": 0.05},
-    "data": {"seq_length": 64},
-    "optim": {"lr": 4e-3},
-    "train": {
-        "train_time": "5m",
-        "train_iters": UNBOUNDED_ITERS,
-        "eval_interval": 500,
-        "eval_iters": 20,
-        "log_interval": 50,
-        "save_interval": 1000,
-    },
-}
-"""{section: {field: value}} over the crammed recipe, as a YAML recipe would set them."""
-
+MAIN_JOB_RECIPE = "main-job"
+"""The recipe of a run without data arguments (``bertforge/recipes/main-job.yaml``: crammed.yaml for 5 minutes)."""
 CONTINUED_LR = 1e-4
 """The main job's peak learning rate with --init-model (continued pretraining of trained weights on the embedded
 corpus; BERT's own pretraining peak) unless --lr is given: the recipe's 4e-3 is for random weights."""
@@ -92,12 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    """RunConfig from parsed flags: defaults < default-corpus recipe < --preset < YAML < flags.
+    """PretrainConfig from parsed flags: defaults < default-corpus recipe < --preset < YAML < flags.
 
     Returns (config, extras) where extras holds what is not part of the run config (work dir, demo).
     """
     from bertforge.cli.fields import section_values
-    from bertforge.config import RunConfig
+    from bertforge.config import PretrainConfig
 
     given = vars(args)
     for flag in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
@@ -115,13 +94,13 @@ def build_config(args: argparse.Namespace):
         if other:
             raise ValueError(f"--fp32 and {other} contradict each other: give one precision flag")
         train["bf16"] = False
-    cfg = RunConfig()
+    cfg = PretrainConfig()
     yaml_cfg = cfg.merged_yaml(given["config"]) if "config" in given else None
     default_corpus = "data_path" not in flags.get("data", {}) and (yaml_cfg is None or not yaml_cfg.data.data_path)
     if default_corpus:
         from bertforge.config import recipe_path
 
-        cfg = _apply(cfg.merged_yaml(recipe_path("crammed")), DEFAULT_RECIPE)
+        cfg = cfg.merged_yaml(recipe_path(MAIN_JOB_RECIPE))
     if "preset" in given:
         cfg = cfg.merged({"model": dict(PRESETS[given["preset"]])})
     if yaml_cfg is not None:
@@ -139,7 +118,7 @@ def build_config(args: argparse.Namespace):
 
 
 def _apply(cfg, flags: dict):
-    """Set the fields of ``flags`` ({section: {field: value}}) on a RunConfig, with Megatron's derived sizes: a new
+    """Set the fields of ``flags`` ({section: {field: value}}) on a PretrainConfig, with Megatron's derived sizes: a new
     hidden size without --ffn-hidden-size gets 4 x hidden, a longer --seq-length raises max_position_embeddings."""
     model = dict(flags.get("model", {}))
     if "hidden_size" in model and "intermediate_size" not in model:
@@ -178,6 +157,14 @@ def new_run_dir(base: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bertforge.cli.main_job import (
+        DEMO_SENTENCES,
+        OTHER_SENTENCES,
+        fill_mask_demo,
+        finetune_demo,
+        initial_fillers,
+        next_commands,
+    )
     from bertforge.training.pretrain import pretrain
 
     cfg, extras = build_config(args)
@@ -213,144 +200,3 @@ def run(args: argparse.Namespace) -> int:
             finetune_demo(hf, os.path.join(os.path.dirname(hf), "finetune_demo"))
         print(next_commands(hf))
     return 0
-
-
-DEMO_SENTENCES = [
-    "The [MASK] statement is used to leave a loop early.",
-    "A dictionary maps keys to [MASK].",
-    "If the file does not exist, an [MASK] is raised.",
-    "Return a new [MASK] containing all the items of the sequence.",
-]
-"""Fill-mask sentences for the embedded corpus (the Python documentation): each blank has an answer the context
-decides (break, values, exception/error, list)."""
-
-OTHER_SENTENCES = ["The capital of France is [MASK].", "She opened the [MASK] and walked in."]
-
-
-@contextlib.contextmanager
-def expected_warnings_off():
-    """Silence warnings the demos expect (a new head, unused weights) for the duration, then restore the level."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def top_fillers(model, tok, text: str, k: int = 5) -> str:
-    """The ``k`` likeliest fillers of ``text``'s [MASK] under ``model``, as "word (p), ..."."""
-    import torch
-
-    enc = tok(text, return_tensors="pt")
-    with torch.inference_mode():
-        logits = model(**enc).logits[0].float()
-    pos = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten()
-    top = logits[pos[:1]].softmax(-1).topk(k, dim=-1)
-    return ", ".join(f"{tok.convert_ids_to_tokens(int(i))} ({p:.2f})" for p, i in zip(top.values[0], top.indices[0]))
-
-
-def initial_fillers(cfg, sentences: list[str]) -> list[str]:
-    """What the run's model predicts before training: the initial weights ``pretrain`` starts from."""
-    from bertforge.model import BertForMaskedLM
-    from bertforge.training.pretrain import initial_model, run_tokenizer
-
-    tok = run_tokenizer(cfg)
-    with expected_warnings_off():  # --init-model's missing-head report: pretrain, building the same model, logs it
-        model = initial_model(cfg, tok)
-    if not isinstance(model, BertForMaskedLM):  # a sentence-pair model: its encoder and MLM head, without the rest
-        masked_lm = BertForMaskedLM(model.config)
-        masked_lm.load_state_dict(model.state_dict(), strict=False)
-        model = masked_lm
-    model.eval()
-    return [top_fillers(model, tok, text) for text in sentences]
-
-
-def fill_mask_demo(model_dir: str, sentences: list[str], before: list[str] | None = None) -> None:
-    """Print the top-5 fillers of ``sentences`` with the trained model (and, given ``before``, the initial
-    model's beside them, so that what training changed is visible)."""
-    from bertforge.model import BertForMaskedLM
-    from bertforge.tokenization import load_tokenizer
-
-    tok = load_tokenizer(model_dir)
-    with expected_warnings_off():  # the pooler and NSP head are expectedly unused by a fill-mask model
-        model = BertForMaskedLM.from_pretrained(model_dir).eval()
-    print("fill-mask demo (top 5)" + (", before training -> after:" if before else ":"))
-    for i, text in enumerate(sentences):
-        print(f"  {text}")
-        if before:
-            print(f"    before: {before[i]}")
-        print(f"    {'after:  ' if before else '-> '}{top_fillers(model, tok, text)}")
-
-
-FINETUNE_DEMO = {"epochs": 5, "batch_size": 16, "max_length": 64, "seed": 0}
-"""The main job's fine-tuning demo: one recipe for the pretrained model and its from-scratch twin."""
-
-FINETUNE_DEMO_LRS = (1e-4, 1e-3)
-"""Each system of the demo reports its best of these rates (as ``evaluate glue`` does with its grid): 1e-3 is the
-2 x 128 main job's best, and a deeper model from random weights (the --init-model main job's 6-layer twin) does not
-train at it, so one rate for both would misjudge the baseline."""
-
-
-def finetune_demo(model_dir: str, out_dir: str) -> dict[str, float] | None:
-    """The BERT story on one screen: fine-tune the model just pretrained and the same architecture from random
-    weights on a small labelled task from the same text (``docstring_task``: which standard-library package a
-    docstring comes from; 80% to train, 20% held out) at each rate of ``FINETUNE_DEMO_LRS`` and print each system's
-    best held-out accuracy side by side."""
-    import random
-
-    from bertforge.config import FinetuneConfig
-    from bertforge.data.corpus import docstring_task
-    from bertforge.evaluate import scratch_copy
-    from bertforge.training.finetune import finetune_classification
-
-    rows = docstring_task()
-    if not rows:  # a Python installation stripped of its standard library's packages
-        print("fine-tuning demo skipped: this Python's standard library has fewer than two packages with docstrings")
-        return None
-    random.Random(0).shuffle(rows)
-    cut = len(rows) * 4 // 5
-    train, held_out = rows[:cut], rows[cut:]
-    labels = sorted({r["label"] for r in rows})
-    rates = " and ".join(f"{lr:g}" for lr in FINETUNE_DEMO_LRS)
-    print(
-        f"fine-tuning demo: which package does a docstring come from? ({', '.join(labels)}; {len(train)} training, "
-        f"{len(held_out)} held-out docstrings; {FINETUNE_DEMO['epochs']} epochs, each model at its best of lr {rates})"
-    )
-    systems = {  # name: (weights, output directory)
-        "pretrained (this run)": (model_dir, "pretrained"),
-        "same model from scratch": (scratch_copy(model_dir, os.path.join(out_dir, "scratch_init")), "scratch"),
-    }
-    accuracy = {}
-    for name, (source, directory) in systems.items():
-        by_lr = {}
-        for lr in FINETUNE_DEMO_LRS:
-            cfg = FinetuneConfig.build(**FINETUNE_DEMO, lr=lr, overwrite=True)
-            with expected_warnings_off():  # the classifier head is new, as expected
-                result = finetune_classification(
-                    source,
-                    train,
-                    held_out,
-                    os.path.join(out_dir, directory, f"lr{lr:g}"),
-                    cfg=cfg,
-                    text_column="text",
-                    show_progress=False,
-                )
-            by_lr[lr] = float(result["accuracy"])
-        best = max(by_lr, key=lambda lr: by_lr[lr])
-        accuracy[name] = by_lr[best]
-        print(f"  {name + ':':<25} held-out accuracy {100 * by_lr[best]:.1f}% (lr {best:g}, its best epoch)")
-    return accuracy
-
-
-def next_commands(model_dir: str) -> str:
-    """What to run next with the model just trained (printed at the end of the main job)."""
-    return (
-        "next:\n"
-        f'  bertforge run fill-mask --model {model_dir} "A list is a mutable [MASK] of items."\n'
-        f"  bertforge pretrain --config crammed --train-time 1h --data-path PREFIX --vocab-file VOCAB   "
-        "(your corpus: bertforge preprocess makes PREFIX)\n"
-        f"  bertforge evaluate glue --model {model_dir} --scratch --data-dir GLUE_DIR   "
-        "(what pretraining bought, against random weights)\n"
-        f"  bertforge finetune classification --model {model_dir} --train train.tsv --validation-split 0.1 --output OUT"
-    )

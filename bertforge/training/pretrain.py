@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bertforge.config import RunConfig
+from bertforge.config import PretrainConfig
 from bertforge.constants import IGNORE_INDEX
 from bertforge.data.blend import parse_data_path, split_ranges
 from bertforge.data.collate import collate_packed, collate_padded
@@ -67,7 +67,7 @@ class Data:
     valid: PretrainingStream | None
 
 
-def build_data(cfg: RunConfig) -> Data:
+def build_data(cfg: PretrainConfig) -> Data:
     d = cfg.data
     if not d.data_path:
         raise ValueError(
@@ -137,7 +137,7 @@ def build_data(cfg: RunConfig) -> Data:
     )
 
 
-def run_tokenizer(cfg: RunConfig) -> BertTokenizer:
+def run_tokenizer(cfg: PretrainConfig) -> BertTokenizer:
     """The run's tokenizer: --vocab-file (and --merge-file) as --tokenizer-type reads them; without one, the
     tokenizer saved with --init-model."""
     d = cfg.data
@@ -150,14 +150,14 @@ def run_tokenizer(cfg: RunConfig) -> BertTokenizer:
     raise ValueError("--vocab-file is required with --data-path (or --init-model, whose vocabulary is then used)")
 
 
-def _model_class(cfg: RunConfig) -> type[PreTrainedBert]:
+def _model_class(cfg: PretrainConfig) -> type[PreTrainedBert]:
     """BertForMaskedLM (MLM only), BertForPreTraining (with the NSP/SOP head) or BertLMHeadModel (causal LM)."""
     if cfg.data.objective == "clm":
         return BertLMHeadModel
     return BertForMaskedLM if cfg.data.binary_head == "none" else BertForPreTraining
 
 
-def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
+def build_model(cfg: PretrainConfig, vocab_size: int, tokenizer=None):
     """The model to pretrain; with a byte-level BPE tokenizer (GPT2BPETokenizer) it is a RoBERTa: positions after
     the padding id (two more rows), one token type, RoBERTa's padding id."""
     config = cfg.model.replace(vocab_size=vocab_size, is_decoder=cfg.data.objective == "clm")
@@ -174,7 +174,7 @@ def build_model(cfg: RunConfig, vocab_size: int, tokenizer=None):
     return model
 
 
-def load_initial_model(cfg: RunConfig, vocab_size: int):
+def load_initial_model(cfg: PretrainConfig, vocab_size: int):
     """The model of ``cfg.train.init_model`` (continued pretraining): its config and weights in the run's model class;
     a head the checkpoint lacks is newly initialized (seeded by the caller) and logged by ``from_pretrained``."""
     from bertforge.hub import resolve_model
@@ -201,7 +201,7 @@ def load_initial_model(cfg: RunConfig, vocab_size: int):
     return model
 
 
-def initial_model(cfg: RunConfig, tokenizer: BertTokenizer):
+def initial_model(cfg: PretrainConfig, tokenizer: BertTokenizer):
     """The model a run starts from, after seeding with the run's seed (the same weights on every rank, and for the
     main job's before-training fill-mask demo): ``--init-model``'s weights, or ``build_model``'s random ones."""
     torch.manual_seed(cfg.train.seed)
@@ -210,11 +210,11 @@ def initial_model(cfg: RunConfig, tokenizer: BertTokenizer):
     return build_model(cfg, tokenizer.vocab_size, tokenizer)
 
 
-def collate_fn(cfg: RunConfig, pad_id: int):
+def collate_fn(cfg: PretrainConfig, pad_id: int):
     return collate_packed if cfg.data.pack_sequences else functools.partial(collate_padded, pad_id=pad_id)
 
 
-def _distillation(cfg: RunConfig, model, vocab_size: int, info: dist_.DistInfo):
+def _distillation(cfg: PretrainConfig, model, vocab_size: int, info: dist_.DistInfo):
     """(the student, DistilBERT's objective) for ``cfg.distill``: the teacher is a masked LM over the same
     vocabulary; the student is the configured model, or K of the teacher's layers (``student_layers``)."""
     d = cfg.distill
@@ -249,7 +249,7 @@ def _distillation(cfg: RunConfig, model, vocab_size: int, info: dist_.DistInfo):
     return model, MLMDistillObjective(teacher.to(info.device), d.temperature, d.alpha, d.cosine)
 
 
-def objective_for(cfg: RunConfig) -> Objective:
+def objective_for(cfg: PretrainConfig) -> Objective:
     return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head)
 
 
@@ -267,7 +267,9 @@ def _postfix(r: dict) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistInfo, pad_id: int) -> dict[str, float]:
+def evaluate(
+    model, stream: PretrainingStream, cfg: PretrainConfig, info: dist_.DistInfo, pad_id: int
+) -> dict[str, float]:
     """MLM loss / accuracy / perplexity (and binary-head accuracy) -- or, for the clm objective, next-token loss /
     accuracy / perplexity -- on the first ``eval_iters`` x global batch samples of the validation stream (always the
     same ones, so evaluations are comparable), whatever the number of ranks."""
@@ -317,7 +319,7 @@ def evaluate(model, stream: PretrainingStream, cfg: RunConfig, info: dist_.DistI
 
 
 def pretrain(
-    cfg: RunConfig, data: Data | None = None, exit_interval: int | None = None, show_progress: bool = True
+    cfg: PretrainConfig, data: Data | None = None, exit_interval: int | None = None, show_progress: bool = True
 ) -> TrainResult:
     """Run (or resume) pretraining as ``cfg`` says. Returns the per-step losses and the last metrics."""
     t = cfg.train
@@ -327,7 +329,7 @@ def pretrain(
         return _pretrain(cfg, info, data, show_progress)
 
 
-def _pretrain(cfg: RunConfig, info: dist_.DistInfo, data: Data | None, show_progress: bool) -> TrainResult:
+def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show_progress: bool) -> TrainResult:
     t = cfg.train
     accumulation = cfg.gradient_accumulation(info.world_size)
     global_batch = t.micro_batch_size * info.world_size * accumulation

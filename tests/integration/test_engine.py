@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bertforge.config import FinetuneConfig, RunConfig
+from bertforge.config import FinetuneConfig, PretrainConfig
 from bertforge.training.engine import BatchPlan
 from bertforge.training.finetune import finetune_classification
 from bertforge.training.pretrain import pretrain
@@ -57,7 +57,7 @@ def test_batch_plan_splits_epochs_and_weights_micro_batches():
 # ---- two processes = one, with dropout ---------------------------------------------------------------------------
 def _pretrain_worker(rank, world, port, cfg_dict, out):
     _join(rank, world, port)
-    result = pretrain(RunConfig.from_dict(cfg_dict), show_progress=False)
+    result = pretrain(PretrainConfig.from_dict(cfg_dict), show_progress=False)
     if rank == 0:
         with open(out, "w") as fh:
             json.dump({"losses": result.losses, "eval": result.eval}, fh)
@@ -84,7 +84,7 @@ def _eval_worker(rank, world, port, cfg_dict, out):
     from bertforge.training import distributed as dist_
     from bertforge.training.pretrain import build_data, build_model, evaluate
 
-    cfg = RunConfig.from_dict(cfg_dict)
+    cfg = PretrainConfig.from_dict(cfg_dict)
     info = dist_.init("cpu")
     try:
         data = build_data(cfg)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bertforge.cli.main import main
-from bertforge.evaluate import NARROW_LRS, WIDE_LRS, GlueSettings, default_lrs, evaluate_glue
+from bertforge.evaluation import NARROW_LRS, WIDE_LRS, GlueSettings, default_lrs, evaluate_glue
 from tests.conftest import tiny_config
 
 

@@ -16,8 +16,9 @@ import torch
 import torch.multiprocessing as mp
 
 from bertforge.cli.main import build_parser, main
-from bertforge.cli.pretrain import FINETUNE_DEMO, FINETUNE_DEMO_LRS, build_config
-from bertforge.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from bertforge.cli.main_job import FINETUNE_DEMO, FINETUNE_DEMO_LRS
+from bertforge.cli.pretrain import build_config
+from bertforge.config import DataConfig, OptimConfig, PretrainConfig, TrainConfig
 from bertforge.data.preprocess import preprocess
 from bertforge.model.config import BertConfig
 from bertforge.tokenization import train_vocab
@@ -48,7 +49,7 @@ def corpus(tmp_path_factory):
     return {"prefix": str(root / "c_text_sentence"), "vocab": str(root / "tok" / "vocab.txt")}
 
 
-def tiny_run(corpus, save=None, **train) -> RunConfig:
+def tiny_run(corpus, save=None, **train) -> PretrainConfig:
     model = BertConfig(
         vocab_size=300,
         hidden_size=32,
@@ -59,7 +60,7 @@ def tiny_run(corpus, save=None, **train) -> RunConfig:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
-    return RunConfig(
+    return PretrainConfig(
         model=model,
         data=DataConfig(
             data_path=[corpus["prefix"]], vocab_file=corpus["vocab"], seq_length=48, split="90,10,0", num_workers=0
@@ -147,7 +148,7 @@ def _worker(rank, world, port, cfg_dict, out):
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
-    result = pretrain(RunConfig.from_dict(cfg_dict), show_progress=False)
+    result = pretrain(PretrainConfig.from_dict(cfg_dict), show_progress=False)
     if rank == 0:
         with open(out, "w") as fh:
             json.dump(result.losses, fh)
@@ -279,7 +280,7 @@ def test_yaml_recipe_and_flag_precedence(tmp_path):
 
 
 def test_global_batch_must_divide():
-    cfg = RunConfig().merged({"train": {"micro_batch_size": 3, "global_batch_size": 8}})
+    cfg = PretrainConfig().merged({"train": {"micro_batch_size": 3, "global_batch_size": 8}})
     with pytest.raises(ValueError, match="multiple of --micro-batch-size"):
         cfg.gradient_accumulation(1)
 
@@ -572,7 +573,7 @@ def test_the_shipped_roberta_recipe_runs_from_the_command_line(bpe_corpus, tmp_p
     assert json.loads((tmp_path / "run" / "hf" / "config.json").read_text())["model_type"] == "roberta"
     capsys.readouterr()
     assert main(["pretrain", "--config", "nope", "--no-demo"]) == 1
-    assert "no shipped recipe of that name (roberta, crammed)" in capsys.readouterr().err
+    assert "no shipped recipe of that name (roberta, crammed, main-job)" in capsys.readouterr().err
 
 
 def test_pretraining_distillation_as_distilbert_did_it(corpus, tmp_path, capsys):
@@ -717,7 +718,7 @@ def test_continued_pretraining_starts_from_a_hugging_face_model(corpus, tmp_path
     assert all(torch.equal(encoder[k], saved[k]) for k in shared)
     assert "newly initialized" in caplog.text and "cls.predictions.transform.dense.weight" in caplog.text
     caplog.clear()  # the main job's before-training fillers build the same model: the report is pretrain's, once
-    from bertforge.cli.pretrain import initial_fillers
+    from bertforge.cli.main_job import initial_fillers
 
     assert len(initial_fillers(cfg, ["the [MASK] river."])) == 1 and "newly initialized" not in caplog.text
     result = pretrain(cfg, show_progress=False)

@@ -14,7 +14,7 @@ import torch
 import bertforge
 from bertforge.cli.main import build_parser, main
 from bertforge.cli.pretrain import build_config
-from bertforge.config import RunConfig
+from bertforge.config import PretrainConfig
 from bertforge.model import BertForSequenceClassification, BertModel
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.pretrain import pretrain
@@ -204,13 +204,13 @@ def test_a_recipe_with_quoted_numbers_and_a_single_path_reads_as_meant(tmp_path)
     recipe = tmp_path / "r.yaml"
     recipe.write_text("optim:\n  lr: '0.001'\ndata:\n  data_path: corpus_text_sentence\ntrain:\n  seed: '7'\n")
     with pytest.raises(ValueError, match=r"r\.yaml: train\.seed must be an integer, got '7'"):
-        RunConfig().merged_yaml(str(recipe))
+        PretrainConfig().merged_yaml(str(recipe))
     recipe.write_text("optim:\n  lr: '0.001'\ndata:\n  data_path: corpus_text_sentence\n")
-    cfg = RunConfig().merged_yaml(str(recipe))
+    cfg = PretrainConfig().merged_yaml(str(recipe))
     assert cfg.optim.lr == 0.001 and cfg.data.data_path == ["corpus_text_sentence"]
     recipe.write_text("optim:\n  lr: .nan\n")
     with pytest.raises(ValueError, match=r"r\.yaml: optim\.lr must be a finite number"):
-        RunConfig().merged_yaml(str(recipe))
+        PretrainConfig().merged_yaml(str(recipe))
 
 
 def test_finetune_refuses_a_window_longer_than_the_model(tmp_path, tiny_checkpoint):

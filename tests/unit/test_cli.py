@@ -334,11 +334,11 @@ def test_native_bf16_detection_agrees_with_this_cpus_flags(monkeypatch):
 
 
 def test_config_values_are_checked_by_type_and_range(tmp_path):
-    from bertforge.config import FinetuneConfig, RunConfig
+    from bertforge.config import FinetuneConfig, PretrainConfig
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text("optim:\n  lr: 1e-3\n")  # PyYAML reads 1e-3 as a string: taken as the number it spells
-    assert RunConfig.from_yaml(str(recipe)).optim.lr == 1e-3
+    assert PretrainConfig.from_yaml(str(recipe)).optim.lr == 1e-3
     for text, message in [
         ("train:\n  bf16: 'no'\n", "train.bf16 must be true or false, got 'no'"),
         ("train:\n  eval_iters: 0\n", "train.eval_iters must be >= 1"),
@@ -348,7 +348,7 @@ def test_config_values_are_checked_by_type_and_range(tmp_path):
     ]:
         recipe.write_text(text)
         with pytest.raises(ValueError, match=message):
-            RunConfig.from_yaml(str(recipe))
+            PretrainConfig.from_yaml(str(recipe))
     with pytest.raises(ValueError, match="adapt.lora_r must be >= 1"):
         FinetuneConfig.build(lora_r=0, strategy="lora")
     with pytest.raises(ValueError, match="task.epochs must be >= 1"):

@@ -172,9 +172,9 @@ def test_fuzz_readers_give_a_result_or_a_one_line_error(tmp_path, content, suffi
     ),
 )
 def test_fuzz_config_values_give_a_config_or_a_one_line_error(section, key, value):
-    from bertforge.config import RunConfig
+    from bertforge.config import PretrainConfig
 
     try:
-        RunConfig().merged({section: {key: value}})
+        PretrainConfig().merged({section: {key: value}})
     except ValueError as e:
         assert "\n" not in str(e)

@@ -21,7 +21,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from bertforge.config import RunConfig  # noqa: E402
+from bertforge.config import PretrainConfig  # noqa: E402
 from bertforge.data.indexed import IndexedDataset, IndexedDatasetBuilder, index_file  # noqa: E402
 from bertforge.model.config import BertConfig  # noqa: E402
 from bertforge.tasks.readers import read_conll, read_squad, read_table  # noqa: E402
@@ -299,7 +299,7 @@ RECIPE_FIELDS = {
 def test_a_yaml_recipe_is_a_run_config_or_one_error_naming_the_file(tmp_path, recipe):
     path = _file(str(tmp_path), "recipe.yaml", yaml.safe_dump(recipe))
     try:
-        cfg = RunConfig().merged_yaml(path)
+        cfg = PretrainConfig().merged_yaml(path)
     except ValueError as e:
         assert str(e).startswith(path + ": "), str(e)
         return
