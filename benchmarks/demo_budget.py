@@ -1,5 +1,5 @@
 """What the main job (``make demo``: ``bertforge pretrain`` with no data arguments) learns in its few minutes, and which
-settings make it learn more (issue 18: held-out MLM accuracy of at least 25% on the embedded corpus).
+settings make it learn more (held-out MLM accuracy of at least 25% on the embedded corpus).
 
 Usage: python benchmarks/demo_budget.py [--variants shipped,init05,...] [--work DIR]
        [--out benchmarks/results/demo_budget.json]

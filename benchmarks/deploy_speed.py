@@ -1,4 +1,4 @@
-"""Serving a fine-tuned model on this CPU (issue 16): bertforge fp32 / bf16 / int8 against onnxruntime fp32 / int8 on
+"""Serving a fine-tuned model on this CPU: bertforge fp32 / bf16 / int8 against onnxruntime fp32 / int8 on
 the same checkpoint: SST-2 dev accuracy (872 sentences) and speed on three workloads, one process, interleaved.
 
 Usage: python benchmarks/deploy_speed.py --model DIR (a sentence classifier, e.g. the distillation benchmark's SST-2

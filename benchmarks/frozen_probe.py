@@ -1,4 +1,4 @@
-"""What a pretrained encoder's features carry before any fine-tuning (issue 18's diagnosis): for each model and the
+"""What a pretrained encoder's features carry before any fine-tuning: for each model and the
 same architecture from random weights, mean-pooled last-layer features (and mean word embeddings) scored two ways
 that train no encoder weight:
 - SST-2: a logistic regression on the features of the first N training sentences (standardized, L2 1e-3, L-BFGS),

@@ -1,4 +1,4 @@
-"""The GPU check (issue 16): the CUDA paths that only run on a GPU, checked in one script, in a few minutes.
+"""The GPU check: the CUDA paths that only run on a GPU, checked in one script, in a few minutes.
 
 Usage: python benchmarks/gpu_check.py [--device cuda] [--out gpu_check.json] [--quick]
        (``--device cpu --quick`` runs the same checks on the CPU, to try the script itself anywhere)

@@ -1,4 +1,4 @@
-"""Where pretraining pays as labels get scarce (issue 18): ``evaluate glue`` a pretrained model against the same
+"""Where pretraining pays as labels get scarce: ``evaluate glue`` a pretrained model against the same
 architecture from random weights at several numbers of labelled training rows, one curve per system and task.
 
 Usage: python benchmarks/label_efficiency.py MODEL [--rows 500,2000,8000] [--tasks sst2,stsb,mrpc,rte] [--seeds 1]

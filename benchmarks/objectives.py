@@ -1,11 +1,11 @@
 """BERT against GPT on the same blocks: one architecture and corpus pretrained once with MLM (bidirectional) and once
 with CLM (causal), the same steps, batch and sequence length (the same tokens seen), then each fine-tuned on SST-2 and
-CoNLL-2003, each scored on its own pretraining metric, and both asked to fill in held-out words (issue 15).
+CoNLL-2003, each scored on its own pretraining metric, and both asked to fill in held-out words.
 
 Usage: python benchmarks/objectives.py [--minutes 12] [--steps N] [--seeds 0,1,2] [--sst2-train 2000]
        [--conll-train 1500] [--epochs 3] [--probe-words 1000] [--out benchmarks/results/objectives.json]
 
-- Corpus: Project Gutenberg (../shared/data/gutenberg, 10 MB) + WikiText-2 valid.txt, tokenised with the
+- Corpus: Project Gutenberg ($BERTFORGE_DATA/gutenberg, 10 MB) + WikiText-2 valid.txt, tokenised with the
   bert-base-uncased vocabulary (from all-MiniLM-L6-v2's package); split 98/2 for held-out evaluation.
 - Model: 4 layers, hidden 256, 4 heads, FFN 1024, sequence 128, no sentence-pair head, fresh random weights.
 - Budget: ``--steps`` optimizer steps of 32 sequences for both objectives; without it, the steps that fill

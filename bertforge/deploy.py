@@ -2,8 +2,8 @@
 
 - ``quantize_int8(model)``: every ``nn.Linear`` of the encoder and head becomes a dynamically quantized int8 linear
   layer (weights int8 with one scale per output row, activations quantized per batch at run time; torch's
-  ``quantize_dynamic``). Per-row scales measured -1.7 CoNLL F1 where one scale per matrix lost 4.3, at the same speed
-  (benchmarks/deploy_speed.py). Embedding tables, LayerNorm and the tied MLM decoder stay fp32. CPU only; the model is
+  ``quantize_dynamic``): per-row scales lose less accuracy than one scale per matrix at the same speed
+  (benchmarks/README.md). Embedding tables, LayerNorm and the tied MLM decoder stay fp32. CPU only; the model is
   copied, not changed.
 - ``export_onnx(model, path)``: an ONNX graph of any head with dynamic batch and sequence axes (and choices, for
   multiple choice), inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` where the family has them),

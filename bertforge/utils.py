@@ -67,8 +67,7 @@ def autocast(device: "str | torch.device", bf16: bool = False, fp16: bool = Fals
 
 def warn_if_emulated_bf16(device_type: str, what: str) -> bool:
     """Log a warning when bf16 was asked for (``what``: the flag or option) on a device without native bf16 matrix
-    units; returns whether it warned. Measured on an AVX2-only CPU: a bf16 mini pretraining step took 29 s against
-    0.87 s in fp32, bf16 inference ran 6x slower than fp32."""
+    units; returns whether it warned. Emulated bf16 is many times slower than fp32 (benchmarks/README.md)."""
     if fast_bf16(device_type):
         return False
     logger.warning(
@@ -242,16 +241,12 @@ def progress(
 def tune_malloc(trim_threshold: int = 1 << 30, mmap_threshold: int = 32 << 20, use_mmap: bool = False) -> bool:
     """Keep freed memory in glibc's heap instead of returning it to the OS after every batch.
 
-    glibc gives large buffers back with munmap/trim and the next batch faults them in again (on this project's VM a
-    fresh page costs ~3 us: zeroing one new 94 MB bert-base embedding gradient took 264 ms). Raising the trim
-    threshold keeps the heap; with ``use_mmap=False`` (default) no buffer is mmap-ed at all, so even the buffers above
-    glibc's 32 MB mmap-threshold maximum (embedding gradients, logits) are reused; ``use_mmap=True`` only raises the
-    threshold to that maximum. Measured on this project's machine: bert-base fp32 inference +10% on variable-length
-    batches of 32 and +9% on full 32 x 128 ones (710 -> 778 and 723 -> 791 tokens/s; inference_speed_tuned.json
-    against inference_speed_fp32_untuned.json; an earlier run with the thresholds only: +30% / +13%); the bert-base
-    pretraining step +18% (194 -> 228 tokens/s; pretrain_results_base.json against pretrain_results_base_tuned.json).
-    These are the parameters the environment variables MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ /
-    MALLOC_MMAP_MAX_ set.
+    glibc gives large buffers back with munmap/trim and the next batch faults them in again, paying for every fresh
+    page. Raising the trim threshold keeps the heap; with ``use_mmap=False`` (default) no buffer is mmap-ed at all, so
+    even the buffers above glibc's 32 MB mmap-threshold maximum (embedding gradients, logits) are reused;
+    ``use_mmap=True`` only raises the threshold to that maximum. What it gains on bert-base inference and pretraining:
+    benchmarks/README.md. These are the parameters the environment variables MALLOC_TRIM_THRESHOLD_ /
+    MALLOC_MMAP_THRESHOLD_ / MALLOC_MMAP_MAX_ set.
     The cost: memory a run freed stays with the process until it exits. No-op (False) off glibc or when
     BERTFORGE_NO_MALLOC_TUNING=1.
     """

@@ -32,10 +32,8 @@ except ImportError:  # older PyTorch
 
 PER_SEQUENCE_MIN_LENGTH = 128
 """CPU training with attention dropout computes attention one sequence at a time from this batch length on (sum of
-len^2 score entries instead of B x max_len^2). Measured on this project's machine with the fast dropout mask, median
-training step of a 6-layer, hidden-384 classifier, one block for the batch vs one sequence at a time: 32 x 16..64
-tokens 851 vs 899 ms; 32 x 16..128 1,554 vs 1,381 ms; 16 x 100..384 6,196 vs 2,451 ms (the Python loop costs more
-than it saves on short batches)."""
+len^2 score entries instead of B x max_len^2); below it the Python loop costs more than it saves (measured:
+benchmarks/README.md)."""
 
 
 def attend(

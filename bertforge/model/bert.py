@@ -121,8 +121,8 @@ class Embeddings(nn.Module):
     def _token(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The word-embedding lookup. When the matrix is shared with an MLM decoder and trained on the CPU, the lookup
         hands autograd a sparse gradient (the looked-up rows only), which autograd adds in place into the decoder's
-        dense gradient of the same matrix: no (V, H) zero fill and no (V, H) sum of two dense gradients, which took
-        7% of a profiled bert-base pretraining step (fill 107 ms + add 218 ms of 4.6 s). A post-accumulate hook turns
+        dense gradient of the same matrix: no (V, H) zero fill and no (V, H) sum of two dense gradients (their cost in
+        a profiled bert-base pretraining step: benchmarks/README.md). A post-accumulate hook turns
         the gradient dense in case the decoder did not contribute (the encoder trained on its own), so optimizers
         always see a dense gradient."""
         w = self.token.weight
