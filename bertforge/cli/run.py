@@ -16,8 +16,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     from bertforge.cli.fields import number
     from bertforge.pipelines import TASKS
 
-    count, at_least_0 = number(int, minimum=1), number(int, minimum=0)
-
     p = sub.add_parser(
         "run",
         help="run a pipeline: fill-mask, text-classification, ner, question-answering, "
@@ -35,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--input", default=None, help="JSON-lines file of inputs (shows a progress bar)")
     p.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
-    p.add_argument("--batch-size", type=count, default=32)
+    p.add_argument("--question", default=None, help="question-answering: the question (with --context)")
+    p.add_argument("--context", default=None, help="question-answering: the passage the answer is in")
+    p.add_argument("--batch-size", type=number(int, minimum=1), default=32)
     p.add_argument(
         "--max-length", type=number(int, minimum=4), default=None, help="tokens per window (longer inputs are windowed)"
     )
@@ -48,54 +48,66 @@ def register(sub: argparse._SubParsersAction) -> None:
         "it natively, else fp32; int8 = dynamic quantization of the linear layers (CPU); see the README for each "
         "one's speed and agreement",
     )
-    p.add_argument(
-        "--top-k",
-        type=at_least_0,
-        default=None,
-        help="fill-mask (5), text-classification (1), qa (1), text-generation (0: off)",
-    )
-    p.add_argument("--targets", default=None, help="fill-mask: comma-separated candidate tokens")
-    p.add_argument("--function-to-apply", default=None, choices=["softmax", "sigmoid", "none"])
-    p.add_argument(
-        "--aggregation-strategy",
-        default="simple",
-        choices=["none", "simple", "first", "average", "max"],
-        help="token-classification",
-    )
-    p.add_argument("--stride", type=at_least_0, default=None, help="overlap of windows of long inputs, in tokens")
-    p.add_argument("--question", default=None)
-    p.add_argument("--context", default=None)
-    p.add_argument("--doc-stride", type=at_least_0, default=128)
-    p.add_argument("--max-answer-len", type=count, default=15)
-    p.add_argument("--handle-impossible-answer", action="store_true")
-    p.add_argument("--candidate-labels", default=None, help="zero-shot: comma-separated labels")
-    p.add_argument("--hypothesis-template", default="This example is {}.")
-    p.add_argument("--multi-label", action="store_true")
-    p.add_argument(
-        "--pooling",
-        default="default",
-        choices=["default", "mean", "cls", "none"],
-        help="feature-extraction (default none; mean for sentence-embedding)",
-    )
-    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
-    g = p.add_argument_group("text-generation (causal checkpoints)")
-    g.add_argument("--max-new-tokens", type=count, default=32)
-    g.add_argument("--do-sample", action="store_true", help="sample (default: greedy)")
-    g.add_argument("--temperature", type=number(float, minimum=1e-6), default=1.0)
-    g.add_argument(
-        "--top-p",
-        type=number(float, minimum=1e-6, maximum=1.0),
-        default=1.0,
-        help="nucleus sampling: keep the smallest set reaching P",
-    )
-    g.add_argument(
-        "--seed",
-        type=number(int, minimum=0, maximum=2**32 - 1),
-        default=None,
-        help="seed of the sampler (prompt i uses seed + i)",
-    )
-    g.add_argument("--no-cache", action="store_true", help="recompute every position each step (for comparison)")
+    _add_task_options(p)
     p.set_defaults(func=run)
+
+
+def _task_options() -> dict[str, list]:
+    """flag -> [(task, its Option)] over every pipeline's declared options."""
+    from bertforge.pipelines import PIPELINES
+
+    found: dict[str, list] = {}
+    for task, cls in PIPELINES.items():
+        for option in cls.cli_options:
+            found.setdefault(option.flag, []).append((task, option))
+    return found
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    """One flag per option the pipelines declare; a flag several pipelines share is added once, its help naming each
+    task's use, its range the widest (each task's own is checked when the task is known)."""
+    from bertforge.cli.fields import number
+
+    g = p.add_argument_group("task options (each pipeline's own)")
+    for flag, uses in _task_options().items():
+        first = uses[0][1]
+        kw: dict = {"dest": first.dest, "default": argparse.SUPPRESS}
+        kw["help"] = "; ".join(f"{task}: {o.help}" for task, o in uses).replace("%", "%%")
+        if first.kind is bool:
+            kw["action"] = argparse.BooleanOptionalAction if first.negatable else "store_true"
+        elif first.choices:
+            kw["choices"] = first.choices
+        elif first.kind in (int, float):
+            low = min((o.minimum for _, o in uses if o.minimum is not None), default=None)
+            high = max((o.maximum for _, o in uses if o.maximum is not None), default=None)
+            kw.update(type=number(first.kind, low, high), metavar="N" if first.kind is int else "X")
+        else:
+            kw["metavar"] = "TEXT"
+        g.add_argument(flag, **kw)
+
+
+def _task_call(args: argparse.Namespace, task: str) -> dict:
+    """The call's keywords from the flags given for ``task`` (and its command-line defaults); a flag of another
+    task, a value outside this task's range or a required flag missing is one line naming the flag."""
+    from bertforge.pipelines import PIPELINES
+
+    own = {o.flag: o for o in PIPELINES[task].cli_options}
+    given = vars(args)
+    for flag, uses in _task_options().items():
+        if uses[0][1].dest in given and flag not in own:
+            raise ValueError(f"{flag} is an option of {', '.join(t for t, _ in uses)}, not of {task}")
+    call = {}
+    for option in own.values():
+        if option.dest not in given:
+            if option.required:
+                raise ValueError(f"{task} needs {option.flag}")
+            if option.default is None:
+                continue
+        value = given.get(option.dest, option.default)
+        if option.minimum is not None and value < option.minimum:
+            raise ValueError(f"{option.flag} must be >= {option.minimum} for {task}, got {value}")
+        call[option.keyword or option.dest] = option.call_value(value)
+    return call
 
 
 def _read_inputs(path: str, task: str) -> list:
@@ -140,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
     from bertforge.pipelines import ALIASES, pipeline
 
     task = ALIASES.get(args.task, args.task)
+    call = _task_call(args, task)  # flag errors before the model loads
     kwargs = dict(
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -147,11 +160,6 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         show_progress=args.input is not None,
     )
-    if task == "feature-extraction":
-        if args.pooling != "default":
-            kwargs["pooling"] = None if args.pooling == "none" else args.pooling
-        if args.normalize is not None:
-            kwargs["normalize"] = args.normalize
     if args.adapter:
         kwargs["adapter"] = args.adapter
     pipe = pipeline(args.task, model=args.model, **kwargs)
@@ -165,42 +173,6 @@ def run(args: argparse.Namespace) -> int:
         inputs = args.texts
     if not inputs:
         raise ValueError("no input: give texts as arguments or --input FILE.jsonl")
-    call: dict = {}
-    if task == "fill-mask":
-        call = {"top_k": args.top_k or 5}
-        if args.targets:
-            call["targets"] = args.targets.split(",")
-    elif task == "text-classification":
-        call = {"top_k": args.top_k or 1, "function_to_apply": args.function_to_apply, "stride": args.stride}
-    elif task == "token-classification":
-        call = {"aggregation_strategy": args.aggregation_strategy, "stride": args.stride}
-    elif task == "question-answering":
-        call = {
-            "top_k": args.top_k or 1,
-            "doc_stride": args.doc_stride,
-            "max_answer_len": args.max_answer_len,
-            "handle_impossible_answer": args.handle_impossible_answer,
-        }
-    elif task == "zero-shot-classification":
-        if not args.candidate_labels:
-            raise ValueError("zero-shot-classification needs --candidate-labels a,b,c")
-        call = {
-            "candidate_labels": args.candidate_labels,
-            "hypothesis_template": args.hypothesis_template,
-            "multi_label": args.multi_label,
-        }
-    elif task == "feature-extraction":
-        call = {"stride": args.stride}
-    elif task == "text-generation":
-        call = {
-            "max_new_tokens": args.max_new_tokens,
-            "do_sample": args.do_sample,
-            "temperature": args.temperature,
-            "top_k": args.top_k or 0,
-            "top_p": args.top_p,
-            "seed": args.seed,
-            "use_cache": not args.no_cache,
-        }
     results = pipe(list(inputs), **call)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:

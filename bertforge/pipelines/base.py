@@ -7,6 +7,7 @@ import functools
 import inspect
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,41 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = 
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join([*DTYPES, 'auto', 'int8'])}")
     return DTYPES[dtype]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A ``bertforge run`` flag of a pipeline: ``--flag`` sets the call's keyword ``keyword`` (default: the flag's
+    name), converted by ``value``. Only flags given reach the call, so the pipeline's own defaults apply otherwise,
+    unless ``default`` gives the command line's own. Several pipelines may declare one flag alike."""
+
+    flag: str
+    help: str
+    kind: type = str
+    """int, float, str, or bool (a switch)."""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    keyword: str | None = None
+    value: Callable[[Any], Any] | None = None
+    default: Any = None
+    required: bool = False
+    negatable: bool = False
+    """A bool flag with a --no- form (unset: the pipeline decides)."""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.removeprefix("--").replace("-", "_")
+
+    def call_value(self, given: Any) -> Any:
+        return self.value(given) if self.value is not None else given
+
+
+def comma_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+STRIDE = Option("--stride", "overlap of windows of long inputs, in tokens", int, minimum=0)
 
 
 MIN_WINDOW = 4
@@ -97,6 +133,9 @@ class Pipeline:
             return call(self, *args, **{**self.call_defaults, **kw})
 
         cls.__call__ = with_defaults  # type: ignore[method-assign]
+
+    cli_options: tuple[Option, ...] = ()
+    """The call's keywords that ``bertforge run`` offers as flags."""
 
     head: str | None = None
     """A weight name (Hugging Face naming) whose absence means the checkpoint lacks the task's head."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertModel
-from bertforge.pipelines.base import Pipeline, as_list, check_texts
+from bertforge.pipelines.base import STRIDE, Option, Pipeline, as_list, check_texts
 
 POOLINGS = ("mean", "cls", None)
 
@@ -24,6 +24,16 @@ def similarity(a, b) -> np.ndarray:
 class FeatureExtractionPipeline(Pipeline):
     task = "feature-extraction"
     model_class = BertModel
+    cli_options = (
+        Option(
+            "--pooling",
+            "default (the pipeline's: none; mean for sentence-embedding), mean, cls or none (token vectors)",
+            choices=("default", "mean", "cls", "none"),
+            value=lambda v: None if v == "none" else v,
+        ),
+        Option("--normalize", "L2-normalise the vectors", bool, negatable=True),
+        STRIDE,
+    )
 
     def __init__(self, *args, pooling: str | None = None, normalize: bool = False, **kwargs):
         super().__init__(*args, **kwargs)

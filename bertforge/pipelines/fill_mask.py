@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from bertforge.model import BertForMaskedLM
-from bertforge.pipelines.base import Pipeline, as_list, check_number, check_texts, softmax
+from bertforge.pipelines.base import Option, Pipeline, as_list, check_number, check_texts, comma_list, softmax
 from bertforge.tasks.features import collate, length_batches
 from bertforge.utils import logger
 
@@ -16,6 +16,10 @@ class FillMaskPipeline(Pipeline):
     model_class = BertForMaskedLM
     head = "cls.predictions."
     head_hint = "use a checkpoint saved with its MLM head (bertforge pretrain exports one; BertForMaskedLM)"
+    cli_options = (
+        Option("--top-k", "predictions per [MASK] (default 5)", int, minimum=1),
+        Option("--targets", "candidate tokens, comma-separated", value=comma_list),
+    )
 
     def target_ids(self, targets) -> np.ndarray:
         tok = self.tokenizer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForQuestionAnswering
-from bertforge.pipelines.base import Pipeline, check_number, check_texts, softmax
+from bertforge.pipelines.base import Option, Pipeline, check_number, check_texts, softmax
 from bertforge.tasks.qa import qa_features
 from bertforge.tasks.readers import SquadExample
 
@@ -22,6 +22,12 @@ class QuestionAnsweringPipeline(Pipeline):
     model_class = BertForQuestionAnswering
     head = "qa_outputs."
     head_hint = "use a checkpoint fine-tuned for QA (bertforge finetune qa writes one)"
+    cli_options = (
+        Option("--top-k", "answers per question (default 1)", int, minimum=1),
+        Option("--doc-stride", "overlap of a long context's windows, in tokens", int, minimum=0),
+        Option("--max-answer-len", "longest answer, in tokens", int, minimum=1),
+        Option("--handle-impossible-answer", "allow the empty answer (SQuAD v2.0)", bool),
+    )
 
     def __init__(self, *args, max_length: int | None = 384, **kwargs):
         super().__init__(*args, max_length=max_length, **kwargs)

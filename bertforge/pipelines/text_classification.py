@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForSequenceClassification
-from bertforge.pipelines.base import Pipeline, as_list, check_texts, sigmoid, softmax
+from bertforge.pipelines.base import STRIDE, Option, Pipeline, as_list, check_texts, sigmoid, softmax
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 
@@ -16,6 +16,11 @@ class TextClassificationPipeline(Pipeline):
     model_class = BertForSequenceClassification
     head = "classifier."
     head_hint = "use a checkpoint fine-tuned for classification (bertforge finetune classification writes one)"
+    cli_options = (
+        Option("--top-k", "labels per input (default 1)", int, minimum=1),
+        Option("--function-to-apply", "scores from the logits", choices=("softmax", "sigmoid", "none")),
+        STRIDE,
+    )
 
     def default_function(self) -> str:
         """As transformers: none for regression, sigmoid for multi-label or one output, else softmax."""

@@ -6,7 +6,7 @@ from typing import Any
 
 from bertforge.generation import check_causal, generate
 from bertforge.model import BertLMHeadModel
-from bertforge.pipelines.base import Pipeline, check_number, check_texts
+from bertforge.pipelines.base import Option, Pipeline, check_number, check_texts
 
 
 class TextGenerationPipeline(Pipeline):
@@ -17,6 +17,21 @@ class TextGenerationPipeline(Pipeline):
     model_class = BertLMHeadModel
     head = "cls.predictions."
     head_hint = "use a checkpoint pretrained with --objective clm"
+    cli_options = (
+        Option("--max-new-tokens", "tokens to generate", int, minimum=1),
+        Option("--do-sample", "sample (default: greedy)", bool),
+        Option("--temperature", "sampling temperature", float, minimum=1e-6),
+        Option("--top-k", "sample among the K likeliest tokens (0: off)", int, minimum=0),
+        Option("--top-p", "nucleus sampling: keep the smallest set reaching P", float, minimum=1e-6, maximum=1.0),
+        Option("--seed", "seed of the sampler (prompt i uses seed + i)", int, minimum=0, maximum=2**32 - 1),
+        Option(
+            "--no-cache",
+            "recompute every position each step (for comparison)",
+            bool,
+            keyword="use_cache",
+            value=lambda v: not v,
+        ),
+    )
 
     def __init__(self, model: Any, tokenizer: Any = None, **kwargs):
         from bertforge.hub import resolve_model

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForTokenClassification
-from bertforge.pipelines.base import Pipeline, as_list, check_texts, softmax
+from bertforge.pipelines.base import STRIDE, Option, Pipeline, as_list, check_texts, softmax
 from bertforge.utils import logger
 
-STRATEGIES = ("none", "simple", "first", "average", "max")
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
 
 
 def join_pieces(tokens: list[str]) -> str:
@@ -78,6 +78,10 @@ class TokenClassificationPipeline(Pipeline):
     model_class = BertForTokenClassification
     head = "classifier."
     head_hint = "use a checkpoint fine-tuned for NER (bertforge finetune ner writes one)"
+    cli_options = (
+        Option("--aggregation-strategy", "how tokens group into entities", choices=AGGREGATIONS, default="simple"),
+        STRIDE,
+    )
 
     def __call__(
         self,
@@ -95,8 +99,8 @@ class TokenClassificationPipeline(Pipeline):
             if grouped_entities and aggregation_strategy == "none":
                 aggregation_strategy = "simple"
         strategy = aggregation_strategy.lower() if isinstance(aggregation_strategy, str) else aggregation_strategy
-        if strategy not in STRATEGIES:
-            raise ValueError(f"aggregation_strategy={aggregation_strategy!r} is not one of {STRATEGIES}")
+        if strategy not in AGGREGATIONS:
+            raise ValueError(f"aggregation_strategy={aggregation_strategy!r} is not one of {AGGREGATIONS}")
         texts, single = as_list(inputs)
         check_texts(texts)
         enc, owner = self._windows(texts, stride=stride, offsets=True, specials=True)

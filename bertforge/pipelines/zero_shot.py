@@ -6,13 +6,18 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForSequenceClassification
-from bertforge.pipelines.base import Pipeline, as_list, check_texts, softmax
+from bertforge.pipelines.base import Option, Pipeline, as_list, check_texts, softmax
 
 
 class ZeroShotClassificationPipeline(Pipeline):
     task = "zero-shot-classification"
     model_class = BertForSequenceClassification
     head = "classifier."
+    cli_options = (
+        Option("--candidate-labels", "the labels, comma-separated", required=True),
+        Option("--hypothesis-template", "the NLI hypothesis, with {} where the label goes"),
+        Option("--multi-label", "score each label on its own", bool),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

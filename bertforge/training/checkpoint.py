@@ -150,6 +150,15 @@ def resolve_checkpoint(path: str) -> str:
     )
 
 
+def load_weights(checkpoint: str, model: Any) -> None:
+    """Copy a checkpoint's weights (its Hugging Face files) into ``model``; every weight the model has must be there."""
+    from bertforge.model.pretrained import load_state_dict
+
+    report = model.load_hf_state_dict(load_state_dict(checkpoint), source=checkpoint)
+    if report.missing:
+        raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
+
+
 def load_trainer_state(checkpoint: str) -> dict[str, Any]:
     """The sidecar of ``checkpoint``, read without running any code from it (``weights_only=True``)."""
     path = os.path.join(checkpoint, STATE_FILE)
@@ -258,3 +267,136 @@ def clean_run_dir(run_dir: str) -> list[str]:
     if touched:
         logger.info("removed %d leftover temporary file(s) of an interrupted run in %s", len(touched), run_dir)
     return touched
+
+
+# ---- the checkpoint manager of a training run --------------------------------------------------------------------
+class CheckpointManager:
+    """Owns a run's checkpoints: which one a run resumes from, restoring it, when to save, saving (with pruning, in
+    ``save_checkpoint``). The weights' files are written and read by the job's own functions (``write`` / ``load``:
+    the model and its tokenizer as a Hugging Face directory)."""
+
+    def __init__(
+        self,
+        run_dir: str | None,
+        train: Any,
+        info: Any,
+        config_yaml: str,
+        write: Callable[[str, dict], None],
+        load: Callable[[str, Any], None],
+        after_save: Callable[[str], None] | None = None,
+    ):
+        self.run_dir, self.train, self.info, self.config_yaml = run_dir, train, info, config_yaml
+        self.write, self.load, self.after_save = write, load, after_save
+
+    def resume_point(self) -> str | None:
+        """The checkpoint this run resumes from, or None for a fresh start; refuses, before anything is written, a
+        ``--load`` that holds no checkpoint (unless it is the run's own directory: Megatron's ``--save X --load X``
+        starts fresh) and a fresh start in a directory that holds another run's checkpoints (unless ``overwrite``)."""
+        t, run_dir = self.train, self.run_dir
+        if t.load and has_checkpoint(t.load):
+            return resolve_checkpoint(t.load)
+        if t.load and not (run_dir and os.path.abspath(t.load) == os.path.abspath(run_dir)):
+            what = "does not exist" if not os.path.exists(t.load) else "holds no checkpoint"
+            raise ValueError(
+                f"--load {t.load} {what}: give a checkpoint directory (with {STATE_FILE}) or a run directory (with "
+                f"checkpoints/{LATEST})"
+            )
+        if run_dir and has_checkpoint(run_dir) and not t.overwrite:
+            existing = checkpoints(run_dir)
+            newest = os.path.basename(existing[-1]) if existing else LATEST
+            raise ValueError(
+                f"{run_dir} holds the checkpoints of an earlier run (newest {newest}); resume it (pretrain: --load "
+                f"{run_dir}; finetune: --resume), choose another directory, or pass --overwrite to start a new run "
+                "there (the earlier checkpoints are kept)"
+            )
+        if t.load:
+            logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
+        return None
+
+    def load_weights(self, checkpoint: str, model: Any) -> dict[str, Any]:
+        """The checkpoint's trainer state, read first (a refused file loads nothing), and its weights in ``model``
+        (unwrapped, before any sharding)."""
+        state = load_trainer_state(checkpoint)
+        self.load(checkpoint, model)
+        state["path"] = checkpoint
+        return state
+
+    def restore(self, state: dict[str, Any], model, optimizer, scheduler, scaler, partial: bool = False) -> int:
+        """Optimizer, schedule, scaler and RNG from a trainer state (after any FSDP sharding); returns its step.
+        ``partial``: parameters a schedule has not trained yet have no optimizer state, which is then expected."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=False, strict=not partial)
+        set_optimizer_state_dict(model, optimizer, state["optimizer"], options=options)
+        for group in optimizer.param_groups:  # the saved groups carry the saving run's kernel choice: keep this run's
+            for key in ("fused", "foreach"):
+                if key in optimizer.defaults:
+                    group[key] = optimizer.defaults[key]
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if self.info.rank < len(rngs):
+            set_rng_state(rngs[self.info.rank])
+        logger.info(
+            "resumed from %s at step %d (%d samples consumed)", state["path"], state["step"], state["consumed_samples"]
+        )
+        return int(state["step"])
+
+    def should_save(self, step: int, stop_at: int, evaluated: bool, save_at_eval: bool, stopping: bool) -> bool:
+        t = self.train
+        return bool(self.run_dir) and (
+            bool(t.save_interval and step % t.save_interval == 0)
+            or step == stop_at
+            or (evaluated and save_at_eval)
+            or stopping
+        )
+
+    def save(self, step: int, consumed: int, model, optimizer, scheduler, scaler, loop: dict[str, Any]) -> None:
+        """Checkpoint ``step`` (every rank calls it: the state is gathered; rank 0 writes)."""
+        from bertforge.training import distributed as dist_
+
+        info = self.info
+        model_state, optim_state = full_state(model, optimizer)
+        states: list[Any] = [None] * info.world_size
+        if info.enabled:
+            torch.distributed.all_gather_object(states, rng_state())
+        else:
+            states = [rng_state()]
+        if info.is_main and self.run_dir:
+            state = {
+                "run_id": loop["run_id"],
+                "step": step,
+                "consumed_samples": consumed,
+                "optimizer": optim_state,
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler else None,
+                "rng": states,
+                "world_size": info.world_size,
+                "loop": loop,
+            }
+            path = save_checkpoint(
+                self.run_dir,
+                step,
+                lambda d: self.write(d, model_state),
+                state,
+                self.config_yaml,
+                self.train.keep_last,
+                run_id=loop["run_id"],
+            )
+            if self.after_save is not None:
+                self.after_save(path)
+            logger.info("step %d: checkpoint %s", step, path)
+        dist_.barrier(info)
+
+
+def full_state(model, optimizer=None) -> tuple[dict, dict | None]:
+    """Unsharded model (and optimizer) state dicts, gathered to the CPU (under FSDP every rank must call this).
+
+    The optimizer state is keyed by parameter names, so a checkpoint resumes with or without FSDP and on any number
+    of ranks."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state = get_model_state_dict(model, options=options)
+    return model_state, (get_optimizer_state_dict(model, optimizer, options=options) if optimizer else None)

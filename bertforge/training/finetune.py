@@ -57,9 +57,12 @@ from bertforge.tasks.ner import label_list, ner_features, word_predictions
 from bertforge.tasks.qa import best_answers, qa_features
 from bertforge.tasks.readers import IN_MEMORY, in_memory, read_conll, read_squad, read_table
 from bertforge.tokenization import BertTokenizer, load_tokenizer
+from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
-from bertforge.training.engine import BatchPlan, Job, fit, full_state
-from bertforge.training.objectives import DistillObjective, Objective, TaskObjective, load_teacher
+from bertforge.training.checkpoint import full_state
+from bertforge.training.engine import BatchPlan, Job
+from bertforge.training.objectives import DistillObjective, Objective, TaskObjective, check_cosine, load_teacher
+from bertforge.training.trainer import fit
 from bertforge.utils import atomic_directory, atomic_write_text, logger
 
 TASKS = ("classification", "ner", "qa")
@@ -269,11 +272,7 @@ def _train(
                 "teacher (--student-layers) exists only in this run: use full, head, freeze or lora"
             )
         d = cfg.distill
-        if d.cosine and task.teacher.config.hidden_size != model.config.hidden_size:
-            raise ValueError(
-                f"--cosine compares hidden states: the teacher's width is {task.teacher.config.hidden_size}, the "
-                f"student's {model.config.hidden_size}"
-            )
+        check_cosine(d.cosine, task.teacher, model)
         objective = DistillObjective(task.teacher.to(info.device), d.temperature, d.alpha, d.cosine)
     trainable = apply_strategy(model, cfg.adapt, tok)
     model.bert.gradient_checkpointing = t.recompute_activations  # type: ignore[union-attr]
@@ -333,8 +332,6 @@ def _train(
             save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(directory, TRAINING_STATE))
 
     def load_checkpoint(checkpoint: str, m) -> None:
-        from bertforge.model.pretrained import load_state_dict
-
         raw = os.path.join(checkpoint, TRAINING_STATE)
         if os.path.exists(raw):
             from safetensors.torch import load_file
@@ -345,9 +342,7 @@ def _train(
             raise ValueError(
                 f"{checkpoint} has no {TRAINING_STATE}: it was not written by a run with strategy {cfg.adapt.strategy}"
             )
-        report = m.load_hf_state_dict(load_state_dict(checkpoint), source=checkpoint)
-        if report.missing:
-            raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
+        ckpt.load_weights(checkpoint, m)
 
     run_cfg = dataclasses.replace(t, save=output_dir, load=output_dir if resume else None)
     job = Job(

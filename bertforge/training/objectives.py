@@ -147,6 +147,16 @@ def load_teacher(path: str, cls: type[PreTrainedBert], lacking: str, advice: str
     return teacher
 
 
+def check_cosine(cosine: float, teacher: PreTrainedBert, student: PreTrainedBert) -> None:
+    """DistilBERT's cosine loss compares the two last hidden states: they must have the same width."""
+    wide, narrow = teacher.config.hidden_size, student.config.hidden_size
+    if cosine and wide != narrow:
+        raise ValueError(
+            f"--cosine compares hidden states: the teacher's width is {wide}, the student's {narrow} "
+            f"(use --student-layers, or a student of width {wide})"
+        )
+
+
 def soft_loss(student_out: Any, teacher_out: Any, batch: dict, temperature: float, problem: str | None) -> torch.Tensor:
     """The soft-target loss of one batch for the head whose outputs these are (see the module notes)."""
     T = temperature

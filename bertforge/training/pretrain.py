@@ -35,16 +35,18 @@ from bertforge.model.surgery import shrink
 from bertforge.tokenization import BertTokenizer, load_tokenizer, megatron_tokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
-from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, TrainResult, fit, loader, to_device
+from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, TrainResult, loader, to_device
 from bertforge.training.objectives import (
     CLMObjective,
     MLMDistillObjective,
     MLMObjective,
     Objective,
+    check_cosine,
     load_teacher,
     mlm_logits_labels,
     model_inputs,
 )
+from bertforge.training.trainer import fit
 from bertforge.utils import atomic_directory, autocast, logger
 
 __all__ = [
@@ -230,11 +232,7 @@ def _distillation(cfg: PretrainConfig, model, vocab_size: int, info: dist_.DistI
     if d.student_layers is not None:
         model = shrink(teacher, d.student_layers)
         model.bert.gradient_checkpointing = cfg.train.recompute_activations  # type: ignore[union-attr]
-    if d.cosine and teacher.config.hidden_size != model.config.hidden_size:
-        raise ValueError(
-            f"--cosine compares hidden states: the teacher's width is {teacher.config.hidden_size}, the student's "
-            f"{model.config.hidden_size} (use --student-layers, or --hidden-size {teacher.config.hidden_size})"
-        )
+    check_cosine(d.cosine, teacher, model)
     if info.is_main:
         logger.info(
             "distilling %s (%s parameters) into %d layers: temperature %g, soft %g, MLM %g, cosine %g",
@@ -360,13 +358,6 @@ def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show
         model.save_pretrained(directory, state_dict=state)
         tok.save_pretrained(directory)
 
-    def load_checkpoint(checkpoint: str, m) -> None:
-        from bertforge.model.pretrained import load_state_dict
-
-        report = m.load_hf_state_dict(load_state_dict(checkpoint), source=checkpoint)
-        if report.missing:
-            raise ValueError(f"{checkpoint} lacks weights this model needs: {report.missing}")
-
     def export_hf(checkpoint: str) -> None:  # run/hf: the newest weights as a Hugging Face directory
         with atomic_directory(os.path.join(t.save, "hf")) as tmp:  # type: ignore[arg-type]
             for name in os.listdir(checkpoint):
@@ -387,7 +378,7 @@ def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show
         run_dir=t.save,
         config_yaml=cfg.to_yaml(),
         write_checkpoint=write_checkpoint,
-        load_checkpoint=load_checkpoint,
+        load_checkpoint=ckpt.load_weights,
         evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
         eval_every=t.eval_interval,
         num_workers=cfg.data.num_workers,

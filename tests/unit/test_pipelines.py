@@ -175,3 +175,47 @@ def test_the_transformers_habits_carry_over(tmp_path, minilm, cls_dir):
     qa = bertforge.pipeline("question-answering", model=qa_dir)
     context = "Paris is the capital of France."
     assert qa("What is the capital?", context) == qa(question="What is the capital?", context=context)
+
+
+def test_each_pipeline_declares_its_run_flags_and_shared_flags_agree():
+    import inspect
+
+    from bertforge.cli.run import _task_options
+    from bertforge.pipelines import PIPELINES
+
+    options = _task_options()
+    assert {t for t, _ in options["--top-k"]} == {
+        "fill-mask",
+        "text-classification",
+        "question-answering",
+        "text-generation",
+    }
+    for flag, uses in options.items():
+        kinds = {(o.kind, o.choices, o.negatable) for _, o in uses}
+        assert len(kinds) == 1, (flag, kinds)  # one flag, one meaning on the command line
+    for cls in PIPELINES.values():  # every declared keyword is one the call takes
+        call = getattr(cls.__call__, "__wrapped__", cls.__call__)
+        accepted = set(inspect.signature(call).parameters)
+        assert all((o.keyword or o.dest) in accepted for o in cls.cli_options), cls.__name__
+
+
+def test_run_flags_reach_their_task_and_only_it(tmp_path, minilm, capsys):
+    import json
+
+    from bertforge.cli.main import main
+
+    mlm = make(tmp_path / "mlm", "BertForMaskedLM", minilm)
+    assert main(["run", "fill-mask", "a [MASK] b", "--model", mlm, "--top-k", "3", "--targets", "the,a,of"]) == 0
+    result = json.loads(capsys.readouterr().out)["result"]
+    assert len(result) == 3 and {r["token_str"] for r in result} == {"the", "a", "of"}
+    assert main(["run", "fill-mask", "a [MASK] b", "--model", mlm, "--top-k", "0"]) == 1
+    assert "--top-k must be >= 1 for fill-mask, got 0" in capsys.readouterr().err
+    assert main(["run", "fill-mask", "a [MASK] b", "--model", mlm, "--candidate-labels", "x,y"]) == 1
+    assert "--candidate-labels is an option of zero-shot-classification, not of fill-mask" in capsys.readouterr().err
+    nli = make(tmp_path / "nli", "BertForSequenceClassification", minilm, id2label={0: "entailment", 1: "other"})
+    assert main(["run", "zero-shot-classification", "a text", "--model", nli]) == 1
+    assert "zero-shot-classification needs --candidate-labels" in capsys.readouterr().err
+    ner = make(tmp_path / "ner", "BertForTokenClassification", minilm, id2label={0: "O", 1: "B-X", 2: "I-X"})
+    assert main(["run", "ner", "Peter lives in Berlin", "--model", ner]) == 0
+    entities = json.loads(capsys.readouterr().out)["result"]  # the command line's default: simple aggregation
+    assert all("entity_group" in e for e in entities)
