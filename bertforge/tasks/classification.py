@@ -1,15 +1,25 @@
 """Sequence classification as a task: labels read from table rows (single-label ids, multi-label 0/1 vectors or
 regression floats), texts encoded into features, logits turned into predictions, and the metrics of each kind.
 
-Fine-tuning (``training/finetune.py``) and the text-classification pipeline build on these.
+``ClassificationTask`` is the family fine-tuning runs (``training/finetune.py``); the text-classification pipeline
+builds on the same pieces.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
+from bertforge.model import BertForSequenceClassification
 from bertforge.tasks import metrics as M
+from bertforge.tasks.base import TaskFamily
+from bertforge.tasks.readers import read_table
 from bertforge.tokenization import BertTokenizer
+
+if TYPE_CHECKING:
+    from bertforge.config import TaskConfig
 
 KINDS = ("single", "multi", "regression")
 
@@ -124,3 +134,80 @@ def predictions(logits: np.ndarray, kind: str) -> list:
     if kind == "multi":
         return (logits > 0).astype(float).tolist()  # sigmoid(x) > 0.5
     return logits.argmax(-1).tolist()
+
+
+PROBLEM_TYPES = {
+    "single": "single_label_classification",
+    "multi": "multi_label_classification",
+    "regression": "regression",
+}
+"""Each of the ``KINDS`` of classification -> the config's problem_type."""
+
+
+class ClassificationTask(TaskFamily):
+    """Sequence classification from table rows: single-label (accuracy, F1, MCC), multi-label (micro F1, one sigmoid
+    per label above 0.5), regression (MSE, Pearson, Spearman)."""
+
+    name, model_class = "classification", BertForSequenceClassification
+
+    def __init__(self, task: TaskConfig, bf16: bool = False):
+        super().__init__(task, bf16)
+        self.kind = "regression" if task.regression else "multi" if task.multi_label else "single"
+
+    def read(self, source: Any) -> list[dict]:
+        t = self.task
+        return read_table(source, t.text_column, t.label_column, t.text_pair_column, not t.no_header)
+
+    def group(self, row: dict) -> Any:
+        return row["line"]
+
+    def prepare(self, train: list, valid: list, train_name: str, valid_name: str) -> dict[str, Any]:
+        sep = self.task.label_separator
+        self.y_train, self.label2id = classification_labels(train, train_name, self.kind, None, sep)
+        classification_labels(valid, valid_name, self.kind, self.label2id, sep)  # a label unseen in training: refused
+        self.num_labels = 1 if self.kind == "regression" else len(self.label2id)
+        self.id2label = {i: n for n, i in (self.label2id or {}).items()}
+        if self.task.label_names and self.kind != "regression":
+            self.id2label = name_labels(self.label2id, self.task.label_names, train_name)
+        head: dict[str, Any] = {"num_labels": self.num_labels, "problem_type": PROBLEM_TYPES[self.kind]}
+        if self.kind != "regression":
+            head["id2label"] = self.id2label
+        return head
+
+    def features(self, tokenizer: Any, items: list, train: bool = False) -> list[dict]:
+        return encode_rows(tokenizer, items, self.task.length("classification"), self.y_train if train else None)
+
+    def evaluate(self, model, tokenizer: Any, items: list, features: list[dict], source: str):
+        gold, _ = classification_labels(items, source, self.kind, self.label2id, self.task.label_separator)
+        logits = np.stack([o[0] for o in self._predict(model, tokenizer, features, lambda out: [out.logits])])
+        pred = predictions(logits, self.kind)
+        records = [
+            {
+                "line": r["line"],
+                "prediction": self._shown(p),
+                "label": r["label"],
+                "logits": [round(float(x), 5) for x in lg],
+            }
+            for r, p, lg in zip(items, pred, logits)
+        ]
+        return classification_metrics(pred, gold, self.kind, self.num_labels), records
+
+    def _shown(self, p: Any) -> Any:
+        """A prediction as the records show it: the label's name, the names of a multi-label row, or the value."""
+        if self.kind == "regression":
+            return p
+        return [self.id2label[k] for k, v in enumerate(p) if v] if self.kind == "multi" else self.id2label[p]
+
+    @property
+    def default_metric(self) -> str:
+        return {"regression": "pearson", "multi": "f1_micro", "single": "accuracy"}[self.kind]
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(classification_metrics(self.y_train[:2], self.y_train[:2], self.kind, self.num_labels))
+
+    def describe(self, base: str) -> str:
+        return f"{base} for {self.kind} classification ({self.num_labels} outputs)"
+
+    @property
+    def label_dtype(self) -> torch.dtype:
+        return torch.long if self.kind == "single" else torch.float

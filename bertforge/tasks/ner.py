@@ -9,9 +9,14 @@ some window, and a word's prediction is read from the window where it has the mo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from bertforge.model import BertForTokenClassification
+from bertforge.tasks import metrics as M
+from bertforge.tasks.base import TaskFamily
+from bertforge.tasks.readers import read_conll
 from bertforge.tokenization import BertTokenizer
 from bertforge.tokenization.alignment import align_word_labels
 
@@ -118,3 +123,55 @@ def word_predictions(
             if held is None or context > held[0]:
                 best[f["sentence"]][w] = (context, scores[t])
     return [[None if b is None else b[1] for b in sentence] for sentence in best]
+
+
+class NERTask(TaskFamily):
+    """Token classification on CoNLL column files; entity-level precision / recall / F1 (IOB2 spans, as conlleval
+    and seqeval count them) on whole words."""
+
+    name, model_class, unit, label_keys = "ner", BertForTokenClassification, "sentences", ("labels",)
+
+    def read(self, source: Any) -> list[dict]:
+        return read_conll(source, self.task.scheme)
+
+    def group(self, sentence: dict) -> Any:
+        return sentence["line"]
+
+    def prepare(self, train: list, valid: list, train_name: str, valid_name: str) -> dict[str, Any]:
+        self.labels = label_list([s["tags"] for s in train])
+        self.label2id = {t: i for i, t in enumerate(self.labels)}
+        for s in valid:
+            unknown = [t for t in s["tags"] if t not in self.label2id]
+            if unknown:
+                raise ValueError(
+                    f"{valid_name}: line {s['line']}: tag {unknown[0]!r} was not seen in training "
+                    f"(tags: {', '.join(self.labels)})"
+                )
+        return {"num_labels": len(self.labels), "id2label": dict(enumerate(self.labels)), "label2id": self.label2id}
+
+    def features(self, tokenizer: Any, items: list, train: bool = False) -> list[dict]:
+        max_length = self.task.length("ner")
+        stride = (max_length - 2) // 4 if self.task.stride is None else self.task.stride
+        words = [s["tokens"] for s in items]
+        if not train:
+            return ner_features(tokenizer, words, max_length, stride)
+        return ner_features(tokenizer, words, max_length, stride, [s["tags"] for s in items], self.label2id)
+
+    def evaluate(self, model, tokenizer: Any, items: list, features: list[dict], source: str):
+        scores = self._predict(model, tokenizer, features, lambda out: [out.logits], per_token=True)
+        words = word_predictions(features, [s[0] for s in scores], [len(s["tokens"]) for s in items])
+        pred = [[self.labels[int(np.argmax(w))] if w is not None else "O" for w in sent] for sent in words]
+        records = [
+            {"line": s["line"], "tokens": s["tokens"], "prediction": p, "label": s["tags"]} for s, p in zip(items, pred)
+        ]
+        return M.entity_scores(pred, [s["tags"] for s in items]), records
+
+    @property
+    def default_metric(self) -> str:
+        return "f1"
+
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(M.entity_scores([self.labels], [self.labels]))  # every tag once: every entity type's score
+
+    def describe(self, base: str) -> str:
+        return f"{base} for NER ({len(self.labels)} tags)"

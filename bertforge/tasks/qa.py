@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from bertforge.tasks.readers import SquadExample
+from bertforge.model import BertForQuestionAnswering
+from bertforge.tasks import metrics as M
+from bertforge.tasks.base import TaskFamily
+from bertforge.tasks.readers import SquadExample, read_squad
 from bertforge.tokenization import BertTokenizer
 from bertforge.tokenization.alignment import char_span_to_token_span
 
@@ -146,3 +150,60 @@ def best_answers(
             answers = [Answer("", float("-inf"), -1, -1)]
         results.append(answers)
     return results
+
+
+class QATask(TaskFamily):
+    """Extractive QA on SQuAD-style JSON; EM and F1 with SQuAD's official normalisation (v2.0: also on the answerable
+    and the unanswerable questions apart). Held out by article: questions about one passage stay on one side."""
+
+    name, model_class, unit = "qa", BertForQuestionAnswering, "questions"
+
+    def read(self, source: Any) -> list[SquadExample]:
+        return read_squad(source)
+
+    def group(self, example: SquadExample) -> Any:
+        return example.title or example.context
+
+    def prepare(self, train: list, valid: list, train_name: str, valid_name: str) -> dict[str, Any]:
+        t = self.task
+        self.version_2 = t.version_2 if t.version_2 is not None else any(ex.is_impossible for ex in train)
+        return {"num_labels": 2}
+
+    def features(self, tokenizer: Any, items: list, train: bool = False) -> list[dict]:
+        t = self.task
+        stride = 128 if t.stride is None else t.stride
+        return qa_features(tokenizer, items, t.length("qa"), stride, t.max_query_length, train=train)
+
+    def evaluate(self, model, tokenizer: Any, items: list, features: list[dict], source: str):
+        t = self.task
+        logits = self._predict(model, tokenizer, features, lambda out: [out.start_logits, out.end_logits], True)
+        answers = best_answers(items, features, logits, t.n_best, t.max_answer_length, self.version_2, t.null_threshold)
+        predicted = {ex.id: a[0].text for ex, a in zip(items, answers)}
+        scores = M.squad_scores(predicted, {ex.id: ex.answers for ex in items}, self.version_2)
+        if self.version_2:
+            for name, keep in (("has_ans", lambda e: not e.is_impossible), ("no_ans", lambda e: e.is_impossible)):
+                subset = {ex.id: ex.answers for ex in items if keep(ex)}
+                if subset:
+                    part = M.squad_scores(predicted, subset, self.version_2)
+                    scores[f"{name}_exact_match"], scores[f"{name}_f1"] = part["exact_match"], part["f1"]
+        records = [
+            {
+                "id": ex.id,
+                "prediction": a[0].text,
+                "answers": ex.answers,
+                "n_best": [{"text": c.text, "score": round(c.score, 4)} for c in a[:5]],
+            }
+            for ex, a in zip(items, answers)
+        ]
+        return scores, records
+
+    @property
+    def default_metric(self) -> str:
+        return "f1"
+
+    def metric_names(self) -> tuple[str, ...]:
+        both = ("has_ans_exact_match", "has_ans_f1", "no_ans_exact_match", "no_ans_f1")
+        return ("exact_match", "f1") + (both if self.version_2 else ())
+
+    def describe(self, base: str) -> str:
+        return f"{base} for {'SQuAD v2.0' if self.version_2 else 'SQuAD v1.1'} QA"
