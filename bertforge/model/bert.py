@@ -37,14 +37,13 @@ from bertforge.model.adapters import PrefixEncoder, SoftPrompt
 from bertforge.model.attention import KVCache, attend
 from bertforge.model.config import BertConfig
 from bertforge.model.dropout import Dropout
+from bertforge.model.inputs import attention_plan, check_inputs, prepare_padded
 from bertforge.model.padding import (
     Packing,
     key_mask_from_cu_seqlens,
-    packing,
     packing_from_cu_seqlens,
     pad,
     unpad,
-    worth_unpadding,
 )
 from bertforge.model.pretrained import PreTrainedBert
 
@@ -310,48 +309,15 @@ class BertModel(PreTrainedBert):
                 output_attentions,
                 output_hidden_states,
             )
-        P_prompt = self.prompt.num_tokens if self.prompt is not None else 0
-        if cache is not None and len(cache[0]):
-            P_prompt = 0  # a soft prompt is in the cache already, in front of the earlier tokens
-        offset = (self.prefix.num_tokens if self.prefix is not None else 0) + (len(cache[0]) if cache else 0)
-        if offset and position_ids is None and isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
-            # as transformers does after cached keys: the input's positions start after a prefix / the cache
-            position_ids = torch.arange(input_ids.shape[1], device=input_ids.device) + offset
-            position_ids = (position_ids + self.config.position_offset).expand_as(input_ids)
-        input_ids, attention_mask, token_type_ids, position_ids = check_inputs(
-            self.config, input_ids, attention_mask, token_type_ids, position_ids, extra=P_prompt
+        P = self.prompt.num_tokens if self.prompt is not None and not (cache and len(cache[0])) else 0  # else cached
+        cached = len(cache[0]) if cache else 0
+        prefix = self.prefix.num_tokens if self.prefix is not None else 0
+        input_ids, attention_mask, token_type_ids, position_ids = prepare_padded(
+            self.config, input_ids, attention_mask, token_type_ids, position_ids, P, prefix, cached
         )
-        if P_prompt:  # the soft tokens in front: real to the mask, segment 0, positions 0..P-1 then the input's + P
-            B = input_ids.shape[0]
-            front = torch.ones(B, P_prompt, dtype=torch.long, device=input_ids.device)
-            if attention_mask is not None:
-                attention_mask = torch.cat([front.to(attention_mask.dtype), attention_mask], dim=1)
-            token_type_ids = torch.cat([torch.zeros_like(front), token_type_ids], dim=1)
-            first = torch.arange(P_prompt, device=front.device) + self.config.position_offset
-            position_ids = torch.cat([first.expand(B, -1), position_ids + P_prompt], 1)
-        # The one conversion of the public mask: (B, S) 1 = real -> (B, 1, 1, S) bool, True = attend.
-        # One host read of the padding count and the longest sequence (free on CPU; the one sync per forward on an
-        # accelerator, which packed batches avoid): no padding drops the mask (SDPA then takes its unmasked kernels),
-        # much padding packs the batch.
-        real = None if attention_mask is None else attention_mask.bool()
-        if real is None:
-            padding = longest = 0
-        elif torch.compiler.is_compiling():  # a data-dependent branch would break the graph: keep the mask, padded
-            padding = longest = -1
-        else:
-            padding, longest = torch.stack([(~real).sum(), real.sum(-1).max()]).tolist() if real.numel() else (0, 0)
-        key_mask = real[:, None, None, :] if padding and real is not None else None
         backend = "eager" if output_attentions else self.attention_backend
-        packed = None
-        if (
-            self.padding_free
-            and backend == "sdpa"
-            and padding > 0
-            and attention_mask is not None
-            and worth_unpadding(padding, attention_mask.numel())
-        ):
-            packed = packing(attention_mask, total=attention_mask.numel() - padding, max_seqlen=longest)
-        if P_prompt:  # the prompt joins the word vectors in the padded layout, then the whole is packed
+        key_mask, packed = attention_plan(attention_mask, self.padding_free, backend)
+        if P:  # the prompt joins the word vectors in the padded layout, then the whole is packed
             x = self.embeddings(input_ids, token_type_ids, position_ids, prompt=self.prompt())  # type: ignore[misc]
             x = unpad(x, packed) if packed is not None else x
         else:
@@ -366,19 +332,22 @@ class BertModel(PreTrainedBert):
         if packed is not None:  # back to the public, padded layout
             x = pad(x, packed)
             hidden_states = tuple(pad(h, packed) for h in hidden_states) if hidden_states else hidden_states
-        pooled = None
-        if self.pooler is not None:
-            last = None  # causal: the last real token (right padding), else [CLS]
-            if self.config.is_decoder:
-                B, S = x.shape[:2]
-                last = (
-                    attention_mask.sum(1).long() - 1 if attention_mask is not None else x.new_full((B,), S - 1).long()
-                )
-            pooled = self.pooler(x, last)
-        if P_prompt:  # heads read the real tokens; the pooler read position 0 (the first soft token), as in peft
-            x = x[:, P_prompt:]
-            hidden_states = tuple(h[:, P_prompt:] for h in hidden_states) if hidden_states else hidden_states
+        pooled = self._pool(x, attention_mask)
+        if P:  # heads read the real tokens; the pooler read position 0 (the first soft token), as in peft
+            x = x[:, P:]
+            hidden_states = tuple(h[:, P:] for h in hidden_states) if hidden_states else hidden_states
         return BaseModelOutput(x, pooled, hidden_states, attentions)
+
+    def _pool(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The pooler's output: [CLS], or with causal attention the last real token (right padding), the only one
+        that has seen the whole input; None without a pooler."""
+        if self.pooler is None:
+            return None
+        last = None
+        if self.config.is_decoder:
+            B, S = x.shape[:2]
+            last = attention_mask.sum(1).long() - 1 if attention_mask is not None else x.new_full((B,), S - 1).long()
+        return self.pooler(x, last)
 
     def _encode(
         self,
@@ -495,64 +464,6 @@ class BertModel(PreTrainedBert):
         positions = flat.new_zeros(T + B * P).index_copy(0, front, positions).index_copy(0, real, position_ids + P)
         x = self.embeddings.from_words(all_words, types, positions)
         return x, real, new_cu.to(cu_seqlens.dtype), max_seqlen + P
-
-
-def check_inputs(config: BertConfig, input_ids, attention_mask, token_type_ids, position_ids, extra: int = 0):
-    """Validate and complete the public inputs; raise ValueError naming the bad input and by how much. ``extra``:
-    positions the model adds in front (a soft prompt's tokens)."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        got = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ValueError(f"input_ids must be a (batch, sequence) tensor of token ids, got {got}")
-    if input_ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise ValueError(f"input_ids must hold integer token ids, got dtype {input_ids.dtype}")
-    B, S = input_ids.shape
-    if S == 0 or B == 0:
-        raise ValueError(f"input_ids has shape {(B, S)}: a batch needs at least one sequence of at least one token")
-    if S + extra > config.max_tokens and position_ids is None:
-        with_prompt = f" (with the {extra} prompt tokens)" if extra else ""
-        covered = "" if config.max_tokens == config.max_position_embeddings else f", {config.max_tokens} tokens"
-        raise ValueError(
-            f"input has {S} tokens{with_prompt}, {S + extra - config.max_tokens} more than the model's "
-            f"max_position_embeddings ({config.max_position_embeddings}{covered}); truncate or window the input"
-        )
-    for name, t in (
-        ("attention_mask", attention_mask),
-        ("token_type_ids", token_type_ids),
-        ("position_ids", position_ids),
-    ):
-        if t is not None and tuple(t.shape) != (B, S):
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but input_ids has shape {(B, S)}; they must match")
-    # Range checks read values on the host: free on CPU; on an accelerator they would sync every step, so they run
-    # there only outside training (the id-range failure on device is a clear device-side assert anyway).
-    if (input_ids.device.type == "cpu" or not torch.is_grad_enabled()) and not torch.compiler.is_compiling():
-        _check_range("input_ids", input_ids, config.vocab_size, "vocab_size")
-        if token_type_ids is not None and config.has_token_types:
-            _check_range("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")
-        if position_ids is not None:
-            _check_range(
-                "position_ids", position_ids + extra, config.max_position_embeddings, "max_position_embeddings"
-            )
-    if token_type_ids is None:
-        token_type_ids = torch.zeros_like(input_ids)
-    if position_ids is None and config.position_offset:
-        # RoBERTa's rule: real tokens count up from pad + 1, padding ids sit at the padding position (left padding too)
-        real = input_ids.ne(config.pad_token_id)
-        position_ids = (real.cumsum(1) * real + config.pad_token_id).long()
-    elif position_ids is None:
-        position_ids = torch.arange(S, device=input_ids.device).expand(B, S)
-    return input_ids, attention_mask, token_type_ids, position_ids
-
-
-def _check_range(name: str, t: torch.Tensor, limit: int, limit_name: str) -> None:
-    if t.numel() == 0:
-        return
-    lo, hi = int(t.min()), int(t.max())
-    if hi >= limit:
-        raise ValueError(
-            f"{name} holds {hi}, which is {hi - limit + 1} past the last valid id ({limit - 1}; {limit_name} = {limit})"
-        )
-    if lo < 0:
-        raise ValueError(f"{name} holds {lo}; ids must be >= 0")
 
 
 @torch.no_grad()
