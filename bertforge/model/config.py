@@ -41,6 +41,8 @@ SIZE_LIMITS = {
 }
 """Upper bounds far beyond any encoder ever trained (bert-large: 30,522 / 1,024 / 24 / 16 / 4,096 / 512 / 2): a
 config past one is a typo or a corrupt file, refused before its tensors are allocated."""
+MAX_LABELS = 1 << 20
+"""The most classes a head may have (their names are generated one by one when the config has none)."""
 MAX_PARAMETERS = 10**11
 """The most parameters a config may describe (400 GB in fp32; bert-large has 3.4e8)."""
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish", "tanh")
@@ -171,6 +173,11 @@ class BertConfig:
             self.num_labels = 2
         if self.num_labels <= 0:
             raise ValueError(f"BertConfig.num_labels must be positive, got {self.num_labels}")
+        if self.num_labels > MAX_LABELS:
+            raise ValueError(
+                f"BertConfig.num_labels is {self.num_labels:,}, beyond any classifier (at most {MAX_LABELS:,}); "
+                "check the config"
+            )
         if self.id2label is None:
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
         derived = {v: k for k, v in self.id2label.items()}

@@ -117,6 +117,9 @@ def test_absurd_sizes_are_refused_before_any_allocation(six_layers):
     _edit(six_layers, lambda d: d.update(num_hidden_layers=1000, intermediate_size=200000))
     with pytest.raises(ValueError, match="describes about .* parameters"):
         BertModel.from_pretrained(six_layers)
+    _edit(six_layers, lambda d: d.update(num_hidden_layers=6, hidden_size=32, intermediate_size=37, num_labels=10**12))
+    with pytest.raises(ValueError, match=r"num_labels is 1,000,000,000,000, beyond any classifier"):
+        BertModel.from_pretrained(six_layers)  # refused before a name is generated for each class
 
 
 @pytest.mark.parametrize(
