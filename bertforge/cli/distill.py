@@ -1,7 +1,7 @@
 """``bertforge distill classification|ner|qa``: a smaller, faster student trained on a fine-tuned teacher's outputs.
 
 The same run as ``bertforge finetune`` (files, task, optimizer, training and strategy flags, outputs), with the
-distillation flags of ``DistillConfig`` (``config.py``): --teacher, --student-layers, --temperature, --alpha.
+distillation flags of ``DistillConfig`` (``config/sections.py``): --teacher, --student-layers, --temperature, --alpha.
 """
 
 from __future__ import annotations

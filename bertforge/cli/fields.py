@@ -1,4 +1,5 @@
-"""Command-line flags generated from config dataclass fields, so that an option is declared once (in ``config.py``).
+"""Command-line flags generated from config dataclass fields, so that an option is declared once (in
+``config/sections.py``).
 
 A field becomes ``--field-name`` (or the ``flag`` its metadata names, e.g. Megatron's ``--num-layers`` for
 ``num_hidden_layers``), plus any ``aliases``. Its help text is the field's docstring and its default; its type comes

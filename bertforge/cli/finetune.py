@@ -1,6 +1,6 @@
 """``bertforge finetune classification|ner|qa``: fine-tune a BERT checkpoint with BERT's recipe.
 
-The options are generated from ``FinetuneConfig``'s sections (``config.py``): optimizer and schedule, training,
+The options are generated from ``FinetuneConfig``'s sections (``config/``): optimizer and schedule, training,
 task, adaptation; only the files, ``--resume`` and ``--freeze-encoder`` (an alias of ``--strategy head``) are
 written here.
 """

@@ -1,33 +1,13 @@
-"""Run configuration: one dataclass per concern, every field with a docstring that states its unit.
-
-- ``DataConfig``: pretraining data (Megatron's files, masking).
-- ``OptimConfig``: optimizer and learning-rate schedule (pretraining and fine-tuning).
-- ``TrainConfig``: batches, precision, checkpoints, logging, distribution (pretraining and fine-tuning).
-- ``TaskConfig``: a fine-tuning task's inputs, windows, evaluation and post-processing.
-- ``AdaptConfig``: which parameters fine-tuning trains (full, head only, LoRA).
-- ``PretrainConfig`` nests model + data + optim + train (``bertforge pretrain``); ``FinetuneConfig`` nests
-  optim + train + task + adapt (``bertforge finetune``) with BERT's fine-tuning defaults.
-
-The model's own config is ``BertConfig`` (``model/config.py``, Hugging Face names). The command line is generated from
-these fields (``cli/fields.py``): a field's flag is ``--field-name`` unless its metadata names another (Megatron's
-name, say), so adding an option is one field here. Units: tokens, sequences (samples), steps (optimizer iterations).
-"""
+"""The config sections, one dataclass per concern; every field has a docstring that states its unit (see the package
+notes)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import math
-import os
-import types
-import typing
-from dataclasses import dataclass, field
-from typing import Any
-
-import yaml
+from dataclasses import dataclass
 
 from bertforge.adapt.registry import STRATEGIES
-from bertforge.model.config import BertConfig
+from bertforge.config.fields import opt, validate
 
 DECAY_STYLES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
@@ -38,127 +18,6 @@ TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokeni
 STRATEGY_NAMES = tuple(STRATEGIES)
 UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
-
-
-def opt(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    flag: str | None = None,
-    aliases: tuple[str, ...] = (),
-    choices: tuple[str, ...] | None = None,
-    cli: bool = True,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    metavar: str | None = None,
-    tasks: tuple[str, ...] = (),
-) -> Any:
-    """A config field with command-line metadata: ``flag`` (default ``--field-name``), extra ``aliases``, allowed
-    ``choices``, a ``minimum`` value, or ``cli=False`` for fields set by the program rather than by users.
-    ``tasks``: the fine-tuning tasks whose command line shows the flag (all when empty)."""
-    meta = {
-        "tasks": tasks,
-        "flag": flag,
-        "aliases": aliases,
-        "choices": choices,
-        "cli": cli,
-        "minimum": minimum,
-        "maximum": maximum,
-        "metavar": metavar,
-    }
-    if factory is not dataclasses.MISSING:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def _check(section: object, f: dataclasses.Field, hint: Any) -> None:
-    """Validate one field against its type and metadata (choices, minimum, maximum); a wrong type (a YAML string
-    where a number belongs, ``bf16: 'no'``) or value is a ValueError that names the section and field."""
-    value = getattr(section, f.name)
-    label = f"{type(section).__name__.removesuffix('Config').lower()}.{f.name}"
-    if value is None:
-        if not _optional(hint):
-            raise ValueError(f"{label} must be set (got null)")
-        return
-    value = _typed(label, value, hint)
-    object.__setattr__(section, f.name, value)
-    choices, minimum, maximum = (f.metadata.get(k) for k in ("choices", "minimum", "maximum"))
-    if choices and value not in choices and not (isinstance(value, (tuple, list)) and set(value) <= set(choices)):
-        raise ValueError(f"{label} {value!r} must be one of {', '.join(choices)}")
-    if minimum is not None and isinstance(value, (int, float)) and value < minimum:
-        raise ValueError(f"{label} must be >= {minimum}, got {value}")
-    if maximum is not None and isinstance(value, (int, float)) and value > maximum:
-        raise ValueError(f"{label} must be <= {maximum}, got {value}")
-
-
-def _optional(hint: Any) -> bool:
-    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
-
-
-def _typed(label: str, value: Any, hint: Any) -> Any:
-    """``value`` as the annotated type: numbers from numeric strings (PyYAML reads ``1e-3`` as a string), lists from
-    a single string or a comma list; anything else of the wrong type is refused."""
-    if _optional(hint):
-        hint = next(a for a in typing.get_args(hint) if a is not type(None))
-    origin = typing.get_origin(hint)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"{label} must be true or false, got {value!r}")
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"{label} must be an integer, got {value!r}")
-    elif hint is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"{label} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{label} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"{label} must be a finite number, got {value!r}")
-        return float(value)
-    elif hint is str:
-        if not isinstance(value, (str, int)) or isinstance(value, bool):
-            raise ValueError(f"{label} must be a string, got {value!r}")
-    elif origin in (list, tuple):
-        items = [x.strip() for x in value.split(",")] if isinstance(value, str) and origin is tuple else value
-        items = [items] if isinstance(items, str) else items
-        if not isinstance(items, (list, tuple)) or not all(isinstance(x, (str, int, float)) for x in items):
-            raise ValueError(f"{label} must be a list of strings, got {value!r}")
-        return tuple(str(x) for x in items) if origin is tuple else [str(x) for x in items]
-    return value
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    """A config class's field types, resolved once (every config construction validates against them)."""
-    return typing.get_type_hints(cls)
-
-
-def _validate(section: object) -> None:
-    hints = _hints(type(section))  # type: ignore[arg-type]  # classes are hashable
-    for f in dataclasses.fields(section):  # type: ignore[arg-type]
-        _check(section, f, hints[f.name])
-
-
-RECIPES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "recipes")
-RECIPES = ("roberta", "crammed", "main-job")
-"""Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME. A recipe's ``base: NAME``
-sets another recipe's fields first."""
-
-
-def recipe_path(name: str) -> str:
-    """A recipe file: ``name`` itself when it exists, else the shipped recipe of that name; one line otherwise."""
-    if os.path.exists(name) or os.sep in name or name.endswith((".yaml", ".yml")):
-        if not os.path.exists(name):
-            raise FileNotFoundError(f"recipe file {name} does not exist; shipped recipes: {', '.join(RECIPES)}")
-        return name
-    if name in RECIPES:
-        return os.path.join(RECIPES_DIR, f"{name}.yaml")
-    raise FileNotFoundError(f"no recipe file {name!r} here, and no shipped recipe of that name ({', '.join(RECIPES)})")
 
 
 @dataclass(kw_only=True)
@@ -204,7 +63,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.objective == "clm":
             self.binary_head = "none"  # next-token prediction has no sentence-pair head
-        _validate(self)
+        validate(self)
         if self.full_sentences and self.binary_head != "none":
             raise ValueError(
                 f"data.full_sentences runs samples across documents: it needs binary_head none, not {self.binary_head}"
@@ -241,7 +100,7 @@ class OptimConfig:
     """Adam's denominator epsilon."""
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
 
     def warmup_steps(self, train_iters: int) -> int:
         decay = self.lr_decay_iters or train_iters
@@ -316,7 +175,7 @@ class TrainConfig:
             from bertforge.utils import parse_duration
 
             parse_duration(self.train_time)  # a bad duration fails here, naming the field
-        _validate(self)
+        validate(self)
         if self.bf16 and self.fp16:
             raise ValueError("choose one of --bf16 and --fp16")
 
@@ -402,7 +261,7 @@ class TaskConfig:
     """QA v2.0: predict no answer when null score - best span score exceeds this."""
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
         if self.regression and self.multi_label:
             raise ValueError("task.regression and task.multi_label are exclusive")
 
@@ -431,7 +290,7 @@ class DistillConfig:
     needs equal hidden sizes."""
 
     def __post_init__(self) -> None:
-        _validate(self)
+        validate(self)
         if self.student_layers is not None and self.teacher is None:
             raise ValueError("distill.student_layers builds the student from a teacher: give distill.teacher too")
 
@@ -486,168 +345,4 @@ class AdaptConfig:
             raise ValueError("adapt.prompt_init text needs prompt_init_text (--prompt-init-text 'classify the review')")
         if self.unfreeze != "none" and self.strategy != "freeze":
             raise ValueError(f"adapt.unfreeze {self.unfreeze} is part of strategy freeze (got {self.strategy})")
-        _validate(self)
-
-
-class _Sections:
-    """Shared behaviour of the nested configs: dict / YAML round trips with unknown names refused by name."""
-
-    SECTIONS: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for name in self.SECTIONS:
-            section = getattr(self, name)
-            out[name] = (
-                section.to_dict()
-                if isinstance(section, BertConfig)
-                else {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
-            )
-        return out
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        return cls().merged(data)
-
-    def merged(self, data: dict[str, Any]):
-        """A copy with the fields given in ``data`` ({section: {field: value}}) set; unknown names are errors."""
-        unknown = set(data) - set(self.SECTIONS)
-        if unknown:
-            raise ValueError(f"unknown config section(s) {sorted(unknown)}; use {', '.join(self.SECTIONS)}")
-        parts = {}
-        for name in self.SECTIONS:
-            section = getattr(self, name)
-            values = data.get(name) or {}
-            if not isinstance(values, dict):
-                raise ValueError(f"config section {name!r} must be a mapping of fields, got {type(values).__name__}")
-            fields = {f.name for f in dataclasses.fields(section)} - {"extra"}
-            if isinstance(section, BertConfig):
-                bad = set(values) - fields
-                if bad:
-                    raise ValueError(
-                        f"unknown field(s) {sorted(bad)} in config section 'model'; known: {sorted(fields)}"
-                    )
-                parts[name] = BertConfig.from_dict({**section.to_dict(), **values}) if values else section
-                continue
-            bad = set(values) - fields
-            if bad:
-                raise ValueError(f"unknown field(s) {sorted(bad)} in config section {name!r}; known: {sorted(fields)}")
-            parts[name] = dataclasses.replace(section, **values)
-        return type(self)(**parts)
-
-    @classmethod
-    def from_yaml(cls, path: str):
-        return cls().merged_yaml(path)
-
-    def merged_yaml(self, path: str, _seen: tuple[str, ...] = ()):
-        """This config with a YAML recipe's fields set over it: a file, or the name of a recipe that ships with
-        bertforge (``RECIPES``). ``base: RECIPE`` in the file sets that recipe's fields first."""
-        path = recipe_path(path)
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as e:
-                raise ValueError(f"{path}: not valid YAML ({e})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping with sections {', '.join(self.SECTIONS)}")
-        base, config = data.pop("base", None), self
-        if base is not None:
-            if not isinstance(base, str) or base in _seen:
-                raise ValueError(f"{path}: base {base!r} must name another recipe (a file or one of {RECIPES})")
-            config = self.merged_yaml(base, (*_seen, base))
-        try:
-            return config.merged(data)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
-
-
-@dataclass(kw_only=True)
-class PretrainConfig(_Sections):
-    """Pretraining: the model, its data, the optimizer and the loop."""
-
-    SECTIONS = ("model", "data", "optim", "train", "distill")
-    model: BertConfig = field(default_factory=BertConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    """Pretraining distillation (DistilBERT's): a masked-LM teacher's soft targets (+ cosine on hidden states)."""
-
-    def __post_init__(self) -> None:
-        t = self.train
-        if self.optim.lr is None:
-            raise ValueError("optim.lr must be set for pretraining (--lr)")
-        if self.distill.teacher is not None and (self.data.objective != "mlm" or self.data.binary_head != "none"):
-            raise ValueError("pretraining distillation (--teacher) is masked LM only: use --binary-head none")
-        if t.init_model is not None and self.distill.student_layers is not None:
-            raise ValueError(
-                "--init-model and --student-layers both choose the starting weights (a model's, or the teacher's "
-                "layers): give one"
-            )
-        if self.data.seq_length > self.model.max_tokens and t.init_model is None:  # else: the checkpoint's limit
-            raise ValueError(
-                f"data.seq_length ({self.data.seq_length}) exceeds the {self.model.max_tokens} tokens that "
-                f"model.max_position_embeddings ({self.model.max_position_embeddings}) covers"
-            )
-        for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
-            if getattr(t, name) <= 0:
-                raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")
-
-    def gradient_accumulation(self, world_size: int) -> int:
-        return self.train.gradient_accumulation(world_size)
-
-
-RunConfig = PretrainConfig
-"""The earlier name of ``PretrainConfig``, kept for code written against it."""
-
-
-def _finetune_optim() -> OptimConfig:
-    return OptimConfig(lr=None, lr_warmup_fraction=0.1, lr_decay_style="linear", weight_decay=0.01, clip_grad=1.0)
-
-
-def _finetune_train() -> TrainConfig:
-    return TrainConfig(micro_batch_size=32, seed=42, log_interval=50, keep_last=1, eval_iters=1)
-
-
-@dataclass(kw_only=True)
-class FinetuneConfig(_Sections):
-    """Fine-tuning with BERT's recipe: AdamW, weight decay 0.01 off biases and LayerNorm, 10% warm-up then linear
-    decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA); lr 3e-5 for full fine-tuning, and each other
-    strategy's own when none is given (``adapt/registry.py``)."""
-
-    SECTIONS = ("optim", "train", "task", "adapt", "distill")
-    optim: OptimConfig = field(default_factory=_finetune_optim)
-    """optim.lr None: the strategy's default (``adapt/registry.py``)."""
-    train: TrainConfig = field(default_factory=_finetune_train)
-    task: TaskConfig = field(default_factory=TaskConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-
-    def resolved_optim(self) -> OptimConfig:
-        """The optimizer settings with the learning rate resolved (the strategy's default when none was given)."""
-        if self.optim.lr is not None:
-            return self.optim
-        return dataclasses.replace(self.optim, lr=STRATEGIES[self.adapt.strategy].lr)
-
-    @classmethod
-    def build(cls, **values: Any) -> FinetuneConfig:
-        """A config from flat field names (``FinetuneConfig.build(lr=1e-3, epochs=1, lora_r=4)``): each name is
-        looked up in the sections, which declare it once; ``batch_size`` and ``warmup_ratio`` are the CLI aliases of
-        train.micro_batch_size and optim.lr_warmup_fraction, ``freeze_encoder=True`` of adapt.strategy="head"."""
-        aliases = {"batch_size": "micro_batch_size", "warmup_ratio": "lr_warmup_fraction"}
-        base = cls()
-        nested: dict[str, dict[str, Any]] = {name: {} for name in cls.SECTIONS}
-        for key, value in values.items():
-            if key == "freeze_encoder":
-                if value:
-                    nested["adapt"]["strategy"] = "head"
-                continue
-            key = aliases.get(key, key)
-            owners = [s for s in cls.SECTIONS if key in {f.name for f in dataclasses.fields(getattr(base, s))}]
-            if not owners:
-                raise ValueError(f"unknown fine-tuning option {key!r}")
-            nested[owners[0]][key] = value
-        return base.merged(nested)
+        validate(self)
