@@ -23,9 +23,10 @@ def load_model(
     ``kwargs`` go to ``from_pretrained`` (``num_labels=3``, ``dtype=...``, ``device=...``)."""
     path = resolve_model(name_or_path)
     if not is_adapter_dir(path):
-        if cls is None:
-            cls = MODEL_CLASSES[BertConfig.from_pretrained(path).class_name]
-        return cls.from_pretrained(path, **kwargs)
+        if cls is not None:
+            return cls.from_pretrained(path, **kwargs)
+        config = BertConfig.from_pretrained(path)  # read once: it names the class and builds it
+        return MODEL_CLASSES[config.class_name].from_pretrained(path, config=config, **kwargs)
     dtype, device = kwargs.pop("dtype", None), kwargs.pop("device", None)
     if kwargs:
         raise ValueError(f"{path} is an adapter directory: its head and labels come with it (no {', '.join(kwargs)})")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bertforge.model import BertForSequenceClassification
-from bertforge.pipelines.base import Option, Pipeline, as_list, check_texts, softmax
+from bertforge.pipelines.base import Option, Pipeline, as_list, check_texts, comma_list, softmax
 
 
 class ZeroShotClassificationPipeline(Pipeline):
@@ -45,7 +45,7 @@ class ZeroShotClassificationPipeline(Pipeline):
         texts, single = as_list(inputs)
         check_texts(texts)
         if isinstance(candidate_labels, str):
-            candidate_labels = [x.strip() for x in candidate_labels.split(",") if x.strip()]
+            candidate_labels = comma_list(candidate_labels)
         if not candidate_labels or isinstance(candidate_labels, (bytes, dict)):
             raise ValueError("zero-shot classification needs candidate_labels (a list, or a comma-separated string)")
         candidate_labels = list(candidate_labels)

@@ -313,7 +313,7 @@ class CheckpointManager:
             logger.warning("--load %s: no checkpoint there yet; starting from step 0", t.load)
         return None
 
-    def load_weights(self, checkpoint: str, model: Any) -> dict[str, Any]:
+    def load_state(self, checkpoint: str, model: Any) -> dict[str, Any]:
         """The checkpoint's trainer state, read first (a refused file loads nothing), and its weights in ``model``
         (unwrapped, before any sharding)."""
         state = load_trainer_state(checkpoint)

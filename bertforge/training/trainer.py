@@ -142,7 +142,7 @@ class Trainer:
         self.metrics = MetricsLogger(job.run_dir, info.is_main, t.log_interval)
         self.evaluator = Evaluator(job)
         checkpoint = self.checkpoints.resume_point()
-        saved = self.checkpoints.load_weights(checkpoint, job.model) if checkpoint is not None else None
+        saved = self.checkpoints.load_state(checkpoint, job.model) if checkpoint is not None else None
         self.model = job.model
         self.train_model = wrap(job.model, t, info)
         self.optimizer = build_optimizer(job.model, job.optim, fused=not t.fsdp)

@@ -81,7 +81,7 @@ def _edit(path, change) -> str:
 
 
 def test_a_config_that_lost_its_layer_count_is_refused_not_loaded_half_random(six_layers):
-    file = _edit(six_layers, lambda d: d.pop("num_hidden_layers"))
+    _edit(six_layers, lambda d: d.pop("num_hidden_layers"))
     with pytest.raises(ValueError, match=r"disagree on the encoder: 72 encoder tensor\(s\) the config needs") as e:
         BertModel.from_pretrained(six_layers)
     assert (
@@ -90,7 +90,6 @@ def test_a_config_that_lost_its_layer_count_is_refused_not_loaded_half_random(si
     _edit(six_layers, lambda d: d.update(num_hidden_layers=4))  # fewer layers than the weights hold
     with pytest.raises(ValueError, match=r"the config has no place for \(encoder\.layer\.4\."):
         BertModel.from_pretrained(six_layers)
-    assert file
 
 
 def test_encoder_shapes_are_never_reinitialized_only_heads(six_layers):
