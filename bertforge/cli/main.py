@@ -23,6 +23,7 @@ COMMANDS = [
     "distill",
     "evaluate",
     "run",
+    "serve",
     "models",
     "convert",
     "export",
