@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 from bertforge.cli.fields import number
 from bertforge.serve.settings import DTYPES, ServeSettings, parse_adapter
@@ -79,5 +80,22 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     # uvicorn stops accepting on SIGTERM/SIGINT, lets the requests in flight finish, then runs the app's shutdown,
     # which answers everything still queued before the process exits 0
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False))
+    failed: list[str] = []
+
+    def stop(reason: str) -> None:
+        failed.append(reason)
+        server.should_exit = True
+
+    app.state.serve.on_load_error = stop
+    # uvicorn raises the signal again after its graceful shutdown, to end as the default handler would (killed by
+    # SIGTERM); a shutdown that answered everything is a success, so the handler it restores does nothing
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise ValueError(failed[0])
     return 0

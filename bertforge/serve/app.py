@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -62,6 +62,8 @@ class ServerState:
         self.batcher: Batcher | None = None
         self.inflight = 0
         self.load_error: str | None = None
+        self.on_load_error: Callable[[str], None] | None = None
+        """Called with the reason when loading fails (the command line stops the server and exits 1)."""
 
     @property
     def ready(self) -> bool:
@@ -91,9 +93,12 @@ class ServerState:
                 self.host = await asyncio.to_thread(
                     ModelHost, s.model, dtype=s.dtype, device=s.device, adapters=s.adapters
                 )
-            except (ValueError, OSError) as e:
-                self.load_error = f"the model could not be loaded: {e}"
+            except Exception as e:  # noqa: BLE001 - reported by /health and to whoever started the server
+                reason = str(e) if isinstance(e, (ValueError, OSError)) else f"{type(e).__name__}: {e}"
+                self.load_error = f"the model could not be loaded: {reason}"
                 log.error(self.load_error)
+                if self.on_load_error is not None:
+                    self.on_load_error(self.load_error)
                 return
         batcher = Batcher(self._run, self.metrics, max_tokens=s.max_batch_tokens,
                           max_requests=s.max_batch_requests, wait_s=s.max_wait_ms / 1000)

@@ -173,20 +173,33 @@ class ModelHost:
         return "int8" if self.int8 else str(self.dtype).removeprefix("torch.")
 
     def _adapter_view(self, name: str, directory: str) -> View:
-        """The adapter's head class built on the base checkpoint, its encoder then replaced by the base's own (so
-        the encoder's weights exist once); the adapter itself is inserted when a request picks it."""
+        """The adapter's head class over the base's encoder; the adapter itself is inserted when a request picks
+        it."""
         if not os.path.isdir(directory):
             raise ValueError(f"--adapter {name}={directory}: no such directory")
         cfg, meta = read_adapter_config(directory)
         head_class = meta.get("head_class") or "BertModel"
         if head_class not in MODEL_CLASSES:
             raise ValueError(f"{directory}: adapter for a {head_class}, which bertforge does not serve")
-        cls = MODEL_CLASSES[head_class]
-        model = cls.from_pretrained(self.path, **head_overrides(meta, head_class))
+        return View(name, self._on_base(MODEL_CLASSES[head_class], **head_overrides(meta, head_class)), directory,
+                    cfg, meta)
+
+    def _on_base(self, cls: type[PreTrainedBert], **overrides: Any) -> PreTrainedBert:
+        """``cls`` built from the base checkpoint, its embeddings and layers then replaced by the base's own, so the
+        encoder's weights exist once (the head, and the pooler, are the new model's)."""
+        quiet = logging.getLogger("bertforge")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # the head's weights are missing from the base by design: the adapter has them
+        try:
+            model = cls.from_pretrained(self.path, **overrides)
+        finally:
+            quiet.setLevel(level)
         shared, own = self.base.encoder, model if isinstance(model, BertModel) else model.bert
-        own.embeddings, own.encoder = shared.embeddings, shared.encoder  # type: ignore[union-attr]
-        model.to(device=self.device, dtype=self.dtype).eval()
-        return View(name, model, directory, cfg, meta)
+        own.embeddings, own.layers = shared.embeddings, shared.layers  # type: ignore[union-attr]
+        mlm = getattr(model, "mlm", None)
+        if mlm is not None and model.config.tie_word_embeddings:
+            mlm.decoder.weight = shared.embeddings.token.weight  # tied to the shared table, as in the base
+        return model.to(device=self.device, dtype=self.dtype).eval()
 
     # ---- on the worker thread -------------------------------------------------------------------------------------
     def activate(self, name: str | None) -> View:
@@ -200,7 +213,8 @@ class ModelHost:
                 own = dict(old.model.named_parameters())
                 with torch.no_grad():
                     for key, value in old.originals.items():
-                        own[key].copy_(value)
+                        if key in own:  # the adapter's own modules are gone; the base tensors it overwrote are back
+                            own[key].copy_(value)
                 old.originals.clear()
             self.active = None
             if name is not None:
@@ -233,8 +247,11 @@ class ModelHost:
         self.require(view, route)
         if route not in view.pipelines:
             cls = PIPELINES[PIPELINE_OF_ROUTE[route]]
+            model = view.model
+            if not isinstance(model, cls.model_class):  # BertForPreTraining's MLM head as a BertForMaskedLM
+                model = self._on_base(cls.model_class)
             try:
-                view.pipelines[route] = cls(view.model, self.tokenizer, device=self.device, batch_size=64,
+                view.pipelines[route] = cls(model, self.tokenizer, device=self.device, batch_size=64,
                                             max_length=self.max_input_length)
             except ValueError as e:
                 raise InputError(f"{route} cannot run on this model: {e}", "validation", 400) from None
