@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import bertforge
 from bertforge.serve.batching import BatchFailed, Batcher, Job
@@ -251,6 +252,13 @@ def create_app(settings: ServeSettings | None = None, *, host: ModelHost | None 
     async def input_error(request: Request, e: InputError):
         state.metrics.failure.labels(e.kind).inc()
         return error_response(e.status, str(e), e.kind)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException):
+        # a body that is not even text (400), an unknown route (404) or method (405): TEI's shape too
+        kind = "validation" if e.status_code < 500 else "backend"
+        state.metrics.failure.labels(kind).inc()
+        return error_response(e.status_code, str(e.detail), kind)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ValidationError
 
 import bertforge
@@ -382,12 +382,13 @@ def _register_pipelines(app: FastAPI, state: ServerState) -> None:
 
 
 def _register_service(app: FastAPI, state: ServerState) -> None:
-    @app.get("/health", responses={503: {"model": S.ErrorResponse}}, tags=["service"])
+    @app.get("/health", response_class=PlainTextResponse, responses={503: {"model": S.ErrorResponse}},
+             tags=["service"])
     async def health():
-        """200 once the model is loaded and the batcher runs; 503 before."""
+        """200 (an empty body, as TEI) once the model is loaded and the batcher runs; 503 before."""
         if not state.ready:
             raise ApiError(503, state.load_error or "the model is loading", "unhealthy")
-        return Response(status_code=200)
+        return PlainTextResponse("")
 
     @app.get("/info", response_model=S.Info, responses={503: {"model": S.ErrorResponse}}, tags=["service"])
     async def info():
@@ -405,7 +406,7 @@ def _register_service(app: FastAPI, state: ServerState) -> None:
             payload_limit=s.payload_limit, tokenization_workers=1, version=bertforge.__version__,
         )
 
-    @app.get("/metrics", response_class=Response, tags=["service"])
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])
     async def metrics():
         """Prometheus text: requests, failures, durations (tokenization, queue, inference), batch sizes."""
-        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+        return PlainTextResponse(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
