@@ -21,30 +21,65 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     d = ServeSettings(model="")
     p.add_argument("--model", required=True, help="checkpoint directory, installed model package or Hub name")
-    p.add_argument("--task", choices=("embed", "classify", "rerank"),
-                   help="what POST / and /info present the model as (default: from the checkpoint's head)")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype,
-                   help="fp32 (default, as TEI on a CPU), bf16, auto (bf16 where native), int8 (dynamic quantization)")
+    p.add_argument(
+        "--task",
+        choices=("embed", "classify", "rerank"),
+        help="what POST / and /info present the model as (default: from the checkpoint's head)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default=d.dtype,
+        help="fp32 (default, as TEI on a CPU), bf16, auto (bf16 where native), int8 (dynamic quantization)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:N (default: CUDA when available)")
     p.add_argument("--host", default=d.host, help=f"address to listen on (default {d.host})")
     p.add_argument("--port", type=number(int, 0, 65535), default=d.port, help=f"port (default {d.port}; 0: any free)")
-    p.add_argument("--max-batch-tokens", type=number(int, 1), default=d.max_batch_tokens,
-                   help=f"real tokens per forward pass (default {d.max_batch_tokens})")
+    p.add_argument(
+        "--max-batch-tokens",
+        type=number(int, 1),
+        default=d.max_batch_tokens,
+        help=f"real tokens per forward pass (default {d.max_batch_tokens})",
+    )
     p.add_argument("--max-batch-requests", type=number(int, 1), help="requests per batch (default: no limit)")
-    p.add_argument("--max-concurrent-requests", type=number(int, 1), default=d.max_concurrent_requests,
-                   help=f"requests queued or running; more get 429 at once (default {d.max_concurrent_requests})")
-    p.add_argument("--max-client-batch-size", type=number(int, 1), default=d.max_client_batch_size,
-                   help=f"inputs per request; more get 413 (default {d.max_client_batch_size})")
-    p.add_argument("--auto-truncate", action="store_true",
-                   help="truncate inputs over the model's limit when a request does not say (else 422)")
-    p.add_argument("--payload-limit", type=number(int, 1), default=d.payload_limit,
-                   help=f"request body bytes; more get 413 (default {d.payload_limit})")
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=number(int, 1),
+        default=d.max_concurrent_requests,
+        help=f"requests queued or running; more get 429 at once (default {d.max_concurrent_requests})",
+    )
+    p.add_argument(
+        "--max-client-batch-size",
+        type=number(int, 1),
+        default=d.max_client_batch_size,
+        help=f"inputs per request; more get 413 (default {d.max_client_batch_size})",
+    )
+    p.add_argument(
+        "--auto-truncate",
+        action="store_true",
+        help="truncate inputs over the model's limit when a request does not say (else 422)",
+    )
+    p.add_argument(
+        "--payload-limit",
+        type=number(int, 1),
+        default=d.payload_limit,
+        help=f"request body bytes; more get 413 (default {d.payload_limit})",
+    )
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (except GET /health and the page)")
-    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
-                   help="a fine-tuning artefact (OUTPUT/adapter of bertforge finetune) served on the base model; "
-                   "repeatable; requests pick one by name")
-    p.add_argument("--max-wait-ms", type=number(float, 0), default=d.max_wait_ms,
-                   help=f"how long a batch that is not full waits for more requests (default {d.max_wait_ms})")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a fine-tuning artefact (OUTPUT/adapter of bertforge finetune) served on the base model; "
+        "repeatable; requests pick one by name",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=number(float, 0),
+        default=d.max_wait_ms,
+        help=f"how long a batch that is not full waits for more requests (default {d.max_wait_ms})",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,11 +91,21 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
             raise ValueError(f"--adapter {name} is given twice")
         adapters[name] = directory
     settings = ServeSettings(
-        model=args.model, task=args.task, dtype=args.dtype, device=args.device, host=args.host, port=args.port,
-        max_batch_tokens=args.max_batch_tokens, max_batch_requests=args.max_batch_requests,
-        max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size,
-        auto_truncate=args.auto_truncate, payload_limit=args.payload_limit, api_key=args.api_key,
-        adapters=adapters, max_wait_ms=args.max_wait_ms,
+        model=args.model,
+        task=args.task,
+        dtype=args.dtype,
+        device=args.device,
+        host=args.host,
+        port=args.port,
+        max_batch_tokens=args.max_batch_tokens,
+        max_batch_requests=args.max_batch_requests,
+        max_concurrent_requests=args.max_concurrent_requests,
+        max_client_batch_size=args.max_client_batch_size,
+        auto_truncate=args.auto_truncate,
+        payload_limit=args.payload_limit,
+        api_key=args.api_key,
+        adapters=adapters,
+        max_wait_ms=args.max_wait_ms,
     )
     settings.check()
     return settings

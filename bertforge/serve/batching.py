@@ -112,7 +112,8 @@ class Batcher:
         return sum(j.tokens for j in jobs) >= self.max_tokens
 
     def _take(self) -> list[Job]:
-        key, batch, tokens = self.pending[0].key, [], 0
+        key, tokens = self.pending[0].key, 0
+        batch: list[Job] = []
         for job in list(self.pending):
             if job.key != key:
                 continue
@@ -158,5 +159,7 @@ class Batcher:
     def _fail(job: Job) -> None:
         """Called in an ``except`` block: a ValueError is the request's own fault; anything else, the model's."""
         error = sys.exc_info()[1]
-        job.error = error if isinstance(error, ValueError) else BatchFailed(f"the model failed on this batch: {error!r}")
+        job.error = (
+            error if isinstance(error, ValueError) else BatchFailed(f"the model failed on this batch: {error!r}")
+        )
         job.finished_at = time.perf_counter()

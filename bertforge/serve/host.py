@@ -48,10 +48,10 @@ PIPELINE_OF_ROUTE = {
 
 POOLINGS = ("mean", "cls", "max", "lasttoken")
 
-KERNEL_CACHE = "64"
+KERNEL_CACHE = "16"
 """oneDNN's cache of compiled kernels, one per input shape (default 1024). Padding-free batches give a new shape to
-almost every batch (their total token count), so a server's cache would only fill: at the default, resident memory
-grew by about 800 MiB in two minutes of mixed load on all-MiniLM-L6-v2; at 64 it levels off (benchmarks/README.md)."""
+almost every batch (their total token count), so a server's cache would only fill, and resident memory with it; a
+small cache keeps it level at no cost in speed (benchmarks/README.md has the measurements)."""
 
 
 def bound_kernel_cache() -> None:
@@ -111,8 +111,13 @@ def sentence_transformers_settings(path: str) -> dict[str, Any]:
         for module in _read_json(modules):
             if str(module.get("type", "")).endswith("Pooling"):
                 pooling = _read_json(os.path.join(path, module.get("path", ""), "config.json"))
-                modes = [m for m in POOLINGS if pooling.get(f"pooling_mode_{m}_token") or pooling.get(
-                    f"pooling_mode_{m}_tokens") or pooling.get(f"pooling_mode_{m}")]
+                modes = [
+                    m
+                    for m in POOLINGS
+                    if pooling.get(f"pooling_mode_{m}_token")
+                    or pooling.get(f"pooling_mode_{m}_tokens")
+                    or pooling.get(f"pooling_mode_{m}")
+                ]
                 if not modes:
                     raise ValueError(f"{modules}: the pooling module uses none of {', '.join(POOLINGS)}")
                 out["pooling"] = modes[0]
@@ -193,8 +198,9 @@ class ModelHost:
         head_class = meta.get("head_class") or "BertModel"
         if head_class not in MODEL_CLASSES:
             raise ValueError(f"{directory}: adapter for a {head_class}, which bertforge does not serve")
-        return View(name, self._on_base(MODEL_CLASSES[head_class], **head_overrides(meta, head_class)), directory,
-                    cfg, meta)
+        return View(
+            name, self._on_base(MODEL_CLASSES[head_class], **head_overrides(meta, head_class)), directory, cfg, meta
+        )
 
     def _on_base(self, cls: type[PreTrainedBert], **overrides: Any) -> PreTrainedBert:
         """``cls`` built from the base checkpoint, its embeddings and layers then replaced by the base's own, so the
@@ -207,7 +213,7 @@ class ModelHost:
         finally:
             quiet.setLevel(level)
         shared, own = self.base.encoder, model if isinstance(model, BertModel) else model.bert
-        own.embeddings, own.layers = shared.embeddings, shared.layers  # type: ignore[union-attr]
+        own.embeddings, own.layers = shared.embeddings, shared.layers
         mlm = getattr(model, "mlm", None)
         if mlm is not None and model.config.tie_word_embeddings:
             mlm.decoder.weight = shared.embeddings.token.weight  # tied to the shared table, as in the base
@@ -240,8 +246,12 @@ class ModelHost:
         """One forward pass over every feature: the pooled vector of each (or its token vectors)."""
         view = self.activate(adapter)
         rows = predict(
-            view.encoder, features, len(features), lambda out: [out.last_hidden_state],
-            pad_token_id=self.tokenizer.pad_token_id, per_token=True,
+            view.encoder,
+            features,
+            len(features),
+            lambda out: [out.last_hidden_state],  # type: ignore[attr-defined]
+            pad_token_id=self.tokenizer.pad_token_id,
+            per_token=True,
         )
         return [r[0] if per_token else pool(r[0], self.pooling) for r in rows]
 
@@ -249,8 +259,13 @@ class ModelHost:
         """One forward pass of a sequence classifier over every feature: its logits."""
         view = self.activate(adapter)
         self.require(view, "classify")
-        rows = predict(view.model, features, len(features), lambda out: [out.logits],
-                       pad_token_id=self.tokenizer.pad_token_id)
+        rows = predict(
+            view.model,
+            features,
+            len(features),
+            lambda out: [out.logits],  # type: ignore[attr-defined]
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         return [r[0] for r in rows]
 
     def pipeline(self, adapter: str | None, route: str) -> Pipeline:
@@ -263,8 +278,9 @@ class ModelHost:
             if not isinstance(model, cls.model_class):  # BertForPreTraining's MLM head as a BertForMaskedLM
                 model = self._on_base(cls.model_class)
             try:
-                view.pipelines[route] = cls(model, self.tokenizer, device=self.device, batch_size=64,
-                                            max_length=self.max_input_length)
+                view.pipelines[route] = cls(
+                    model, self.tokenizer, device=self.device, batch_size=64, max_length=self.max_input_length
+                )
             except ValueError as e:
                 raise InputError(f"{route} cannot run on this model: {e}", "validation", 400) from None
         return view.pipelines[route]
@@ -285,14 +301,17 @@ class ModelHost:
             what = f"adapter {view.name!r}" if view.name else "the model"
             raise InputError(
                 f"{route} needs a head that {what} lacks (it is a {type(view.model).__name__}); it serves "
-                f"{', '.join(view.routes)}", "validation", 400)
+                f"{', '.join(view.routes)}",
+                "validation",
+                400,
+            )
 
     def num_labels(self, adapter: str | None) -> int:
-        return int(self.view(adapter).model.config.num_labels)
+        return int(self.view(adapter).model.config.num_labels or 0)
 
     def id2label(self, adapter: str | None) -> dict[int, str]:
         view = self.view(adapter)
-        labels = view.meta.get("id2label") or view.model.config.id2label
+        labels = view.meta.get("id2label") or view.model.config.id2label or {}
         return {int(k): str(v) for k, v in labels.items()}
 
     def encode(
@@ -319,13 +338,19 @@ class ModelHost:
                 if not truncate:
                     raise InputError(
                         f"input {i} has {len(enc.ids)} tokens, more than the model's {limit}; send shorter text or "
-                        f"set truncate (or start the server with --auto-truncate)", "validation")
+                        f"set truncate (or start the server with --auto-truncate)",
+                        "validation",
+                    )
                 encodings[i] = self._truncated(inputs[i], pairs is not None, direction, add_special_tokens)
         features = [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in encodings]
         if not details:
             return Encoded(features)
-        return Encoded(features, [e.tokens for e in encodings], [e.offsets for e in encodings],
-                       [e.special_tokens_mask for e in encodings])
+        return Encoded(
+            features,
+            [e.tokens for e in encodings],
+            [e.offsets for e in encodings],
+            [e.special_tokens_mask for e in encodings],
+        )
 
     def _truncated(self, item: Any, is_pair: bool, direction: str, add_special_tokens: bool):
         backend = self.tokenizer.backend
@@ -335,8 +360,9 @@ class ModelHost:
             longest = max(parts, key=lambda p: len(p.ids))
             excess = sum(len(p.ids) for p in parts) - room
             shorter = min(len(p.ids) for p in parts) if len(parts) > 1 else 0
-            longest.truncate(max(len(longest.ids) - max(1, min(excess, len(longest.ids) - shorter)), 0),
-                             direction=direction)
+            longest.truncate(
+                max(len(longest.ids) - max(1, min(excess, len(longest.ids) - shorter)), 0), direction=direction
+            )
         return backend.post_process(parts[0], parts[1] if is_pair else None, add_special_tokens=add_special_tokens)
 
 

@@ -7,7 +7,7 @@ from importlib import resources
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
-from bertforge.serve.app import ServerState
+from bertforge.serve.state import ServerState
 
 
 def html() -> str:

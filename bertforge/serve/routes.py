@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 import bertforge
 from bertforge.pipelines.base import sigmoid, softmax
 from bertforge.serve import schemas as S
-from bertforge.serve.app import ApiError, ServerState, json_response
 from bertforge.serve.host import Encoded, InputError
+from bertforge.serve.state import ApiError, ServerState, json_response
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": S.ErrorResponse, "description": text}
@@ -67,13 +67,20 @@ class Call:
             raise ApiError(422, f"prompt_name {prompt_name!r} is not one of the model's prompts: {known}", "validation")
         return [self.host.prompts[prompt_name] + t for t in texts]
 
-    async def encode(self, texts: list[str], pairs: list[str] | None = None, truncate: bool | None = None,
-                     direction: str = "right", **kw: Any) -> Encoded:
+    async def encode(
+        self,
+        texts: list[str],
+        pairs: list[str] | None = None,
+        truncate: bool | None = None,
+        direction: str = "right",
+        **kw: Any,
+    ) -> Encoded:
         start = time.perf_counter()
         cut = self.state.settings.auto_truncate if truncate is None else truncate
         try:
-            enc = await asyncio.to_thread(self.host.encode, texts, pairs, truncate=cut, direction=direction.lower(),
-                                          **kw)
+            enc = await asyncio.to_thread(
+                self.host.encode, texts, pairs, truncate=cut, direction=direction.lower(), **kw
+            )
         except InputError as e:
             raise ApiError(e.status, str(e), e.kind) from None
         self.tokenized_s += time.perf_counter() - start
@@ -154,6 +161,7 @@ def _scores(logits: np.ndarray, raw: bool) -> np.ndarray:
 
 def register(app: FastAPI, state: ServerState) -> None:
     _register_tei(app, state)
+    _register_tokens(app, state)
     _register_openai(app, state)
     _register_pipelines(app, state)
     _register_service(app, state)
@@ -177,8 +185,7 @@ def _register_tei(app: FastAPI, state: ServerState) -> None:
             enc = await call.encode(texts, truncate=req.truncate, direction=req.truncation_direction)
             return call.respond(await call.run(("embed_all", req.adapter), enc.features))
 
-    @app.post("/predict", response_model=list[S.Prediction] | list[list[S.Prediction]], responses=ERRORS,
-              tags=["TEI"])
+    @app.post("/predict", response_model=list[S.Prediction] | list[list[S.Prediction]], responses=ERRORS, tags=["TEI"])
     async def predict_route(req: S.PredictRequest):
         """Classification of texts and pairs: every label with its score, best first."""
         async with state.admit("predict"):
@@ -201,6 +208,8 @@ def _register_tei(app: FastAPI, state: ServerState) -> None:
             rows = _vectors(await call.run(("embed", req.adapter), enc.features), True, None)
             return call.respond([float(rows[0] @ r) for r in rows[1:]])
 
+
+def _register_tokens(app: FastAPI, state: ServerState) -> None:
     @app.post("/tokenize", response_model=list[list[S.SimpleToken]], responses=ERRORS, tags=["TEI"])
     async def tokenize(req: S.TokenizeRequest):
         """The tokens of each input, with their offsets in the text."""
@@ -208,13 +217,21 @@ def _register_tei(app: FastAPI, state: ServerState) -> None:
             call = Call(state, "tokenize")
             texts = call.prompted(call.texts(req.inputs), req.prompt_name)
             enc = await call.encode(texts, truncate=True, add_special_tokens=req.add_special_tokens, details=True)
+            assert enc.tokens is not None and enc.offsets is not None and enc.specials is not None
             out = []
             for text, f, tokens, offsets, specials in zip(texts, enc.features, enc.tokens, enc.offsets, enc.specials):
-                out.append([
-                    {"id": i, "text": tok if s else text[a:b], "special": bool(s),
-                     "start": None if s else a, "stop": None if s else b}
-                    for i, tok, (a, b), s in zip(f["input_ids"], tokens, offsets, specials)
-                ])
+                out.append(
+                    [
+                        {
+                            "id": i,
+                            "text": tok if s else text[a:b],
+                            "special": bool(s),
+                            "start": None if s else a,
+                            "stop": None if s else b,
+                        }
+                        for i, tok, (a, b), s in zip(f["input_ids"], tokens, offsets, specials)
+                    ]
+                )
             return json_response(out)
 
     @app.post("/decode", response_model=list[str], responses=ERRORS, tags=["TEI"])
@@ -222,12 +239,12 @@ def _register_tei(app: FastAPI, state: ServerState) -> None:
         """Texts from token ids."""
         async with state.admit("decode"):
             host = state.model()
-            batches = [req.ids] if req.ids and isinstance(req.ids[0], int) else req.ids
+            batches: list[list[int]] = [req.ids] if req.ids and isinstance(req.ids[0], int) else req.ids  # type: ignore[assignment]
             if not batches or not all(batches):
                 raise ApiError(400, "`ids` cannot be empty", "empty")
             vocab = len(host.tokenizer.backend.get_vocab())
             for i, ids in enumerate(batches):
-                bad = [x for x in ids if not 0 <= x < vocab]  # type: ignore[union-attr]
+                bad = [x for x in ids if not 0 <= x < vocab]
                 if bad:
                     raise ApiError(422, f"ids {i}: {bad[0]} is not a token id (0..{vocab - 1})", "validation")
             return json_response([host.tokenizer.decode(ids, req.skip_special_tokens) for ids in batches])
@@ -241,7 +258,12 @@ def _register_tei(app: FastAPI, state: ServerState) -> None:
             body = await request.json()
         except ValueError:
             raise ApiError(422, "the body is not JSON", "validation") from None
-        model: type[BaseModel] = {"embed": S.EmbedRequest, "classify": S.PredictRequest, "rerank": S.RerankRequest}[task]
+        shapes: dict[str, type[BaseModel]] = {
+            "embed": S.EmbedRequest,
+            "classify": S.PredictRequest,
+            "rerank": S.RerankRequest,
+        }
+        model = shapes[task]
         try:
             req = model.model_validate(body)
         except ValidationError as e:
@@ -272,19 +294,24 @@ async def rerank(state: ServerState, req: S.RerankRequest) -> Response:
     texts = call.texts(req.texts, "texts")
     if "classify" in host.view(req.adapter).routes:
         if host.num_labels(req.adapter) != 1:
-            raise ApiError(400, "rerank needs a cross-encoder (a classifier with one output); this one has "
-                           f"{host.num_labels(req.adapter)} labels: use /predict", "validation")
-        logits = await classify(call, req.adapter, [(req.query, t) for t in texts], req.truncate,
-                                req.truncation_direction)
+            raise ApiError(
+                400,
+                "rerank needs a cross-encoder (a classifier with one output); this one has "
+                f"{host.num_labels(req.adapter)} labels: use /predict",
+                "validation",
+            )
+        logits = await classify(
+            call, req.adapter, [(req.query, t) for t in texts], req.truncate, req.truncation_direction
+        )
         scores = [float(_scores(x, req.raw_scores)[0]) for x in logits]
     else:  # an embedding model: the query's and the texts' cosine similarity
         enc = await call.encode([req.query, *texts], truncate=req.truncate, direction=req.truncation_direction)
         rows = _vectors(await call.run(("embed", req.adapter), enc.features), True, None)
         scores = [float(rows[0] @ r) for r in rows[1:]]
     order = sorted(range(len(texts)), key=lambda i: -scores[i])
-    return call.respond([
-        {"index": i, "score": scores[i], **({"text": texts[i]} if req.return_text else {})} for i in order
-    ])
+    return call.respond(
+        [{"index": i, "score": scores[i], **({"text": texts[i]} if req.return_text else {})} for i in order]
+    )
 
 
 def served_task(state: ServerState) -> str:
@@ -308,24 +335,31 @@ def _register_openai(app: FastAPI, state: ServerState) -> None:
             er = S.EmbedRequest(inputs=req.input, normalize=True, dimensions=req.dimensions, adapter=adapter)
             call, vectors = await embed(state, er, "openai")
             data = [
-                {"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if req.encoding_format == "base64"
-                 else v}
+                {
+                    "object": "embedding",
+                    "index": i,
+                    "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+                    if req.encoding_format == "base64"
+                    else v,
+                }
                 for i, v in enumerate(vectors)
             ]
             usage = {"prompt_tokens": call.tokens, "total_tokens": call.tokens}
-            return call.respond({"object": "list", "data": data, "model": req.model or state.settings.model,
-                                 "usage": usage})
+            return call.respond(
+                {"object": "list", "data": data, "model": req.model or state.settings.model, "usage": usage}
+            )
 
 
 def _pipeline_params(req: BaseModel, skip: tuple[str, ...]) -> tuple:
     """The request's keywords for the pipeline call, hashable (requests batch together when these are equal)."""
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in req.model_dump().items()
-                        if k not in skip))
+    return tuple(
+        sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in req.model_dump().items() if k not in skip)
+    )
 
 
-async def pipeline_call(state: ServerState, route: str, req: BaseModel, items: list[Any], texts: list[str],
-                        single: bool) -> Response:
+async def pipeline_call(
+    state: ServerState, route: str, req: BaseModel, items: list[Any], texts: list[str], single: bool
+) -> Response:
     call = Call(state, route)
     adapter = getattr(req, "adapter", None)
     host = state.model()
@@ -333,8 +367,9 @@ async def pipeline_call(state: ServerState, route: str, req: BaseModel, items: l
     call.texts(texts)
     enc = await call.encode(texts, truncate=True)  # the pipelines window long inputs; this counts the tokens
     del enc
-    results = await call.run((route, adapter, _pipeline_params(req, ("inputs", "question", "context", "adapter"))),
-                             items)
+    results = await call.run(
+        (route, adapter, _pipeline_params(req, ("inputs", "question", "context", "adapter"))), items
+    )
     return call.respond(results[0] if single else results)
 
 
@@ -356,16 +391,16 @@ def _register_pipelines(app: FastAPI, state: ServerState) -> None:
             texts, single = texts_of(req.inputs)
             return await pipeline_call(state, "ner", req, texts, texts, single)
 
-    @app.post("/question-answering", response_model=dict[str, Any] | list[Any], responses=ERRORS,
-              tags=["pipelines"])
+    @app.post("/question-answering", response_model=dict[str, Any] | list[Any], responses=ERRORS, tags=["pipelines"])
     async def question_answering(req: S.QARequest):
         """The answer span in the context: text, score, character offsets."""
         async with state.admit("question-answering"):
             item = {"question": req.question, "context": req.context}
             return await pipeline_call(state, "question-answering", req, [item], [req.question, req.context], True)
 
-    @app.post("/zero-shot-classification", response_model=dict[str, Any] | list[Any], responses=ERRORS,
-              tags=["pipelines"])
+    @app.post(
+        "/zero-shot-classification", response_model=dict[str, Any] | list[Any], responses=ERRORS, tags=["pipelines"]
+    )
     async def zero_shot(req: S.ZeroShotRequest):
         """Candidate labels ranked by an NLI model's entailment."""
         async with state.admit("zero-shot-classification"):
@@ -382,8 +417,7 @@ def _register_pipelines(app: FastAPI, state: ServerState) -> None:
 
 
 def _register_service(app: FastAPI, state: ServerState) -> None:
-    @app.get("/health", response_class=PlainTextResponse, responses={503: {"model": S.ErrorResponse}},
-             tags=["service"])
+    @app.get("/health", response_class=PlainTextResponse, responses={503: {"model": S.ErrorResponse}}, tags=["service"])
     async def health():
         """200 (an empty body, as TEI) once the model is loaded and the batcher runs; 503 before."""
         if not state.ready:
@@ -395,15 +429,26 @@ def _register_service(app: FastAPI, state: ServerState) -> None:
         """The model, its dtype and tasks, every limit, the adapters."""
         host, s = state.model(), state.settings
         task = served_task(state)
-        model_type = ({"embedding": {"pooling": host.pooling}} if task == "embed" else
-                      {"reranker" if task == "rerank" else "classifier": {"id2label": host.id2label(None)}})
+        model_type = (
+            {"embedding": {"pooling": host.pooling}}
+            if task == "embed"
+            else {"reranker" if task == "rerank" else "classifier": {"id2label": host.id2label(None)}}
+        )
         return S.Info(
-            model_id=s.model, model_dtype=host.dtype_name, model_type=model_type, tasks=list(host.base.routes),
+            model_id=s.model,
+            model_dtype=host.dtype_name,
+            model_type=model_type,
+            tasks=list(host.base.routes),
             adapters={n: list(host.views[n].routes) for n in host.adapter_names},
-            max_concurrent_requests=s.max_concurrent_requests, max_input_length=host.max_input_length,
-            max_batch_tokens=s.max_batch_tokens, max_batch_requests=s.max_batch_requests,
-            max_client_batch_size=s.max_client_batch_size, auto_truncate=s.auto_truncate,
-            payload_limit=s.payload_limit, tokenization_workers=1, version=bertforge.__version__,
+            max_concurrent_requests=s.max_concurrent_requests,
+            max_input_length=host.max_input_length,
+            max_batch_tokens=s.max_batch_tokens,
+            max_batch_requests=s.max_batch_requests,
+            max_client_batch_size=s.max_client_batch_size,
+            auto_truncate=s.auto_truncate,
+            payload_limit=s.payload_limit,
+            tokenization_workers=1,
+            version=bertforge.__version__,
         )
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["service"])

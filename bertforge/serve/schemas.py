@@ -17,8 +17,11 @@ class ErrorResponse(BaseModel):
 
 
 class Truncation(BaseModel):
-    truncate: bool | None = Field(default=None, description="cut inputs longer than the model's limit (default: "
-                                  "--auto-truncate); without it they are answered 422")
+    truncate: bool | None = Field(
+        default=None,
+        description="cut inputs longer than the model's limit (default: "
+        "--auto-truncate); without it they are answered 422",
+    )
     truncation_direction: Direction = "right"
 
 

@@ -50,8 +50,10 @@ class ServeSettings:
         if self.max_wait_ms < 0:
             raise ValueError(f"--max-wait-ms must be >= 0, got {self.max_wait_ms}")
         if self.dtype == "int8" and self.adapters:
-            raise ValueError("--dtype int8 quantizes the base once, so adapters cannot be switched on it; serve "
-                             "adapters in fp32, auto or bf16")
+            raise ValueError(
+                "--dtype int8 quantizes the base once, so adapters cannot be switched on it; serve "
+                "adapters in fp32, auto or bf16"
+            )
         for name in self.adapters:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"--adapter {name!r}: a name is a short word (--adapter sst2=DIR)")

@@ -66,8 +66,9 @@ def serve_in_process(*args: str, env: dict | None = None):
     """``bertforge serve ARGS`` in a subprocess on a free port; yields (url, process)."""
     port = free_port()
     cmd = [sys.executable, "-m", "bertforge", "serve", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **(env or {})})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, proc=proc)
@@ -93,10 +94,16 @@ def build_tiny_base(path: Path, minilm: Path) -> Path:
 ADAPTERS = {
     # name: (head class, strategy settings, labels)
     "sst2": ("BertForSequenceClassification", {"strategy": "lora", "lora_r": 4}, ["negative", "positive"]),
-    "topics": ("BertForSequenceClassification", {"strategy": "prompt", "prompt_tokens": 3},
-               ["world", "sport", "science"]),
-    "ner": ("BertForTokenClassification", {"strategy": "adapter", "adapter_size": 8},
-            ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]),
+    "topics": (
+        "BertForSequenceClassification",
+        {"strategy": "prompt", "prompt_tokens": 3},
+        ["world", "sport", "science"],
+    ),
+    "ner": (
+        "BertForTokenClassification",
+        {"strategy": "adapter", "adapter_size": 8},
+        ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"],
+    ),
     "qa": ("BertForQuestionAnswering", {"strategy": "prefix", "prefix_tokens": 3}, None),
     "nli": ("BertForSequenceClassification", {"strategy": "head"}, ["entailment", "neutral", "contradiction"]),
 }

@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from bertforge import pipeline  # noqa: E402  (after the skips of serve_util)
+from bertforge.serve import create_app  # noqa: E402
 from tests.conftest import minilm_dir
 from tests.integration.serve_util import (
     ADAPTERS,
@@ -22,9 +24,6 @@ from tests.integration.serve_util import (
     serve_in_thread,
     wait_ready,
 )
-
-from bertforge import pipeline  # noqa: E402  (after the skips of serve_util)
-from bertforge.serve import create_app  # noqa: E402
 
 SENTENCES = [
     "A gripping, beautifully shot film.",
@@ -96,8 +95,9 @@ def test_embed_options_embed_all_similarity_and_rerank(minilm_server, minilm_pat
     want = pipeline("feature-extraction", model=str(minilm_path), pooling=None)("Paris is big")
     np.testing.assert_allclose(tokens, want, atol=1e-5)
     vectors = np.array(post(minilm_server, "/embed", {"inputs": SENTENCES}).json())
-    sims = post(minilm_server, "/similarity", {"inputs": {"source_sentence": SENTENCES[0],
-                                                          "sentences": SENTENCES[1:]}}).json()
+    sims = post(
+        minilm_server, "/similarity", {"inputs": {"source_sentence": SENTENCES[0], "sentences": SENTENCES[1:]}}
+    ).json()
     np.testing.assert_allclose(sims, vectors[1:] @ vectors[0], atol=1e-5)
     ranked = post(minilm_server, "/rerank", {"query": SENTENCES[0], "texts": SENTENCES[1:], "return_text": True}).json()
     assert [r["index"] for r in ranked] == list(np.argsort(-(vectors[1:] @ vectors[0])))
@@ -116,8 +116,9 @@ def test_truncation_follows_the_direction(minilm_server, minilm_path):
         assert pipe.tokenizer(pipe.tokenizer.decode(kept), add_special_tokens=False)["input_ids"] == kept
         np.testing.assert_allclose(got.json()[0], want, atol=1e-5)
     auto = post(minilm_server, "/embed", {"inputs": long, "truncate": True}).json()
-    assert np.allclose(auto, post(minilm_server, "/embed", {"inputs": long, "truncate": True,
-                                                             "truncation_direction": "Right"}).json())
+    assert np.allclose(
+        auto, post(minilm_server, "/embed", {"inputs": long, "truncate": True, "truncation_direction": "Right"}).json()
+    )
 
 
 def test_tokenize_and_decode_equal_the_tokenizer(minilm_server, minilm_path):
@@ -128,9 +129,10 @@ def test_tokenize_and_decode_equal_the_tokenizer(minilm_server, minilm_path):
     tokens = post(minilm_server, "/tokenize", {"inputs": text}).json()[0]
     assert [t["id"] for t in tokens] == tok(text)["input_ids"]
     assert tokens[0]["special"] and tokens[0]["start"] is None
-    assert all(text[t["start"]:t["stop"]] == t["text"] for t in tokens if not t["special"])
-    assert post(minilm_server, "/decode", {"ids": [t["id"] for t in tokens]}).json() == [tok.decode(
-        [t["id"] for t in tokens], skip_special_tokens=True)]
+    assert all(text[t["start"] : t["stop"]] == t["text"] for t in tokens if not t["special"])
+    assert post(minilm_server, "/decode", {"ids": [t["id"] for t in tokens]}).json() == [
+        tok.decode([t["id"] for t in tokens], skip_special_tokens=True)
+    ]
 
 
 def test_info_health_metrics_and_openapi(minilm_server):
@@ -139,9 +141,17 @@ def test_info_health_metrics_and_openapi(minilm_server):
     assert info["max_client_batch_size"] == 32 and info["model_dtype"] == "float32"
     assert httpx.get(minilm_server + "/health").status_code == 200
     text = httpx.get(minilm_server + "/metrics").text
-    for name in ("te_request_count", "te_request_duration", "te_request_tokenization_duration",
-                 "te_request_queue_duration", "te_request_inference_duration", "te_batch_next_size",
-                 "te_batch_next_tokens", "te_queue_size", "te_request_input_length"):
+    for name in (
+        "te_request_count",
+        "te_request_duration",
+        "te_request_tokenization_duration",
+        "te_request_queue_duration",
+        "te_request_inference_duration",
+        "te_batch_next_size",
+        "te_batch_next_tokens",
+        "te_queue_size",
+        "te_request_input_length",
+    ):
         assert name in text
     paths = httpx.get(minilm_server + "/openapi.json").json()["paths"]
     assert {"/embed", "/predict", "/rerank", "/v1/embeddings", "/ner", "/fill-mask"} <= set(paths)
@@ -244,8 +254,10 @@ def test_overload_is_429_at_once_and_a_failed_batch_is_424_for_its_requests_only
 
         async def mixed():
             async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-                return await asyncio.gather(client.post("/embed", json={"inputs": "this will KABOOM"}),
-                                            client.post("/embed", json={"inputs": "this one is fine"}))
+                return await asyncio.gather(
+                    client.post("/embed", json={"inputs": "this will KABOOM"}),
+                    client.post("/embed", json={"inputs": "this one is fine"}),
+                )
 
         broken, fine = asyncio.run(mixed())  # one batch: retried request by request, only the broken one fails
         assert broken.status_code == 424 and broken.json()["error_type"] == "backend"
@@ -282,7 +294,8 @@ def test_adapters_on_one_base_equal_their_pipelines(tiny_server, tiny_models):
     np.testing.assert_allclose([g["score"] for g in got], [w["score"] for w in want], atol=1e-5)
     pair = post(tiny_server, "/predict", {"inputs": [text, "a second text"], "adapter": "topics"}).json()
     want = pipeline("text-classification", model=str(base), adapter=adapters["topics"], top_k=None)(
-        {"text": text, "text_pair": "a second text"})
+        {"text": text, "text_pair": "a second text"}
+    )
     np.testing.assert_allclose([g["score"] for g in pair], [w["score"] for w in want], atol=1e-5)
     ents = post(tiny_server, "/ner", {"inputs": text, "adapter": "ner", "aggregation_strategy": "none"}).json()
     want = pipeline("ner", model=str(base), adapter=adapters["ner"], ignore_labels=())(text)
@@ -290,10 +303,14 @@ def test_adapters_on_one_base_equal_their_pipelines(tiny_server, tiny_models):
     answer = post(tiny_server, "/question-answering", {"question": "Where?", "context": text, "adapter": "qa"}).json()
     want = pipeline("question-answering", model=str(base), adapter=adapters["qa"])(question="Where?", context=text)
     assert (answer.get("start"), answer.get("end")) == (want["start"], want["end"]), answer
-    shot = post(tiny_server, "/zero-shot-classification",
-                {"inputs": text, "candidate_labels": ["travel", "history"], "adapter": "nli"}).json()
+    shot = post(
+        tiny_server,
+        "/zero-shot-classification",
+        {"inputs": text, "candidate_labels": ["travel", "history"], "adapter": "nli"},
+    ).json()
     want = pipeline("zero-shot-classification", model=str(base), adapter=adapters["nli"])(
-        text, candidate_labels=["travel", "history"])
+        text, candidate_labels=["travel", "history"]
+    )
     np.testing.assert_allclose(shot["scores"], want["scores"], atol=1e-5)
     masks = post(tiny_server, "/fill-mask", {"inputs": "Paris is the [MASK] of France.", "top_k": 3}).json()
     want = pipeline("fill-mask", model=str(base))("Paris is the [MASK] of France.", top_k=3)
@@ -312,8 +329,11 @@ def test_requests_for_different_adapters_in_flight_together_get_their_own(tiny_s
 
     async def together():
         async with httpx.AsyncClient(base_url=tiny_server, timeout=60) as client:
-            calls = [client.post("/predict", json={"inputs": t, "adapter": name})
-                     for t in texts for name in ("sst2", "topics")]
+            calls = [
+                client.post("/predict", json={"inputs": t, "adapter": name})
+                for t in texts
+                for name in ("sst2", "topics")
+            ]
             calls.append(client.post("/embed", json={"inputs": texts}))
             return await asyncio.gather(*calls)
 
@@ -322,8 +342,9 @@ def test_requests_for_different_adapters_in_flight_together_get_their_own(tiny_s
         i, name = divmod(k, 2)
         name = ("sst2", "topics")[name]
         got = {g["label"]: g["score"] for g in r.json()}
-        np.testing.assert_allclose([got[w["label"]] for w in want[name][i]], [w["score"] for w in want[name][i]],
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            [got[w["label"]] for w in want[name][i]], [w["score"] for w in want[name][i]], atol=1e-5
+        )
     np.testing.assert_allclose(vectors.json(), base_vectors, atol=1e-5)  # the base is untouched by the adapters
 
 
@@ -334,8 +355,9 @@ def test_sigterm_answers_every_accepted_request_and_exits_0(minilm_path):
 
         def client(i: int) -> None:
             try:
-                results.append(httpx.post(url + "/embed", json={"inputs": [f"{s} {i}" for s in SENTENCES]},
-                                          timeout=60).status_code)
+                results.append(
+                    httpx.post(url + "/embed", json={"inputs": [f"{s} {i}" for s in SENTENCES]}, timeout=60).status_code
+                )
             except httpx.TransportError:
                 results.append("refused")  # sent after the server stopped accepting
 

@@ -28,8 +28,13 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1200,900"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1200,900",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -60,8 +65,9 @@ def _run(browser, task: str, text: str):
     box.clear()
     box.send_keys(text)
     browser.find_element(By.ID, "run").click()
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").text.endswith("ms")
-                                     or d.find_element(By.ID, "error").text)
+    WebDriverWait(browser, 30).until(
+        lambda d: d.find_element(By.ID, "status").text.endswith("ms") or d.find_element(By.ID, "error").text
+    )
     assert browser.find_element(By.ID, "error").text == ""
 
 
@@ -81,7 +87,7 @@ def test_the_page_renders_entities_and_mask_predictions(browser, page_server, tm
     for mark, entity in zip(marks, want):  # the words, then the label beside them
         label = mark.find_element(By.CSS_SELECTOR, ".label").text
         assert label == entity["entity_group"].upper()
-        assert mark.text.replace(label, "").strip() == TEXT[entity["start"]:entity["end"]]
+        assert mark.text.replace(label, "").strip() == TEXT[entity["start"] : entity["end"]]
     legend = {s.text for s in browser.find_elements(By.CSS_SELECTOR, ".legend span")}
     assert legend == {e["entity_group"] for e in want}
     os.makedirs(tmp_path, exist_ok=True)

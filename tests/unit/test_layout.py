@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ),
     ("bertforge.training",),
     ("bertforge.evaluation", "bertforge.pipelines", "bertforge.deploy"),
-    ("bertforge.evaluate", "bertforge.strategies"),
+    ("bertforge.evaluate", "bertforge.strategies", "bertforge.serve"),
     ("bertforge.cli", "bertforge.__main__"),
 ]
 """Bottom to top: a module may import its own layer (without a cycle) and the layers below it, never one above.
