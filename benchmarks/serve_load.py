@@ -11,8 +11,9 @@ sentences (sst2), or WikiText-2 passages of 128-512 tokens (wiki; the model read
 Reported per point: texts/s, tokens/s (the model's tokens, truncated), latency p50/p90/p99 and errors. Systems:
 - bertforge-fp32, bertforge-bf16 (only where the CPU runs bf16 natively), bertforge-int8: ``bertforge serve
   --auto-truncate`` with that --dtype;
-- infinity: infinity-emb's own CLI (``infinity_emb v2``, torch engine, batch size 32) from a virtual environment of
-  its own (--infinity-python; it pins an older transformers);
+- infinity-torch, infinity-optimum: infinity-emb's own CLI (``infinity_emb v2``, batch size 32) with its torch
+  engine, and its ONNX Runtime engine (optimum), from a virtual environment of its own (--infinity-python; it pins
+  an older transformers);
 - plain: the FastAPI + sentence-transformers server most people write (below, a few lines), in this environment.
 The systems' order alternates between rounds (--rounds). Also measured: the STS-B dev Pearson correlation of each
 bertforge dtype's embeddings (cosine against the gold scores), so int8's accuracy change is stated beside its speed.
@@ -116,11 +117,11 @@ def systems(model: str, infinity_python: str | None, names: list[str], work: Pat
             "/embed",
             lambda t: {"inputs": t},
         )
-    if infinity_python:
-        out["infinity"] = System(
-            "infinity",
+    for engine in ("torch", "optimum") if infinity_python else ():
+        out[f"infinity-{engine}"] = System(
+            f"infinity-{engine}",
             [str(Path(infinity_python).parent / "infinity_emb"), "v2", "--model-id", model, "--port", "{port}",
-             "--engine", "torch", "--device", "cpu", "--batch-size", "32", "--no-bettertransformer"],
+             "--engine", engine, "--device", "cpu", "--batch-size", "32", "--no-bettertransformer"],
             "/embeddings",
             lambda t: {"input": [t], "model": model},
             env={"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"},
@@ -137,14 +138,16 @@ def systems(model: str, infinity_python: str | None, names: list[str], work: Pat
     return {n: out[n] for n in names if n in out}
 
 
-async def wait_up(url: str, probe: str, body, timeout: float = 300) -> float:
+async def wait_up(url: str, system: System, timeout: float = 300) -> float:
     import httpx
 
     start = time.perf_counter()
     async with httpx.AsyncClient(timeout=30) as client:
         while time.perf_counter() - start < timeout:
+            if system.proc is not None and system.proc.poll() is not None:
+                raise RuntimeError(f"{system.name} exited with {system.proc.returncode}; see {system.log.name}")
             try:
-                r = await client.post(url + probe, json=body("warm up"))
+                r = await client.post(url + system.path, json=system.body("warm up"))
                 if r.status_code == 200:
                     return time.perf_counter() - start
             except httpx.HTTPError:
@@ -258,7 +261,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--clients", default="1,8,32,128")
     p.add_argument("--sets", default="sst2,wiki")
-    p.add_argument("--systems", default="bertforge-fp32,bertforge-bf16,bertforge-int8,infinity,plain")
+    p.add_argument("--systems", default="bertforge-fp32,bertforge-bf16,bertforge-int8,infinity-torch,infinity-optimum,plain")
     p.add_argument("--rounds", type=int, default=1, help="each round runs every system; the order alternates")
     p.add_argument("--infinity-python", help="the python of a virtual environment with infinity-emb installed")
     p.add_argument("--no-sts", action="store_true", help="skip the STS-B accuracy of the dtypes")
@@ -294,7 +297,7 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             system.start(port, work / f"{name}.log")
             try:
-                ready = asyncio.run(wait_up(url, system.path, system.body))
+                ready = asyncio.run(wait_up(url, system))
                 print(f"{name}: answering after {ready:.1f} s", flush=True)
                 for set_name, texts in chosen.items():
                     for c in clients:
