@@ -141,8 +141,10 @@ class ServerState:
         pipe = host.pipeline(adapter, kind)
         pipe.batch_size = max(len(items), 1)
         params = {k: list(v) if isinstance(v, tuple) else v for k, v in key[2]}  # type: ignore[index]
-        out = pipe(list(items), **params)
-        return list(out)
+        out = list(pipe(list(items), **params))
+        if kind == "generate":  # one sequence per prompt: TGI's {"generated_text"}, not a list of one
+            out = [o[0] if isinstance(o, list) else o for o in out]
+        return out
 
     async def submit(self, method: str, key: Hashable, items: Sequence[Any], tokens: int) -> Job:
         """Queue a request's items for a batch; the errors become TEI's answers."""

@@ -392,3 +392,33 @@ def test_health_is_not_ready_until_the_model_is_loaded(minilm_path):
     with serve_in_thread(app) as url:
         wait_ready(url)
         assert httpx.get(url + "/health").status_code == 200
+
+
+def test_prompts_and_generation(minilm_path, tmp_path):
+    import json
+    import shutil
+
+    import torch
+
+    from bertforge.model import BertLMHeadModel
+    from bertforge.tokenization import BertTokenizer
+    from tests.conftest import tiny_config
+
+    prompted = tmp_path / "prompted"
+    shutil.copytree(minilm_path, prompted)
+    (prompted / "config_sentence_transformers.json").write_text(json.dumps({"prompts": {"query": "query: "}}))
+    causal = tmp_path / "causal"
+    torch.manual_seed(0)
+    BertLMHeadModel(tiny_config(vocab_size=30522, max_position_embeddings=512, is_decoder=True)).save_pretrained(causal)
+    BertTokenizer.from_pretrained(minilm_path).save_pretrained(causal)
+    with serve_in_thread(create_app(model=str(prompted))) as url:
+        got = post(url, "/embed", {"inputs": "where is paris", "prompt_name": "query"}).json()
+        want = post(url, "/embed", {"inputs": "query: where is paris"}).json()
+        np.testing.assert_allclose(got, want, atol=1e-6)
+        r = post(url, "/embed", {"inputs": "x", "prompt_name": "passage"})
+        assert r.status_code == 422 and "query" in r.json()["error"]
+    with serve_in_thread(create_app(model=str(causal))) as url:
+        assert "generate" in httpx.get(url + "/info").json()["tasks"]
+        got = post(url, "/generate", {"inputs": "the river", "max_new_tokens": 5}).json()
+        want = pipeline("text-generation", model=str(causal))("the river", max_new_tokens=5)
+        assert got == (want[0] if isinstance(want, list) else want)
