@@ -48,9 +48,13 @@ class Batcher:
         max_tokens: int = 16384,
         max_requests: int | None = None,
         wait_s: float = 0.002,
+        arriving: Callable[[], int] = lambda: 1,
     ):
+        """``arriving()``: how many requests are on their way to the queue (admitted, still tokenizing); the batcher
+        waits ``wait_s`` for more only when some are, so a lone client never waits."""
         self.run, self.metrics = run, metrics
-        self.max_tokens, self.max_requests, self.wait_s = max_tokens, max_requests, wait_s
+        self.max_tokens, self.max_requests, self.wait_s, self.arriving = max_tokens, max_requests, wait_s, arriving
+        self.running = 0
         self.pending: collections.deque[Job] = collections.deque()
         self.worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bertforge-model")
         self._wake = asyncio.Event()
@@ -89,11 +93,15 @@ class Batcher:
                 continue
             first = self.pending[0]
             waited = time.perf_counter() - first.queued_at
-            if self.wait_s > waited and not self._full(first.key) and not self._closing:
+            if self.wait_s > waited and not self._full(first.key) and not self._closing and self.arriving() > 0:
                 await asyncio.sleep(self.wait_s - waited)
             batch = self._take()
             self.metrics.queue_size.set(len(self.pending))
-            await loop.run_in_executor(self.worker, self._run_batch, batch)
+            self.running = len(batch)
+            try:
+                await loop.run_in_executor(self.worker, self._run_batch, batch)
+            finally:
+                self.running = 0
             for job in batch:  # results were stored on the worker; futures are completed here, on the loop
                 if job.future.done():  # the client went away
                     continue

@@ -101,6 +101,7 @@ class ServerState:
         batcher = Batcher(
             self._run,
             self.metrics,
+            arriving=lambda: self.inflight - len(batcher.pending) - batcher.running,
             max_tokens=s.max_batch_tokens,
             max_requests=s.max_batch_requests,
             wait_s=s.max_wait_ms / 1000,
