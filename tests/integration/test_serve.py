@@ -17,11 +17,10 @@ from bertforge.serve import create_app  # noqa: E402
 from tests.conftest import minilm_dir
 from tests.integration.serve_util import (
     ADAPTERS,
-    build_adapter,
-    build_tiny_base,
     httpx,
     serve_in_process,
     serve_in_thread,
+    tiny_base_with_adapters,
     wait_ready,
 )
 
@@ -49,11 +48,8 @@ def minilm_server(minilm_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_models(minilm_path, tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve_models")
-    base = build_tiny_base(root / "base", minilm_path)
-    adapters = {name: str(build_adapter(base, root / name, name, seed=i)) for i, name in enumerate(ADAPTERS)}
-    return base, adapters
+def tiny_models(tmp_path_factory):
+    return tiny_base_with_adapters(tmp_path_factory.mktemp("serve_models"))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.integration.serve_util import ADAPTERS, build_adapter, build_tiny_base, httpx, serve_in_thread
+from tests.integration.serve_util import httpx, serve_in_thread, tiny_base_with_adapters
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
@@ -44,16 +44,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
-    from tests.conftest import minilm_dir
-
-    minilm = minilm_dir()
-    if minilm is None:
-        pytest.skip("all-MiniLM-L6-v2 is not installed")
-    root = tmp_path_factory.mktemp("page_models")
-    base = build_tiny_base(root / "base", minilm)
-    ner = build_adapter(base, root / "ner", "ner", seed=list(ADAPTERS).index("ner"))
-    with serve_in_thread(create_app(model=str(base), adapters={"ner": str(ner)})) as url:
-        yield url, base, ner
+    base, adapters = tiny_base_with_adapters(tmp_path_factory.mktemp("page_models"), ("ner",))
+    with serve_in_thread(create_app(model=str(base), adapters=adapters)) as url:
+        yield url
 
 
 def _run(browser, task: str, text: str):
@@ -75,7 +68,7 @@ def test_the_page_renders_entities_and_mask_predictions(browser, page_server, tm
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    url, base, ner = page_server
+    url = page_server
     browser.get(url + "/")
     WebDriverWait(browser, 30).until(lambda d: "float32" in d.find_element(By.ID, "meta").text)
     Select(browser.find_element(By.ID, "adapter")).select_by_value("ner")

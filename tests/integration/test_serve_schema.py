@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 
-from tests.integration.serve_util import ADAPTERS, build_adapter, build_tiny_base, serve_in_thread
+from tests.integration.serve_util import serve_in_thread, tiny_base_with_adapters
 
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis.checks import not_a_server_error  # noqa: E402
@@ -28,14 +28,7 @@ from bertforge.serve import create_app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from tests.conftest import minilm_dir
-
-    minilm = minilm_dir()
-    if minilm is None:
-        pytest.skip("all-MiniLM-L6-v2 is not installed")
-    root = tmp_path_factory.mktemp("schema_models")
-    base = build_tiny_base(root / "base", minilm)
-    adapters = {n: str(build_adapter(base, root / n, n, seed=i)) for i, n in enumerate(ADAPTERS)}
+    base, adapters = tiny_base_with_adapters(tmp_path_factory.mktemp("schema_models"))
     with serve_in_thread(create_app(model=str(base), adapters=adapters, max_wait_ms=0)) as url:
         yield url
 
