@@ -245,26 +245,24 @@ class ModelHost:
     def embed(self, adapter: str | None, features: Sequence[dict], per_token: bool = False) -> list[np.ndarray]:
         """One forward pass over every feature: the pooled vector of each (or its token vectors)."""
         view = self.activate(adapter)
-        rows = predict(
-            view.encoder,
-            features,
-            len(features),
-            lambda out: [out.last_hidden_state],  # type: ignore[attr-defined]
-            pad_token_id=self.tokenizer.pad_token_id,
-            per_token=True,
-        )
-        return [r[0] if per_token else pool(r[0], self.pooling) for r in rows]
+        rows = self._forward(view.encoder, features, lambda out: out.last_hidden_state, per_token=True)
+        return [r if per_token else pool(r, self.pooling) for r in rows]
 
     def logits(self, adapter: str | None, features: Sequence[dict]) -> list[np.ndarray]:
         """One forward pass of a sequence classifier over every feature: its logits."""
         view = self.activate(adapter)
         self.require(view, "classify")
+        return self._forward(view.model, features, lambda out: out.logits)
+
+    def _forward(self, model, features: Sequence[dict], pick, per_token: bool = False) -> list[np.ndarray]:
+        """The batch in one padding-free forward pass; ``pick(output)`` is the tensor kept, one row per feature."""
         rows = predict(
-            view.model,
+            model,
             features,
             len(features),
-            lambda out: [out.logits],  # type: ignore[attr-defined]
+            lambda out: [pick(out)],
             pad_token_id=self.tokenizer.pad_token_id,
+            per_token=per_token,
         )
         return [r[0] for r in rows]
 
