@@ -116,7 +116,7 @@ def add_section(
         default = getattr(instance, f.name)
         shown = ",".join(default) if isinstance(default, tuple) else default
         help_text = docs.get(f.name, "") + (
-            f" (default: {shown})" if default is not None and default is not False else ""
+            f" (default: {shown})" if default is not None and default is not False and default != () else ""
         )
         kw: dict[str, Any] = {
             "dest": f"{section}.{f.name}",

@@ -76,6 +76,9 @@ def _add_flags(p: argparse.ArgumentParser, task: str, defaults, distill: bool = 
     add_section(p.add_argument_group("task"), "task", defaults.task, skip=others)
     add_section(p.add_argument_group("optimizer and schedule"), "optim", defaults.optim)
     add_section(p.add_argument_group("training"), "train", defaults.train, skip=NOT_FOR_FINETUNING)
+    add_section(
+        p.add_argument_group("experiment tracking (TensorBoard, Weights & Biases)"), "tracking", defaults.tracking
+    )
     g = p.add_argument_group("adaptation (which parameters train)")
     add_section(g, "adapt", defaults.adapt)
     g.add_argument(

@@ -55,8 +55,6 @@ MEGATRON_ONLY = {
     "--no-bias-gelu-fusion",
     "--no-bias-dropout-fusion",
     "--rampup-batch-size",
-    "--tensorboard-dir",
-    "--wandb-project",
     "--use-checkpoint-args",
     "--no-load-optim",
     "--no-load-rng",

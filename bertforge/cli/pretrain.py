@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``bertforge pretrain``: one per config field (generated, see ``cli/fields.py``), plus the few
     that are not fields (preset, YAML recipe, Megatron's parallel sizes and switches that set another field)."""
     from bertforge.cli.fields import add_section
-    from bertforge.config import DataConfig, DistillConfig, OptimConfig, TrainConfig
+    from bertforge.config import DataConfig, DistillConfig, OptimConfig, TrackingConfig, TrainConfig
     from bertforge.model.config import BertConfig
 
     S = argparse.SUPPRESS  # flags not given stay absent, so that YAML and preset values survive
@@ -49,6 +49,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--preset", choices=list(PRESETS), default=S, help="a named size; flags above override it")
     m.add_argument("--tensor-model-parallel-size", type=int, default=S, help="only 1 (data parallelism only)")
     m.add_argument("--pipeline-model-parallel-size", type=int, default=S, help="only 1 (data parallelism only)")
+    m.add_argument(
+        "--attention-backend",
+        choices=("auto",),
+        default=S,
+        help="only auto: bertforge picks its attention kernel (SDPA, or varlen for padding-free batches)",
+    )
     d = p.add_argument_group("data")
     add_section(d, "data", DataConfig())
     d.add_argument("--bert-no-binary-head", action="store_true", default=S, help="MLM only (= --binary-head none)")
@@ -57,6 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_section(t, "train", TrainConfig())
     t.add_argument("--fp32", action="store_true", default=S, help="turn off bf16 (e.g. in the default recipe)")
     add_section(p.add_argument_group("distillation (DistilBERT's: a masked-LM teacher)"), "distill", DistillConfig())
+    add_section(
+        p.add_argument_group("experiment tracking (TensorBoard, Weights & Biases)"), "tracking", TrackingConfig()
+    )
     t.add_argument(
         "--config",
         default=S,

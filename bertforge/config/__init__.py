@@ -5,6 +5,7 @@
 - ``TrainConfig``: batches, precision, checkpoints, logging, distribution (pretraining and fine-tuning).
 - ``TaskConfig``: a fine-tuning task's inputs, windows, evaluation and post-processing.
 - ``AdaptConfig``: which parameters fine-tuning trains (full, head only, LoRA).
+- ``TrackingConfig``: TensorBoard and Weights & Biases (pretraining and fine-tuning).
 - ``PretrainConfig`` nests model + data + optim + train (``bertforge pretrain``); ``FinetuneConfig`` nests
   optim + train + task + adapt (``bertforge finetune``) with BERT's fine-tuning defaults.
 
@@ -30,6 +31,7 @@ from bertforge.config.sections import (
     DistillConfig,
     OptimConfig,
     TaskConfig,
+    TrackingConfig,
     TrainConfig,
 )
 
@@ -52,6 +54,7 @@ __all__ = [
     "STRATEGY_NAMES",
     "TOKENIZER_TYPES",
     "TaskConfig",
+    "TrackingConfig",
     "TrainConfig",
     "UNFREEZE_SCHEDULES",
     "opt",

@@ -12,7 +12,15 @@ from typing import Any
 import yaml
 
 from bertforge.adapt.registry import STRATEGIES
-from bertforge.config.sections import AdaptConfig, DataConfig, DistillConfig, OptimConfig, TaskConfig, TrainConfig
+from bertforge.config.sections import (
+    AdaptConfig,
+    DataConfig,
+    DistillConfig,
+    OptimConfig,
+    TaskConfig,
+    TrackingConfig,
+    TrainConfig,
+)
 from bertforge.model.config import BertConfig
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
@@ -111,13 +119,14 @@ class _Sections:
 class PretrainConfig(_Sections):
     """Pretraining: the model, its data, the optimizer and the loop."""
 
-    SECTIONS = ("model", "data", "optim", "train", "distill")
+    SECTIONS = ("model", "data", "optim", "train", "distill", "tracking")
     model: BertConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Pretraining distillation (DistilBERT's): a masked-LM teacher's soft targets (+ cosine on hidden states)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         t = self.train
@@ -161,13 +170,14 @@ class FinetuneConfig(_Sections):
     decay, clipping 1.0, batch 32, 3 epochs, 128 tokens (384 for QA); lr 3e-5 for full fine-tuning, and each other
     strategy's own when none is given (``adapt/registry.py``)."""
 
-    SECTIONS = ("optim", "train", "task", "adapt", "distill")
+    SECTIONS = ("optim", "train", "task", "adapt", "distill", "tracking")
     optim: OptimConfig = field(default_factory=_finetune_optim)
     """optim.lr None: the strategy's default (``adapt/registry.py``)."""
     train: TrainConfig = field(default_factory=_finetune_train)
     task: TaskConfig = field(default_factory=TaskConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def resolved_optim(self) -> OptimConfig:
         """The optimizer settings with the learning rate resolved (the strategy's default when none was given)."""

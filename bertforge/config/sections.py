@@ -18,6 +18,7 @@ TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokeni
 STRATEGY_NAMES = tuple(STRATEGIES)
 UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
+REPORT_TO = ("tensorboard", "wandb", "none")
 
 
 @dataclass(kw_only=True)
@@ -346,3 +347,51 @@ class AdaptConfig:
         if self.unfreeze != "none" and self.strategy != "freeze":
             raise ValueError(f"adapt.unfreeze {self.unfreeze} is part of strategy freeze (got {self.strategy})")
         validate(self)
+
+
+@dataclass(kw_only=True)
+class TrackingConfig:
+    """Experiment tracking beside metrics.jsonl: TensorBoard and Weights & Biases, through Megatron-LM's flags (or
+    transformers' --report-to). Only the main rank writes; a resumed run continues the same curves."""
+
+    tensorboard_dir: str | None = opt(None, metavar="DIR")
+    """TensorBoard event files go here (Megatron's scalar tags: lm loss, learning-rate, grad-norm, ...)."""
+    tensorboard_log_interval: int = opt(1, minimum=1)
+    """Steps between TensorBoard (and W&B) scalars; each point averages the steps since the last one."""
+    tensorboard_queue_size: int = opt(1000, minimum=1)
+    """Events TensorBoard's writer holds before it flushes them to disk."""
+    log_validation_ppl_to_tensorboard: bool = False
+    """Also write the held-out perplexity of each loss (``<loss> validation ppl``)."""
+    log_memory_to_tensorboard: bool = False
+    """Also write memory: the accelerator's allocated / reserved bytes, or the process's resident bytes on a CPU."""
+    log_timers_to_tensorboard: bool = False
+    """Also write the time of a step (``iteration-time``, seconds) and of each evaluation (``evaluation-time``)."""
+    log_throughput: bool = False
+    """Also write ``throughput``: model TFLOP/s per rank (6 x parameters x tokens, plus attention)."""
+    wandb_project: str | None = None
+    """Weights & Biases project; a run then needs --wandb-exp-name (as in Megatron). WANDB_MODE=offline works
+    without a network (``wandb sync`` uploads later)."""
+    wandb_exp_name: str | None = None
+    """The W&B run's name."""
+    wandb_save_dir: str | None = opt(None, metavar="DIR")
+    """Where W&B keeps its files; None: RUN_DIR/wandb."""
+    wandb_entity: str | None = None
+    """The W&B team or user the run belongs to; None: the account's default."""
+    report_to: tuple[str, ...] = opt((), choices=REPORT_TO)
+    """transformers' switch (comma list): tensorboard (into --tensorboard-dir, default RUN_DIR/tensorboard), wandb
+    (project --wandb-project, default bertforge; name --wandb-exp-name, default the run directory's name) or none."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ValueError(f"tracking.report_to {','.join(self.report_to)}: none stands alone")
+        if self.wandb_project and not self.wandb_exp_name:
+            raise ValueError("--wandb-project needs --wandb-exp-name (the run's name), as in Megatron-LM")
+
+    @property
+    def tensorboard(self) -> bool:
+        return bool(self.tensorboard_dir) or "tensorboard" in self.report_to
+
+    @property
+    def wandb(self) -> bool:
+        return bool(self.wandb_project) or "wandb" in self.report_to

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bertforge.config import OptimConfig, TrainConfig
+from bertforge.config import OptimConfig, TrackingConfig, TrainConfig
 from bertforge.training import distributed as dist_
 from bertforge.training.objectives import Objective
 from bertforge.utils import (
@@ -266,6 +266,14 @@ class Job:
     frozen_at: Callable[[int], list[torch.Tensor]] | None = None
     """Step (0-based) -> parameters that must not change in it (gradual unfreezing); a function of the step alone, so
     a resumed run freezes what the uninterrupted one did."""
+    tracking: TrackingConfig | None = None
+    """TensorBoard / W&B (``tracking.py``); None or nothing asked for: metrics.jsonl and curves.png only."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Log-record field -> tracker tag (Megatron's for pretraining, transformers' for fine-tuning)."""
+    megatron_tags: bool = False
+    """Evaluations as Megatron's ``<loss> validation`` tags, with ``vs samples`` curves (else ``eval/<metric>``)."""
+    flops_per_token: float | None = None
+    """Training FLOPs per token, for the tracker's ``throughput`` (TFLOP/s per rank)."""
 
 
 @dataclass

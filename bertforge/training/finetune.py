@@ -57,6 +57,7 @@ from bertforge.training.finetune_output import (
     write_result,
 )
 from bertforge.training.objectives import DistillObjective, Objective, TaskObjective, check_cosine, load_teacher
+from bertforge.training.tracking import FINETUNE_TAGS, check_installed
 from bertforge.training.trainer import fit
 from bertforge.utils import logger
 
@@ -267,6 +268,8 @@ def _train(
         save_at_eval=True,
         desc=f"fine-tune {task.name}" if show_progress else "",
         frozen_at=schedule.frozen_at if schedule is not None else None,
+        tracking=cfg.tracking,
+        tags=FINETUNE_TAGS,
     )
     trained = fit(job)
     return _result(trained, job, task, cfg, output_dir, info, trainable, started)
@@ -408,6 +411,7 @@ def finetune(
     if task not in FAMILIES:
         raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     cfg = _config(cfg, task_options)
+    check_installed(cfg.tracking)
     family = FAMILIES[task](cfg.task, cfg.train.use_bf16)
     _seed(cfg.train.seed)
     items, train_name = family.read(train_file), _name(train_file)

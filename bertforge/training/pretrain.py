@@ -46,6 +46,7 @@ from bertforge.training.objectives import (
     mlm_logits_labels,
     model_inputs,
 )
+from bertforge.training.tracking import check_installed, flops_per_token, pretrain_tags
 from bertforge.training.trainer import fit
 from bertforge.utils import atomic_directory, autocast, logger
 
@@ -321,6 +322,7 @@ def pretrain(
 ) -> TrainResult:
     """Run (or resume) pretraining as ``cfg`` says. Returns the per-step losses and the last metrics."""
     t = cfg.train
+    check_installed(cfg.tracking)
     if exit_interval is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, exit_interval=exit_interval))
     with dist_.process_group(t.device, t.distributed_backend) as info:
@@ -385,5 +387,11 @@ def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show
         desc="pretrain" if show_progress else "",
         postfix=_postfix,
         after_save=export_hf if t.export_hf else None,
+        tracking=cfg.tracking,
+        tags=pretrain_tags(cfg.data.objective, cfg.data.binary_head),
+        megatron_tags=True,
+        flops_per_token=flops_per_token(
+            model.config, cfg.data.seq_length, 1.0 if cfg.data.objective == "clm" else cfg.data.mask_prob
+        ),
     )
     return fit(job)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from bertforge.training import checkpoint as ckpt
@@ -38,6 +39,7 @@ from bertforge.training.engine import (
 from bertforge.training.metrics import MetricsLogger
 from bertforge.training.objectives import Objective
 from bertforge.training.optim import BudgetSchedule, build_optimizer, build_scheduler
+from bertforge.training.tracking import Tracker
 from bertforge.utils import (
     atomic_write_text,
     logger,
@@ -169,11 +171,20 @@ class Trainer:
         self.result = TrainResult(self.start_step, job.run_dir, best=self.state.best)
         self.step_losses: list[torch.Tensor] = []
         self.busy_checked = info.device.type != "cpu" or not info.is_main
-        self.last_log_time, self.last_log_step = time.perf_counter(), self.start_step
+        self.log_window = _Window(self.stats.numel(), self.start_step)
+        self.track_window = _Window(self.stats.numel(), self.start_step)
         self.spent_before, self.session_start = float(self.state.spent_seconds), time.monotonic()
         self.time_up = False
+        self.tracker = self._tracker() if info.is_main else None
 
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            if self.tracker is not None:
+                self.tracker.close()
+
+    def _run(self) -> TrainResult:
         job = self.job
         batches = iter(loader(job.dataset, job.plan, self.start_step, self.stop_at, job.collate, job.num_workers))
         self.model.train()
@@ -189,7 +200,12 @@ class Trainer:
             while step < self.stop_at:
                 step = self._train_step(step, batches)
                 bar.update(1)
-                if self.metrics.should_log(step, self.stop_at):
+                logging, tracking = self.metrics.should_log(step, self.stop_at), self._should_track(step)
+                if logging or tracking:
+                    self._read_stats(step)
+                if tracking:
+                    self._track(step)
+                if logging:
                     bar.set_postfix_str(job.postfix(self._log(step)))
                 evaluated = self.evaluator.should_evaluate(step, self.time_up)
                 if evaluated:
@@ -269,23 +285,67 @@ class Trainer:
             if self.info.is_main:
                 logger.info("time budget %s spent at step %d", self.t.train_time, step)
 
-    def _log(self, step: int) -> dict[str, float]:
-        t, info = self.t, self.info
-        check_nonfinite(self.stats, t.on_nonfinite, self.last_log_step + 1, step)
+    def _read_stats(self, step: int) -> None:
+        """Read the device stats (summed over ranks) into the log's and the tracker's windows, and zero them."""
+        check_nonfinite(self.stats, self.t.on_nonfinite, self.log_window.step + 1, step)
         if not self.busy_checked:  # once, while this run's threads are at work
             self.busy_checked = True
             warn_if_oversubscribed(torch.get_num_threads())
-        now = time.perf_counter()
-        lr = float(self.scheduler.get_last_lr()[0])
-        seconds, steps = now - self.last_log_time, step - self.last_log_step
-        log = _log_record(self.job.objective, self.stats, info, step, lr, self.grad_norm, seconds, steps)
-        if self.budget is not None:
-            log["time_spent"] = round(float(self.state.spent_seconds), 1)
+        sums = dist_.total(self.stats, self.info).cpu().tolist()
         self.stats.zero_()
-        self.last_log_time, self.last_log_step = now, step
+        self.log_window.add(sums)
+        self.track_window.add(sums)
+
+    def _record(self, window: _Window, step: int) -> dict[str, float]:
+        """The record of the steps since ``window`` started (then restarted at ``step``)."""
+        seconds, steps = time.perf_counter() - window.time, step - window.step
+        lr = float(self.scheduler.get_last_lr()[0])
+        record = _log_record(self.job.objective, window.sums, self.info, step, lr, self.grad_norm, seconds, steps)
+        record["batch_size"] = self.job.plan.global_batch
+        if self.budget is not None:
+            record["time_spent"] = round(float(self.state.spent_seconds), 1)
+        window.restart(step)
+        return record
+
+    def _log(self, step: int) -> dict[str, float]:
+        log = self._record(self.log_window, step)
         self.result.last_log = log
         self.metrics.write(log)
         return log
+
+    def _tracker(self) -> Tracker | None:
+        """TensorBoard / W&B as the job's tracking config asks (main rank), starting after the resumed step."""
+        job, cfg = self.job, self.job.tracking
+        if cfg is None or not (cfg.tensorboard or cfg.wandb):
+            return None
+        args = {
+            f"{section}.{name}": value
+            for section, fields in (yaml.safe_load(job.config_yaml) or {}).items()
+            if isinstance(fields, dict)
+            for name, value in fields.items()
+        }
+        start = (self.start_step, job.plan.step_range(self.start_step)[0])
+        return Tracker(
+            cfg,
+            job.run_dir,
+            self.state.run_id,
+            start,
+            args,
+            job.tags,
+            job.megatron_tags,
+            job.flops_per_token,
+            self.info.device,
+        )
+
+    def _should_track(self, step: int) -> bool:
+        if self.tracker is None:
+            return False
+        return step % self.tracker.cfg.tensorboard_log_interval == 0 or step == self.stop_at
+
+    def _track(self, step: int) -> None:
+        assert self.tracker is not None
+        record = self._record(self.track_window, step)
+        self.tracker.train(record, self.job.plan.step_range(step)[0], self.info.world_size)
 
     def _evaluate(self, step: int) -> None:
         plan = self.job.plan
@@ -297,14 +357,18 @@ class Trainer:
         self.seconds_since_eval = 0.0
         self.since_eval.zero_()
         self.steps_since_eval = 0
+        started = time.perf_counter()
         scores = self.evaluator.run(self.model, record, self.state)
+        if self.tracker is not None:
+            samples = self.job.plan.step_range(step)[0]
+            self.tracker.evaluation(step, scores, samples, time.perf_counter() - started)
         self.result.eval = scores
         self.metrics.write({**record, **scores})
         if self.job.best_metric is not None:
             self.result.best = self.state.best
 
     def _save(self, step: int) -> None:
-        check_nonfinite(self.stats, self.t.on_nonfinite, self.last_log_step + 1, step)  # never save after a NaN step
+        check_nonfinite(self.stats, self.t.on_nonfinite, self.log_window.step + 1, step)  # never save after a NaN step
         self.state.since_eval = [float(dist_.mean(self.since_eval, self.info)), self.steps_since_eval]
         plot = self.metrics.should_plot(final=step == self.stop_at)
         consumed = self.job.plan.step_range(step)[0]
@@ -312,6 +376,8 @@ class Trainer:
         self.checkpoints.save(step, consumed, self.model, self.optimizer, self.scheduler, self.scaler, loop)
         if plot:
             self.metrics.plot()
+        if self.tracker is not None:
+            self.tracker.flush()
 
     def _finish(self, step: int) -> TrainResult:
         result = self.result
@@ -331,9 +397,22 @@ def _agreed(seconds: float, info: dist_.DistInfo) -> float:
     return float(value.item())
 
 
+class _Window:
+    """Device stats summed over ranks since a step (the metrics log's, or the tracker's, last record)."""
+
+    def __init__(self, size: int, step: int):
+        self.sums, self.step, self.time = [0.0] * size, step, time.perf_counter()
+
+    def add(self, sums: list[float]) -> None:
+        self.sums = [a + b for a, b in zip(self.sums, sums)]
+
+    def restart(self, step: int) -> None:
+        self.sums, self.step, self.time = [0.0] * len(self.sums), step, time.perf_counter()
+
+
 def _log_record(
     objective: Objective,
-    stats: torch.Tensor,
+    s: list[float],
     info: dist_.DistInfo,
     step: int,
     lr: float,
@@ -341,7 +420,6 @@ def _log_record(
     seconds: float,
     steps: int,
 ) -> dict[str, float]:
-    s = dist_.total(stats, info).cpu().tolist()
     record: dict[str, float] = {
         "step": step,
         "loss": s[LOSS] / info.world_size / max(steps, 1),
