@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 
+from bertforge.config.runs import RECIPES
 from bertforge.model.config import PRESETS
 
 UNBOUNDED_ITERS = 10**9
@@ -69,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--config",
         default=S,
-        help="YAML recipe with sections model, data, optim, train; or a shipped recipe: roberta, crammed",
+        help="YAML recipe with sections model, data, optim, train (and phases); or a shipped recipe: "
+        + ", ".join(r for r in RECIPES if r != MAIN_JOB_RECIPE),
     )
     t.add_argument(
         "--work-dir",

@@ -17,6 +17,7 @@ from bertforge.config.sections import (
     DataConfig,
     DistillConfig,
     OptimConfig,
+    PhaseConfig,
     TaskConfig,
     TrackingConfig,
     TrainConfig,
@@ -24,7 +25,7 @@ from bertforge.config.sections import (
 from bertforge.model.config import BertConfig
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
-RECIPES = ("roberta", "crammed", "main-job")
+RECIPES = ("roberta", "crammed", "main-job", "bert-paper", "nvidia-lamb")
 """Recipes that ship with bertforge (``bertforge/recipes/NAME.yaml``), for --config NAME. A recipe's ``base: NAME``
 sets another recipe's fields first."""
 
@@ -40,13 +41,26 @@ def recipe_path(name: str) -> str:
     raise FileNotFoundError(f"no recipe file {name!r} here, and no shipped recipe of that name ({', '.join(RECIPES)})")
 
 
+def _phases(values: Any) -> tuple[PhaseConfig, ...]:
+    """``phases:`` of a recipe: a list of mappings of PhaseConfig fields (unknown names refused by name)."""
+    if values is None:
+        return ()
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise ValueError("phases must be a list of mappings (fraction, seq_length, global_batch_size, ...)")
+    known = {f.name for f in dataclasses.fields(PhaseConfig)}
+    for k, phase in enumerate(values, 1):
+        if set(phase) - known:
+            raise ValueError(f"phase {k}: unknown field(s) {sorted(set(phase) - known)}; known: {sorted(known)}")
+    return tuple(PhaseConfig(**phase) for phase in values)
+
+
 class _Sections:
     """Shared behaviour of the nested configs: dict / YAML round trips with unknown names refused by name."""
 
     SECTIONS: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
+        out: dict[str, Any] = {}
         for name in self.SECTIONS:
             section = getattr(self, name)
             out[name] = (
@@ -54,6 +68,8 @@ class _Sections:
                 if isinstance(section, BertConfig)
                 else {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
             )
+        if getattr(self, "phases", ()):
+            out["phases"] = [{k: v for k, v in dataclasses.asdict(p).items() if v is not None} for p in self.phases]
         return out
 
     def to_yaml(self) -> str:
@@ -65,10 +81,13 @@ class _Sections:
 
     def merged(self, data: dict[str, Any]):
         """A copy with the fields given in ``data`` ({section: {field: value}}) set; unknown names are errors."""
-        unknown = set(data) - set(self.SECTIONS)
+        extra = {"phases"} if hasattr(self, "phases") else set()
+        unknown = set(data) - set(self.SECTIONS) - extra
         if unknown:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; use {', '.join(self.SECTIONS)}")
-        parts = {}
+        parts: dict[str, Any] = {"phases": _phases(data["phases"])} if "phases" in data else {}
+        if extra and "phases" not in parts:
+            parts["phases"] = self.phases  # type: ignore[attr-defined]
         for name in self.SECTIONS:
             section = getattr(self, name)
             values = data.get(name) or {}
@@ -127,6 +146,8 @@ class PretrainConfig(_Sections):
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Pretraining distillation (DistilBERT's): a masked-LM teacher's soft targets (+ cosine on hidden states)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    phases: tuple[PhaseConfig, ...] = ()
+    """A multi-phase run (``phases:`` in a recipe, a list of ``PhaseConfig`` fields); empty: one phase."""
 
     def __post_init__(self) -> None:
         t = self.train
@@ -147,6 +168,44 @@ class PretrainConfig(_Sections):
         for name in ("micro_batch_size", "train_iters", "log_interval", "eval_interval"):
             if getattr(t, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")
+        if self.phases:
+            self._check_phases()
+
+    def _check_phases(self) -> None:
+        if self.train.train_time is not None:
+            raise ValueError("phases divide the run's steps: give --train-iters, not --train-time, with phases")
+        shares = [p.fraction for p in self.phases]
+        if any(f is None for f in shares[:-1]) or sum(f or 0.0 for f in shares) > 1.0 + 1e-9:
+            raise ValueError(
+                "phases: every phase but the last needs a fraction of the steps, and together they cannot exceed 1 "
+                f"(got {shares})"
+            )
+        for k, phase in enumerate(self.phases, 1):
+            if (phase.seq_length or 0) > self.model.max_tokens and self.train.init_model is None:
+                raise ValueError(
+                    f"phase {k}: seq_length {phase.seq_length} exceeds the {self.model.max_tokens} tokens that "
+                    f"model.max_position_embeddings ({self.model.max_position_embeddings}) covers"
+                )
+
+    def phase_runs(self) -> list[tuple[int, int, PretrainConfig]]:
+        """(first step, end step, the config of that phase) for each phase: the phase's length, batch and micro-batch
+        set on the run's config (its schedule is the caller's); one entry covering the run without phases."""
+        if not self.phases:
+            return [(0, self.train.train_iters, self)]
+        runs, start, total = [], 0, self.train.train_iters
+        for k, phase in enumerate(self.phases):
+            last = k == len(self.phases) - 1
+            end = total if last and phase.fraction is None else min(total, start + round(phase.fraction * total))
+            data = {"seq_length": phase.seq_length} if phase.seq_length else {}
+            train = {
+                name: getattr(phase, name)
+                for name in ("global_batch_size", "micro_batch_size")
+                if getattr(phase, name) is not None
+            }
+            config = dataclasses.replace(self.merged({"data": data, "train": train}), phases=())
+            runs.append((start, end, config))
+            start = end
+        return runs
 
     def gradient_accumulation(self, world_size: int) -> int:
         return self.train.gradient_accumulation(world_size)

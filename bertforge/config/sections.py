@@ -395,3 +395,32 @@ class TrackingConfig:
     @property
     def wandb(self) -> bool:
         return bool(self.wandb_project) or "wandb" in self.report_to
+
+
+@dataclass(kw_only=True)
+class PhaseConfig:
+    """One phase of a multi-phase pretraining run (the BERT paper: 90% of the steps at 128 tokens, then 512; NVIDIA's
+    LAMB recipe: two phases with their own batch and schedule). A phase changes the sample length and the batch; the
+    model, the optimizer state and the step count carry on, and the data stream continues at the samples consumed.
+    Fields left unset keep the run's values."""
+
+    fraction: float | None = opt(None, minimum=0.0, maximum=1.0)
+    """Share of train_iters this phase runs; None for the last phase: the steps that are left."""
+    seq_length: int | None = opt(None, minimum=8)
+    """Longest sample in this phase, in tokens."""
+    global_batch_size: int | None = opt(None, minimum=1)
+    """Sequences per optimizer step in this phase."""
+    micro_batch_size: int | None = opt(None, minimum=1)
+    """Sequences per forward pass per rank in this phase (longer samples need smaller ones)."""
+    lr: float | None = opt(None, minimum=0.0)
+    """A peak learning rate of its own: the phase then runs a schedule of its own (warm-up, decay to min_lr) over its
+    steps, as NVIDIA's phase 2 does; None: the run's schedule goes on through the phase (the BERT paper)."""
+    lr_warmup_fraction: float | None = opt(None, minimum=0.0, maximum=1.0)
+    """Warm-up of the phase's own schedule, as a share of its steps (with or without its own lr)."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def own_schedule(self) -> bool:
+        return self.lr is not None or self.lr_warmup_fraction is not None

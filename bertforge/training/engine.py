@@ -70,6 +70,8 @@ class BatchPlan:
             raise ValueError("no training examples")
         self.global_batch, self.micro, self.accumulation = global_batch, micro, accumulation
         self.rank, self.world_size, self.epoch_size = rank, world_size, epoch_size
+        self.origin = (0, 0)
+        """(step, stream position) where this batch size began: a multi-phase run's phase start (endless streams)."""
 
     @property
     def steps_per_epoch(self) -> int | None:
@@ -77,7 +79,9 @@ class BatchPlan:
 
     def step_range(self, step: int) -> tuple[int, int]:
         if self.epoch_size is None:
-            return step * self.global_batch, (step + 1) * self.global_batch
+            first_step, first_position = self.origin
+            start = first_position + (step - first_step) * self.global_batch
+            return start, start + self.global_batch
         epoch, b = divmod(step, math.ceil(self.epoch_size / self.global_batch))
         start = epoch * self.epoch_size + b * self.global_batch
         return start, min(start + self.global_batch, (epoch + 1) * self.epoch_size)
@@ -274,6 +278,13 @@ class Job:
     """Evaluations as Megatron's ``<loss> validation`` tags, with ``vs samples`` curves (else ``eval/<metric>``)."""
     flops_per_token: float | None = None
     """Training FLOPs per token, for the tracker's ``throughput`` (TFLOP/s per rank)."""
+    stop_step: int | None = None
+    """Where this call stops (a phase's end); None: at ``steps``."""
+    schedule: Callable[[int], float] | None = None
+    """Step -> multiplier of the peak learning rate (a multi-phase run's); None: ``lr_lambda`` over ``steps``."""
+    shape: dict[str, int] | None = None
+    """What a phase may change (sample length, global batch): a resume that finds other values in its checkpoint
+    starts a new phase there -- the stream continues at the samples consumed -- and says what changed."""
 
 
 @dataclass

@@ -8,7 +8,9 @@ tensor by the trust ratio ||w|| / ||update||.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -104,8 +106,34 @@ def lr_lambda(cfg: OptimConfig, train_iters: int):
     return f
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, train_iters: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, train_iters))
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, train_iters: int, schedule=None):
+    """The run's schedule: ``lr_lambda`` over the steps, or ``schedule`` (step -> multiplier of the peak) when the job
+    brings one (``phased_lambda``)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, schedule or lr_lambda(cfg, train_iters))
+
+
+def phased_lambda(cfg: OptimConfig, total: int, phases: list[tuple[int, int, Any]]):
+    """The multiplier of ``cfg.lr`` at step s of a multi-phase run: the run's schedule over all ``total`` steps, except
+    in a phase with a schedule of its own (its ``lr`` and ``lr_warmup_fraction``; NVIDIA's phase 2), which warms up
+    and decays over the phase's steps (``phases``: (first step, end step, PhaseConfig))."""
+    run = lr_lambda(cfg, total)
+    pieces = []
+    for start, end, phase in phases:
+        if phase is None or not phase.own_schedule:
+            pieces.append((end, run, 0, 1.0))
+            continue
+        warmup = cfg.lr_warmup_fraction if phase.lr_warmup_fraction is None else phase.lr_warmup_fraction
+        own = dataclasses.replace(cfg, lr=phase.lr or cfg.lr, lr_warmup_fraction=warmup, lr_decay_iters=None)
+        pieces.append((end, lr_lambda(own, end - start), start, own.lr / cfg.lr))  # type: ignore[operator]
+
+    def f(step: int) -> float:
+        for end, shape, offset, scale in pieces:
+            if step < end:
+                return scale * shape(step - offset)
+        _, shape, offset, scale = pieces[-1]
+        return scale * shape(step - offset)
+
+    return f
 
 
 def get_linear_schedule_with_warmup(

@@ -46,6 +46,7 @@ from bertforge.training.objectives import (
     mlm_logits_labels,
     model_inputs,
 )
+from bertforge.training.optim import phased_lambda
 from bertforge.training.tracking import check_installed, flops_per_token, pretrain_tags
 from bertforge.training.trainer import fit
 from bertforge.utils import atomic_directory, autocast, logger
@@ -326,10 +327,56 @@ def pretrain(
     if exit_interval is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, exit_interval=exit_interval))
     with dist_.process_group(t.device, t.distributed_backend) as info:
-        return _pretrain(cfg, info, data, show_progress)
+        if not cfg.phases:
+            return _pretrain(cfg, info, data, show_progress)
+        if data is not None:
+            raise ValueError("a multi-phase run builds each phase's data (its sample length): pass data=None")
+        return _pretrain_phases(cfg, info, show_progress)
 
 
-def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show_progress: bool) -> TrainResult:
+def _pretrain_phases(cfg: PretrainConfig, info: dist_.DistInfo, show_progress: bool) -> TrainResult:
+    """Each phase as a run on the same run directory: the first one run resumes what --load names (or starts fresh),
+    each later one resumes the phase before it -- a new phase is a resume that changes the shape (``Job.shape``)."""
+    runs = cfg.phase_runs()
+    schedule = phased_lambda(cfg.optim, cfg.train.train_iters, [(a, b, p) for (a, b, _), p in zip(runs, cfg.phases)])
+    done, losses = ckpt.resumed_step(cfg.train.load), []
+    result = TrainResult(done, cfg.train.save)
+    ran = False
+    for k, (start, end, phase) in enumerate(runs, 1):
+        if done >= end:
+            continue
+        if ran:
+            phase = dataclasses.replace(phase, train=dataclasses.replace(phase.train, load=phase.train.save))
+        if info.is_main:
+            logger.info(
+                "phase %d of %d: steps %d-%d at %d tokens, global batch %s",
+                k,
+                len(runs),
+                start + 1,
+                end,
+                phase.data.seq_length,
+                phase.train.global_batch_size or f"{phase.train.micro_batch_size} x ranks",
+            )
+        result = _pretrain(phase, info, None, show_progress, end, schedule, cfg.to_yaml())
+        losses += result.losses
+        ran = True
+        if result.step < end:  # stopped by --exit-interval
+            break
+    result.losses = losses
+    return result
+
+
+def _pretrain(
+    cfg: PretrainConfig,
+    info: dist_.DistInfo,
+    data: Data | None,
+    show_progress: bool,
+    stop_step: int | None = None,
+    schedule=None,
+    run_yaml: str | None = None,
+) -> TrainResult:
+    """One run (or one phase of a run: it stops at ``stop_step``, on the run's ``schedule``; ``run_yaml`` is the whole
+    run's config, written with its checkpoints)."""
     t = cfg.train
     accumulation = cfg.gradient_accumulation(info.world_size)
     global_batch = t.micro_batch_size * info.world_size * accumulation
@@ -378,7 +425,7 @@ def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show
         train=t,
         info=info,
         run_dir=t.save,
-        config_yaml=cfg.to_yaml(),
+        config_yaml=run_yaml or cfg.to_yaml(),
         write_checkpoint=write_checkpoint,
         load_checkpoint=ckpt.load_weights,
         evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
@@ -393,5 +440,8 @@ def _pretrain(cfg: PretrainConfig, info: dist_.DistInfo, data: Data | None, show
         flops_per_token=flops_per_token(
             model.config, cfg.data.seq_length, 1.0 if cfg.data.objective == "clm" else cfg.data.mask_prob
         ),
+        stop_step=stop_step,
+        schedule=schedule,
+        shape={"seq_length": cfg.data.seq_length, "global_batch_size": global_batch},
     )
     return fit(job)

@@ -137,7 +137,8 @@ class TensorBoardWriter:
 
 
 def _purge(resumed: bool, last: int) -> dict[str, int]:
-    """SummaryWriter's purge point for a run resumed after x value ``last``: what a killed run wrote later is dropped."""
+    """SummaryWriter's purge point for a run resumed after x value ``last``: what a killed run wrote later is
+    dropped."""
     return {"purge_step": last + 1} if resumed else {}
 
 

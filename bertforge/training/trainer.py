@@ -74,6 +74,10 @@ class TrainState:
     """(sum of the step losses, steps) since the last evaluation, as of the last checkpoint."""
     spent_seconds: float = 0.0
     """Wall-clock time of the run so far (a time budget counts it across resumes)."""
+    shape: dict[str, int] | None = None
+    """The phase's sample length and global batch (``Job.shape``)."""
+    origin: list[int] = field(default_factory=lambda: [0, 0])
+    """(step, stream position) where the phase began (``BatchPlan.origin``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,7 +97,7 @@ class Evaluator:
     def should_evaluate(self, step: int, time_up: bool) -> bool:
         job = self.job
         return job.evaluate is not None and (
-            bool(job.eval_every and step % job.eval_every == 0) or step == job.steps or time_up
+            bool(job.eval_every and step % job.eval_every == 0) or step in (job.steps, job.stop_step) or time_up
         )
 
     def run(self, model: nn.Module, record: dict[str, float], state: TrainState) -> dict[str, float]:
@@ -150,7 +154,7 @@ class Trainer:
         self.optimizer = build_optimizer(job.model, job.optim, fused=not t.fsdp)
         self.budget = parse_duration(t.train_time) if t.train_time else None
         self.timed = BudgetSchedule(self.optimizer, job.optim) if self.budget else None
-        self.scheduler = self.timed or build_scheduler(self.optimizer, job.optim, job.steps)
+        self.scheduler = self.timed or build_scheduler(self.optimizer, job.optim, job.steps, job.schedule)
         self.scaler = torch.amp.GradScaler("cuda") if t.fp16 else None
         self.state, self.start_step = TrainState(), 0
         if saved is not None:
@@ -158,10 +162,11 @@ class Trainer:
                 saved, job.model, self.optimizer, self.scheduler, self.scaler, partial=job.frozen_at is not None
             )
             self.state = TrainState.from_dict(saved.get("loop"))
+        self._enter_phase(saved)
         if job.run_dir and info.is_main:
             atomic_write_text(os.path.join(job.run_dir, "run_config.yaml"), job.config_yaml)
         self.metrics.start(self.start_step)
-        self.stop_at = job.steps
+        self.stop_at = min(job.steps, job.stop_step or job.steps)
         if t.exit_interval:
             self.stop_at = min(self.stop_at, (self.start_step // t.exit_interval + 1) * t.exit_interval)
         self.stats = torch.zeros(N_ENGINE_STATS + job.objective.n_stats, device=info.device, dtype=torch.float64)
@@ -176,6 +181,30 @@ class Trainer:
         self.spent_before, self.session_start = float(self.state.spent_seconds), time.monotonic()
         self.time_up = False
         self.tracker = self._tracker() if info.is_main else None
+
+    def _enter_phase(self, saved: dict[str, Any] | None) -> None:
+        """Set the batch plan's origin: the checkpoint's phase when its shape is the job's, else a new phase from
+        here, continuing the stream at the samples the checkpoint consumed (and say what changed)."""
+        job, state = self.job, self.state
+        if job.shape is None:
+            return
+        if saved is not None and state.shape is not None and state.shape != job.shape:
+            state.origin = [self.start_step, int(saved["consumed_samples"])]
+            if self.info.is_main:
+                changes = ", ".join(
+                    f"{k.replace('_', ' ')} {state.shape.get(k)} -> {v}"
+                    for k, v in job.shape.items()
+                    if state.shape.get(k) != v
+                )
+                logger.info(
+                    "new phase at step %d: %s; the weights, the optimizer state and the step count carry on, the "
+                    "samples continue from the %s consumed",
+                    self.start_step,
+                    changes,
+                    f"{state.origin[1]:,}",
+                )
+        state.shape = dict(job.shape)
+        job.plan.origin = (state.origin[0], state.origin[1])
 
     def run(self) -> TrainResult:
         try:

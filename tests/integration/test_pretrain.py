@@ -573,7 +573,10 @@ def test_the_shipped_roberta_recipe_runs_from_the_command_line(bpe_corpus, tmp_p
     assert json.loads((tmp_path / "run" / "hf" / "config.json").read_text())["model_type"] == "roberta"
     capsys.readouterr()
     assert main(["pretrain", "--config", "nope", "--no-demo"]) == 1
-    assert "no shipped recipe of that name (roberta, crammed, main-job)" in capsys.readouterr().err
+    assert (
+        "no shipped recipe of that name (roberta, crammed, main-job, bert-paper, nvidia-lamb)"
+        in capsys.readouterr().err
+    )
 
 
 def test_pretraining_distillation_as_distilbert_did_it(corpus, tmp_path, capsys):
