@@ -43,8 +43,47 @@ def init(device: str | None = None, backend: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if dev.type == "cuda" else "gloo"))
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        store = _attempt_store(world)
+        if store is None:
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world)
     return DistInfo(rank, world, local, dev)
+
+
+ATTEMPT_WAIT_SECONDS = 300.0
+"""How long a restarted worker waits for the rest of its group to reach the same attempt before it gives up."""
+
+
+def _attempt_store(world: int):
+    """The store a torchrun group meets through when torchrun may restart it (``--max-restarts``) and shares its
+    rendezvous store with the workers (torch's default): a prefix of its own per attempt, so that a restarted group
+    never reads the previous attempt's addresses (pytorch/pytorch#135712: the agents' restart counts, which torch uses
+    to tell attempts apart, differ between nodes). The attempt is counted in the store itself: every worker joins once
+    per attempt. None where there is nothing to separate (no restarts, or a store per attempt)."""
+    restarts = os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or restarts == "0":
+        return None
+    import datetime
+    import time
+
+    base = dist.TCPStore(
+        os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, False, datetime.timedelta(minutes=10)
+    )
+    prefix = f"bertforge/attempt_{(base.add('bertforge/joined', 1) - 1) // world}"
+    deadline = time.monotonic() + ATTEMPT_WAIT_SECONDS
+    arrived = base.add(f"{prefix}/arrived", 1)
+    while arrived < world:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{prefix}: {arrived} of {world} workers arrived in {ATTEMPT_WAIT_SECONDS:.0f} s (a worker that died "
+                "before joining its group leaves the attempts out of step); start torchrun with "
+                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 to give every attempt a store of its own"
+            )
+        time.sleep(0.05)
+        arrived = base.add(f"{prefix}/arrived", 0)
+    return dist.PrefixStore(prefix + "/", base)
 
 
 def mean(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
