@@ -12,11 +12,18 @@ run cut short still reports what it did:
    resumed, it gives the same losses as the uninterrupted run (fused AdamW, the bf16 autocast path).
 4. ``inference_speed`` / ``train_step_speed``: tokens/s of bertforge and transformers in bf16 on bert-base shapes
    (a variable-length batch and a full one; one training step of the mini preset), interleaved, best of 3.
+5. ``paper_recipe``: the first 200 steps of ``--config bert-paper`` (BERT-base, 128 tokens, batch 256, bf16, with
+   --tensorboard-dir) on a generated corpus: tokens/s, MFU against the bf16 matrix-product rate measured here, the
+   TensorBoard tags written.
+6. ``transformers_loop``: transformers' BertForPreTraining in a plain loop on the same batches: tokens/s and MFU.
+
+It prints a one-screen summary at the end. On a GPU it is meant to take under 8 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -151,6 +158,14 @@ def pretrain_resume(device, quick: bool) -> dict:
     }
 
 
+def _dtype(device) -> torch.dtype:
+    """bf16 where the device runs it natively (a GPU; an AMX or AVX512-BF16 CPU), else fp32: the speed checks'
+    precision (``--device cpu`` on an AVX2 CPU would emulate bf16 at a tenth of fp32's speed)."""
+    from bertforge.utils import fast_bf16
+
+    return torch.bfloat16 if fast_bf16(device.type) else torch.float32
+
+
 def _speed(fn, tokens: int, device, reps: int = 3) -> float:
     fn()
     _sync(device)
@@ -174,7 +189,7 @@ def inference_speed(device, quick: bool) -> dict:
     with tempfile.TemporaryDirectory() as d:
         ours.save_pretrained(d)
         ref = transformers.BertModel.from_pretrained(d, attn_implementation="sdpa")
-    dtype = torch.bfloat16
+    dtype = _dtype(device)
     ours, ref = ours.to(device, dtype).eval(), ref.to(device, dtype).eval()
     out = {}
     for name, varied in (("variable 32x128", True), ("full 32x128", False)):
@@ -188,7 +203,7 @@ def inference_speed(device, quick: bool) -> dict:
             "transformers_tokens_per_s": round(r),
             "ratio": round(a / r, 2),
         }
-    return {"pass": True, **out}
+    return {"pass": True, "dtype": str(dtype).removeprefix("torch."), **out}
 
 
 def train_step_speed(device, quick: bool) -> dict:
@@ -203,14 +218,16 @@ def train_step_speed(device, quick: bool) -> dict:
         ours.save_pretrained(d)
         ref = transformers.BertForMaskedLM.from_pretrained(d, attn_implementation="sdpa")
     ours, ref = ours.to(device).train(), ref.to(device).train()
-    b = _batch(config.vocab_size, 32, 128, device, varied=False)
+    rows, seq = (8, 64) if quick else (32, 128)
+    b = _batch(config.vocab_size, rows, seq, device, varied=False)
     labels = b["input_ids"].masked_fill(torch.rand(b["input_ids"].shape, device=device) > 0.15, -100)
+    bf16 = _dtype(device) == torch.bfloat16
     opt_a = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=device.type == "cuda")
     opt_b = torch.optim.AdamW(ref.parameters(), lr=1e-4, fused=device.type == "cuda")
 
     def step(model, opt):
         def run():
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = model(**b, labels=labels).loss
             loss.backward()
             opt.step()
@@ -218,17 +235,191 @@ def train_step_speed(device, quick: bool) -> dict:
 
         return run
 
-    tokens = 32 * 128
+    tokens = rows * seq
     a, r = _speed(step(ours, opt_a), tokens, device), _speed(step(ref, opt_b), tokens, device)
     return {
         "pass": True,
+        "dtype": "bf16" if bf16 else "fp32",
         "bertforge_tokens_per_s": round(a),
         "transformers_tokens_per_s": round(r),
         "ratio": round(a / r, 2),
     }
 
 
-CHECKS = [parity_bf16, parity_fp32_transformers, pretrain_resume, inference_speed, train_step_speed]
+def _peak(device, dtype=torch.bfloat16) -> float:
+    """The device's measured matrix-product rate (FLOP/s) in ``dtype``: the best of a few n x n products, timed here
+    (an MFU is against what this device does, not a datasheet)."""
+    n = 8192 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    return _speed(lambda: a @ b, 2 * n**3, device, reps=5)
+
+
+def _corpus(work: Path, vocab_size: int) -> tuple[str, str]:
+    """A generated corpus preprocessed with a WordPiece vocabulary of ``vocab_size`` entries (the trained words, then
+    unused fillers: BERT-base's 30,522 rows, so the model has its true shape)."""
+    from bertforge.data.preprocess import preprocess
+    from bertforge.tokenization import train_vocab
+
+    rng = random.Random(0)
+    words = WORDS + [f"{w}{k}" for w in WORDS for k in range(40)]
+    docs = [
+        " ".join(" ".join(rng.choice(words) for _ in range(rng.randint(8, 20))).capitalize() + "." for _ in range(12))
+        for _ in range(3000)
+    ]
+    (work / "docs.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    train_vocab(texts=docs, vocab_size=1000, output=work / "tok", show_progress=False)
+    vocab = (work / "tok" / "vocab.txt").read_text().split("\n")
+    vocab = [v for v in vocab if v]
+    vocab += [f"[unused{k}]" for k in range(vocab_size - len(vocab))]
+    (work / "tok" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    preprocess([str(work / "docs.jsonl")], str(work / "c"), str(work / "tok" / "vocab.txt"), show_progress=False)
+    return str(work / "c_text_sentence"), str(work / "tok" / "vocab.txt")
+
+
+PAPER_STEPS = 200
+
+
+def _paper_config(device, quick: bool, work: Path):
+    """The bert-paper recipe as its launch line gives it, here: BERT-base, phase 1 (128 tokens, batch 256), bf16,
+    TensorBoard; --quick: a 2-layer model, 64 tokens, batch 16."""
+    from bertforge.cli.main import build_parser
+    from bertforge.cli.pretrain import build_config
+
+    prefix, vocab = _corpus(work, 30522)
+    precision = "--bf16" if _dtype(device) == torch.bfloat16 else "--fp32"
+    line = ["pretrain", "--config", "bert-paper", "--data-path", prefix, "--vocab-file", vocab, precision]
+    line += ["--save", str(work / "run"), "--tensorboard-dir", str(work / "tb"), "--log-throughput"]
+    line += ["--log-interval", "50" if not quick else "5", "--eval-interval", "1000000", "--device", str(device)]
+    line += ["--exit-interval", str(PAPER_STEPS if not quick else 10), "--no-demo", "--split", "98,2,0"]
+    line += ["--num-workers", "2" if device.type == "cuda" else "0"]
+    if quick:
+        line += ["--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "2", "--global-batch-size", "16"]
+    cfg, _ = build_config(build_parser().parse_args(line))
+    if quick:
+        small = [dataclasses.replace(p, seq_length=min(p.seq_length, 64), micro_batch_size=8) for p in cfg.phases]
+        cfg = dataclasses.replace(cfg, phases=tuple(small))
+    return cfg
+
+
+def paper_recipe(device, quick: bool) -> dict:
+    """The first 200 steps of the bert-paper recipe (BERT-base, 128 tokens, batch 256, bf16): tokens/s, MFU against
+    the measured bf16 peak, and the TensorBoard files it wrote."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from bertforge.training.pretrain import pretrain
+    from bertforge.training.tracking import flops_per_token
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-paper-"))
+    cfg = _paper_config(device, quick, work)
+    result = pretrain(cfg, show_progress=True)
+    phase = cfg.phase_runs()[0][2]
+    per_token = flops_per_token(cfg.model.replace(vocab_size=30522), phase.data.seq_length, phase.data.mask_prob)
+    tokens_per_s = result.last_log["tokens_per_second"]
+    peak = _peak(device, _dtype(device))
+    events = EventAccumulator(str(work / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    losses = result.losses
+    return {
+        "pass": {"lm loss", "learning-rate", "throughput"} <= tags and sum(losses[-5:]) < sum(losses[:5]),
+        "steps": result.step,
+        "tokens_per_s": round(tokens_per_s),
+        "mfu": round(tokens_per_s * per_token / peak, 4),
+        "dtype": str(_dtype(device)).removeprefix("torch."),
+        "peak_tflops": round(peak / 1e12, 1),
+        "first_losses": [round(x, 3) for x in losses[:3]],
+        "last_losses": [round(x, 3) for x in losses[-3:]],
+        "tensorboard_tags": sorted(tags)[:12],
+        "work_dir": str(work),
+    }
+
+
+def transformers_loop(device, quick: bool) -> dict:
+    """transformers' BertForPreTraining in a plain loop on the same batches (bertforge's data pipeline, padded): bf16
+    autocast, fused AdamW, the same accumulation; tokens/s (real tokens) and MFU as for the recipe."""
+    import transformers
+
+    from bertforge.data.collate import collate_padded
+    from bertforge.training.engine import BatchPlan, loader
+    from bertforge.training.pretrain import build_data
+    from bertforge.training.tracking import flops_per_token
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-hf-"))
+    phase = _paper_config(device, quick, work).phase_runs()[0][2]
+    data = build_data(phase)
+    c = phase.model
+    config = transformers.BertConfig(
+        vocab_size=data.tokenizer.vocab_size,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        max_position_embeddings=c.max_position_embeddings,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForPreTraining(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01, fused=device.type in ("cuda", "cpu"))
+    t = phase.train
+    accumulation = t.global_batch_size // t.micro_batch_size
+    steps = PAPER_STEPS if not quick else 10
+    plan = BatchPlan(t.global_batch_size, t.micro_batch_size, accumulation)
+    batches = iter(
+        loader(data.train, plan, 0, steps, lambda s: collate_padded(s, pad_id=0), 2 if device.type == "cuda" else 0)
+    )
+    measured_from, tokens, losses = steps // 4, 0, []
+    for step in range(steps):
+        if step == measured_from:
+            _sync(device)
+            start = time.perf_counter()
+        for _ in range(accumulation):
+            cpu_batch = next(batches)
+            if step >= measured_from:
+                tokens += int(cpu_batch["attention_mask"].sum())  # counted on the host: no device sync
+            b = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items() if k != "mlm_positions"}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=_dtype(device) == torch.bfloat16):
+                out = model(**b)
+            (out.loss / accumulation).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.detach())
+    _sync(device)
+    tokens_per_s = tokens / (time.perf_counter() - start)
+    losses = [float(x) for x in losses]
+    per_token = flops_per_token(phase.model.replace(vocab_size=config.vocab_size), phase.data.seq_length, 0.15)
+    peak = _peak(device, _dtype(device))
+    return {
+        "pass": sum(losses[-3:]) < sum(losses[:3]),
+        "steps": steps,
+        "tokens_per_s": round(tokens_per_s),
+        "mfu": round(tokens_per_s * per_token / peak, 4),
+        "first_losses": [round(x, 3) for x in losses[:3]],
+        "last_losses": [round(x, 3) for x in losses[-3:]],
+    }
+
+
+CHECKS = [
+    parity_bf16,
+    parity_fp32_transformers,
+    pretrain_resume,
+    inference_speed,
+    train_step_speed,
+    paper_recipe,
+    transformers_loop,
+]
+
+
+def summary(record: dict) -> str:
+    """One screen: each check's verdict and its headline numbers."""
+    lines = [f"{record['device']} · torch {record['torch']} · {record['total_seconds']} s"]
+    for name, r in record["checks"].items():
+        numbers = {k: v for k, v in r.items() if isinstance(v, (int, float)) and k not in ("pass",)}
+        shown = ", ".join(f"{k} {v}" for k, v in list(numbers.items())[:6])
+        lines.append(f"  {'pass' if r['pass'] else 'FAIL'}  {name:28s} {shown}")
+        if "error" in r:
+            lines.append(f"        {r['error'][:150]}")
+    return "\n".join(lines)
 
 
 def main() -> int:
@@ -258,6 +449,7 @@ def main() -> int:
         record["total_seconds"] = round(time.perf_counter() - started, 1)
         Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
         print(f"{check.__name__}: {'pass' if result['pass'] else 'FAIL'} ({result['seconds']} s)", flush=True)
+    print(summary(record))
     return 0 if all(r["pass"] for r in record["checks"].values()) else 1
 
 
