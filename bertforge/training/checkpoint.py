@@ -190,7 +190,9 @@ def load_trainer_state(checkpoint: str) -> dict[str, Any]:
 
 class RunLock:
     """``with RunLock(run_dir):`` -- refuse a second run writing the same directory. The lock file holds the pid and
-    host of its holder; a lock left by a process that no longer exists (on this host) is taken over."""
+    host of its holder (and torchrun's run id); a lock left by a process that no longer exists (on this host), or by
+    an earlier attempt of the same torchrun job (torchrun stops every worker of an attempt before it starts the next,
+    on whichever node rank 0 now runs), is taken over."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, LOCK_FILE)
@@ -200,20 +202,21 @@ class RunLock:
     def __enter__(self) -> RunLock:
         self.created = not os.path.exists(os.path.dirname(self.path))
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        me = f"{os.getpid()} {socket.gethostname()}\n"
+        job = os.environ.get("TORCHELASTIC_RUN_ID", "-")
+        me = f"{os.getpid()} {socket.gethostname()} {job}\n"
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is None or not _stale(*holder):
-                    pid, host = holder or ("?", "?")
+                if holder is None or not (_stale(*holder[:2]) or (job != "-" and holder[2] == job)):
+                    pid, host = holder[:2] if holder else ("?", "?")
                     raise ValueError(
                         f"{os.path.dirname(self.path)} is in use by another run (pid {pid} on {host}, lock file "
                         f"{self.path}); wait for it to finish, use another directory, or delete the lock file if that "
                         "run is gone"
                     ) from None
-                logger.warning("taking over the lock %s of pid %s on %s, which no longer runs", self.path, *holder)
+                logger.warning("taking over the lock %s of pid %s on %s, which no longer runs", self.path, *holder[:2])
                 os.remove(self.path)
                 continue
             with os.fdopen(fd, "w") as fh:
@@ -222,13 +225,16 @@ class RunLock:
             return self
         raise ValueError(f"{self.path}: could not take the run lock")
 
-    def _holder(self) -> tuple[str, str] | None:
+    def _holder(self) -> tuple[str, str, str] | None:
+        """(pid, host, torchrun run id or "-") of the lock's holder; None for an unreadable lock file."""
         try:
             with open(self.path, encoding="utf-8") as fh:
-                pid, host = fh.read().split()
-            return pid, host
-        except (OSError, ValueError):
+                fields = fh.read().split()
+        except OSError:
             return None
+        if len(fields) not in (2, 3):
+            return None
+        return fields[0], fields[1], fields[2] if len(fields) == 3 else "-"
 
     def __exit__(self, *exc) -> None:
         if self.held:

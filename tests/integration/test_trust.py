@@ -109,6 +109,21 @@ def test_one_writer_per_run_directory(corpus, tmp_path):  # noqa: F811
     assert result.step == 2 and not (run / ".lock").exists()
 
 
+def test_a_restarted_torchrun_job_takes_over_its_earlier_attempts_lock(tmp_path, monkeypatch):
+    """Rank 0 of a restarted attempt may run on another node than the last one, whose pid it cannot check: the
+    lock's torchrun run id says it was this job's, and torchrun stopped that attempt before starting this one."""
+    from bertforge.training.checkpoint import RunLock
+
+    (tmp_path / ".lock").write_text("4242 node007 job-1\n")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-2")
+    with pytest.raises(ValueError, match="in use by another run \\(pid 4242 on node007"):
+        RunLock(str(tmp_path)).__enter__()
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "job-1")
+    with RunLock(str(tmp_path)):
+        assert (tmp_path / ".lock").read_text().split()[2] == "job-1"
+    assert not (tmp_path / ".lock").exists()
+
+
 def test_resume_after_a_crash_keeps_a_clean_record(corpus, tmp_path):  # noqa: F811
     run = tmp_path / "run"
     cfg = tiny_run(corpus, str(run), train_iters=12, save_interval=5, log_interval=1)
