@@ -232,7 +232,7 @@ class Trainer:
                 logging, tracking = self.metrics.should_log(step, self.stop_at), self._should_track(step)
                 if logging or tracking:
                     self._read_stats(step)
-                if tracking:
+                if tracking and self.tracker is not None:
                     self._track(step)
                 if logging:
                     bar.set_postfix_str(job.postfix(self._log(step)))
@@ -367,9 +367,12 @@ class Trainer:
         )
 
     def _should_track(self, step: int) -> bool:
-        if self.tracker is None:
+        """A tracking point: decided from the config, the same on every rank (the stats are all-reduced there; only
+        the main rank has the writers)."""
+        cfg = self.job.tracking
+        if cfg is None or not (cfg.tensorboard or cfg.wandb):
             return False
-        return step % self.tracker.cfg.tensorboard_log_interval == 0 or step == self.stop_at
+        return step % cfg.tensorboard_log_interval == 0 or step == self.stop_at
 
     def _track(self, step: int) -> None:
         assert self.tracker is not None

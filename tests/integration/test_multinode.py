@@ -94,7 +94,9 @@ def assert_same_weights(a: Path, b: Path, atol: float) -> None:
 
 def test_two_nodes_over_loopback_equal_one_process(corpus, tmp_path):  # noqa: F811
     assert main(["pretrain", *flags(corpus, tmp_path / "one")]) == 0
-    two_nodes(["-m", "bertforge", "pretrain", *flags(corpus, tmp_path / "two")], tmp_path)
+    tensorboard = ["--tensorboard-dir", str(tmp_path / "tb"), "--tensorboard-log-interval", "3"]
+    two_nodes(["-m", "bertforge", "pretrain", *flags(corpus, tmp_path / "two"), *tensorboard], tmp_path)
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
     one, two = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(two) == 12
     assert two == pytest.approx(one, abs=1e-5)
