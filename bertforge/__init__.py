@@ -20,6 +20,7 @@ _LAZY = {
     "BertForTokenClassification": "bertforge.model",
     "BertForQuestionAnswering": "bertforge.model",
     "BertForMultipleChoice": "bertforge.model",
+    "BertForReplacedTokenDetection": "bertforge.model",
     "MODEL_CLASSES": "bertforge.model",
     "PRESETS": "bertforge.model",
     "preset": "bertforge.model",

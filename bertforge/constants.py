@@ -2,3 +2,6 @@
 
 IGNORE_INDEX = -100
 """Label value that losses skip: PyTorch's ``cross_entropy`` default ``ignore_index`` and transformers' convention."""
+
+MODEL_TYPES = ("bert", "roberta", "distilbert", "electra")
+"""The checkpoint families (config.json's ``model_type``) bertforge loads and saves, on its one encoder."""

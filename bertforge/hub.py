@@ -149,9 +149,11 @@ def local_models() -> list[LocalModel]:
 
 
 def _is_bert(path: str) -> bool:
+    from bertforge.constants import MODEL_TYPES
+
     try:
         with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
-            return json.load(fh).get("model_type") in ("bert", "roberta", "distilbert")  # the families bertforge loads
+            return json.load(fh).get("model_type") in MODEL_TYPES  # the families bertforge loads
     except (OSError, ValueError):
         return False
 

@@ -27,6 +27,7 @@ References: Devlin et al., "BERT" (2018); google-research/bert modeling.py for t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -50,19 +51,16 @@ from bertforge.model.pretrained import PreTrainedBert
 ATTENTION_BACKENDS = ("sdpa", "eager")
 
 
+ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}
+_TANH_GELU = functools.partial(F.gelu, approximate="tanh")
+ACTIVATION_FUNCTIONS.update(dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_fast"), _TANH_GELU))
+
+
 def activation(name: str):
     """The feed-forward activation function for a config's ``hidden_act``."""
-    if name == "gelu":
-        return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    if name == "relu":
-        return F.relu
-    if name in ("silu", "swish"):
-        return F.silu
-    if name == "tanh":
-        return torch.tanh
-    raise ValueError(f"unknown activation {name!r}")
+    if name not in ACTIVATION_FUNCTIONS:
+        raise ValueError(f"unknown activation {name!r}")
+    return ACTIVATION_FUNCTIONS[name]
 
 
 @dataclass
@@ -84,16 +82,19 @@ class Embeddings(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.token = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        width = config.embedding_width  # E: the hidden size, or ELECTRA's own embedding width
+        self.token = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
         # RoBERTa's positions start after its padding id; that row is never read and stays zero, as in its checkpoints
         pad_position = config.pad_token_id if config.model_type == "roberta" else None
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size, padding_idx=pad_position)
+        self.position = nn.Embedding(config.max_position_embeddings, width, padding_idx=pad_position)
         self.sinusoidal = config.sinusoidal_pos_embds
         if self.sinusoidal:  # DistilBERT's fixed table: not trained
             self.position.weight.requires_grad_(False)
-        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.has_token_types else None
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.segment = nn.Embedding(config.type_vocab_size, width) if config.has_token_types else None
+        self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
+        # ELECTRA: (.., E) -> (.., H) after the dropout, where E differs from H
+        self.project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
         self.sparse_token_grad = False
         """Set by a tied MLM head: see ``_token``."""
 
@@ -115,7 +116,8 @@ class Embeddings(nn.Module):
         x = words + self.position(position_ids)
         if self.segment is not None:
             x = x + self.segment(token_type_ids)
-        return self.dropout(self.norm(x))
+        x = self.dropout(self.norm(x))
+        return self.project(x) if self.project is not None else x
 
     def _token(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The word-embedding lookup. When the matrix is shared with an MLM decoder and trained on the CPU, the lookup
@@ -251,7 +253,7 @@ class BertModel(PreTrainedBert):
         super().__init__(config)
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = Pooler(config) if add_pooling_layer and config.model_type != "distilbert" else None
+        self.pooler = Pooler(config) if add_pooling_layer and config.has_pooler else None
         self.attention_backend = "sdpa"
         self.gradient_checkpointing = False
         self.padding_free = True

@@ -18,7 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-MODEL_TYPES = ("bert", "roberta", "distilbert")
+from bertforge.constants import MODEL_TYPES
+
 # DistilBERT's config.json names -> BertConfig's (its other keys, qa_dropout for one, are kept in ``extra``)
 DISTILBERT_NAMES = {
     "dim": "hidden_size",
@@ -57,6 +58,9 @@ class BertConfig:
     """Number of token ids (V)."""
     hidden_size: int = field(default=768, metadata={"flag": "--hidden-size"})
     """Width of the residual stream (H)."""
+    embedding_size: int | None = None
+    """Width of the embedding tables (E), projected to hidden_size by ``embeddings_project`` when they differ
+    (ELECTRA's factorised embeddings); None: hidden_size."""
     num_hidden_layers: int = field(default=12, metadata={"flag": "--num-layers"})
     """Number of encoder layers."""
     num_attention_heads: int = field(default=12, metadata={"flag": "--num-attention-heads"})
@@ -101,7 +105,8 @@ class BertConfig:
     """Class names this checkpoint was saved from (written by save_pretrained)."""
     model_type: str = "bert"
     """The checkpoint family, all on the same encoder: bert; roberta (positions start after the padding id, one
-    token type, its own classification and MLM heads); distilbert (no token types, no pooler, its own heads)."""
+    token type, its own classification and MLM heads); distilbert (no token types, no pooler, its own heads); electra
+    (embeddings of their own width, no pooler, the replaced-token-detection head and its own heads)."""
     sinusoidal_pos_embds: bool = False
     """DistilBERT's option: fixed sinusoidal position vectors instead of learned ones."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -210,10 +215,20 @@ class BertConfig:
         return self.model_type != "distilbert"
 
     @property
+    def embedding_width(self) -> int:
+        """Width of the embedding tables (E): ``embedding_size``, or the hidden size."""
+        return self.embedding_size or self.hidden_size
+
+    @property
+    def has_pooler(self) -> bool:
+        """DistilBERT and ELECTRA have no pooler: their sentence heads read [CLS] themselves."""
+        return self.model_type not in ("distilbert", "electra")
+
+    @property
     def parameter_estimate(self) -> int:
         """Parameters of the encoder this config describes (embedding tables and layers), before building it."""
         h, inner = self.hidden_size, self.intermediate_size
-        tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * h
+        tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * self.embedding_width
         return tables + self.num_hidden_layers * (4 * h * h + 2 * h * inner)
 
     @property
@@ -241,6 +256,10 @@ class BertConfig:
                 out["seq_classif_dropout"] = 0.2
         else:
             del out["sinusoidal_pos_embds"]
+        if self.model_type == "electra":
+            out["embedding_size"] = self.embedding_width  # ElectraConfig's default is 128: always written
+        elif out.get("embedding_size") is None:
+            out.pop("embedding_size", None)
         return dict(sorted(out.items()))
 
     @classmethod

@@ -98,6 +98,28 @@ DISTILBERT_HEAD_RULES: list[tuple[str, str]] = [
     ("qa_outputs.{p}", "qa_outputs.{p}"),
 ]
 
+# ELECTRA: BERT's backbone names under "electra." without a pooler, plus the projection of its narrower embeddings;
+# the discriminator's head (discriminator_predictions), the generator's MLM head (generator_predictions +
+# generator_lm_head, in the embedding width), and a sentence head of its own (classifier.dense + gelu, classifier
+# .out_proj; in multiple choice, sequence_summary.summary).
+ELECTRA_BACKBONE_RULES: list[tuple[str, str]] = [
+    *[rule for rule in BACKBONE_RULES if not rule[0].startswith("pooler.")],
+    ("embeddings_project.{p}", "embeddings.project.{p}"),
+]
+ELECTRA_HEAD_RULES: list[tuple[str, str]] = [
+    ("discriminator_predictions.dense.{p}", "rtd_dense.{p}"),
+    ("discriminator_predictions.dense_prediction.{p}", "rtd_prediction.{p}"),
+    ("generator_predictions.dense.{p}", "mlm.transform.{p}"),
+    ("generator_predictions.LayerNorm.{p}", "mlm.norm.{p}"),
+    ("generator_lm_head.bias", "mlm.bias"),
+    ("generator_lm_head.weight", "mlm.decoder.weight"),
+    ("classifier.dense.{p}", "head_dense.{p}"),
+    ("classifier.out_proj.{p}", "classifier.{p}"),  # with head_dense: the sentence classifier
+    ("sequence_summary.summary.{p}", "head_dense.{p}"),  # multiple choice's own layer
+    ("classifier.{p}", "classifier.{p}"),  # the token classifier, multiple choice's scorer
+    ("qa_outputs.{p}", "qa_outputs.{p}"),
+]
+
 # Our classes under each family's transformers class names (config.json "architectures"; loading accepts both).
 ARCHITECTURES: dict[str, dict[str, str]] = {
     "roberta": {
@@ -108,6 +130,16 @@ ARCHITECTURES: dict[str, dict[str, str]] = {
         "BertForTokenClassification": "RobertaForTokenClassification",
         "BertForQuestionAnswering": "RobertaForQuestionAnswering",
         "BertForMultipleChoice": "RobertaForMultipleChoice",
+    },
+    "electra": {
+        "BertModel": "ElectraModel",
+        "BertForReplacedTokenDetection": "ElectraForPreTraining",
+        "BertForMaskedLM": "ElectraForMaskedLM",
+        "BertLMHeadModel": "ElectraForCausalLM",
+        "BertForSequenceClassification": "ElectraForSequenceClassification",
+        "BertForTokenClassification": "ElectraForTokenClassification",
+        "BertForQuestionAnswering": "ElectraForQuestionAnswering",
+        "BertForMultipleChoice": "ElectraForMultipleChoice",
     },
     "distilbert": {
         "BertModel": "DistilBertModel",
@@ -152,6 +184,7 @@ _BERT_LORA = {
 PEFT_LORA_MODULES: dict[str, tuple[str, dict[str, str]]] = {
     "bert": ("bert.encoder.layer", _BERT_LORA),
     "roberta": ("roberta.encoder.layer", _BERT_LORA),
+    "electra": ("electra.encoder.layer", _BERT_LORA),
     "distilbert": (
         "distilbert.transformer.layer",
         {
@@ -167,8 +200,8 @@ PEFT_LORA_MODULES: dict[str, tuple[str, dict[str, str]]] = {
 # Names that carry no weights of their own: buffers, and the decoder bias that transformers ties to
 # cls.predictions.bias.
 IGNORED = [
-    r"((bert|roberta|distilbert)\.)?embeddings\.position_ids",
-    r"((bert|roberta)\.)?embeddings\.token_type_ids",
+    r"((bert|roberta|distilbert|electra)\.)?embeddings\.position_ids",
+    r"((bert|roberta|electra)\.)?embeddings\.token_type_ids",
     r"cls\.predictions\.decoder\.bias",
     r"lm_head\.decoder\.bias",  # RoBERTa ties it to lm_head.bias
 ]
@@ -216,6 +249,7 @@ FAMILIES = {
     "bert": _family("bert.", BACKBONE_RULES, FUSED_RULES, HEAD_RULES),
     "roberta": _family("roberta.", BACKBONE_RULES, FUSED_RULES, ROBERTA_HEAD_RULES),
     "distilbert": _family("distilbert.", DISTILBERT_BACKBONE_RULES, DISTILBERT_FUSED_RULES, DISTILBERT_HEAD_RULES),
+    "electra": _family("electra.", ELECTRA_BACKBONE_RULES, FUSED_RULES, ELECTRA_HEAD_RULES),
 }
 _IGNORED = [re.compile(p + r"\Z") for p in IGNORED]
 
@@ -279,14 +313,19 @@ def hf_to_ours(state: dict[str, torch.Tensor], model_type: str = "bert") -> tupl
 
 
 def ours_to_hf(
-    state: dict[str, torch.Tensor], tied: bool = True, model_type: str = "bert", context: Iterable[str] | None = None
+    state: dict[str, torch.Tensor],
+    tied: bool = True,
+    model_type: str = "bert",
+    context: Iterable[str] | None = None,
+    architecture: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Rename (and split) a bertforge state dict into the ``model_type`` family's Hugging Face names; our ``bert.``
     prefix becomes the family's.
 
     With ``tied`` the MLM decoder weight is left out (transformers ties it to the word embeddings on load).
     ``context``: the names of the whole model when ``state`` is a part of it (RoBERTa's classifier is named
-    classifier.out_proj beside a sentence head's dense layer, classifier in a token classifier).
+    classifier.out_proj beside a sentence head's dense layer, classifier in a token classifier). ``architecture``: our
+    class name, where a family names a head's layers by class (ELECTRA's multiple choice: sequence_summary).
     """
     family = FAMILIES[model_type]
     # RoBERTa: classifier -> classifier.out_proj in a sentence classifier
@@ -315,13 +354,26 @@ def ours_to_hf(
         if not done and not prefix:
             for _, hf, ours_re, _ in family.heads:
                 m = ours_re.match(name)
-                if m and not (hf == "classifier.out_proj.{p}" and not sentence_head):
+                if m and not _skipped(hf, sentence_head, architecture == "BertForMultipleChoice"):
                     out[_fill(hf, m)] = tensor
                     done = True
                     break
         if not done:
             raise KeyError(f"bertforge parameter {name!r} has no Hugging Face name in convert.py's table")
     return out
+
+
+def _skipped(hf: str, sentence_head: bool, multiple_choice: bool) -> bool:
+    """Whether a head rule does not apply to this model: classifier.out_proj outside a sentence classifier, and
+    ELECTRA's sentence-classifier names in multiple choice (its own layer is sequence_summary there) or the other way
+    round."""
+    if hf == "classifier.out_proj.{p}":
+        return not sentence_head or multiple_choice
+    if hf == "classifier.dense.{p}":
+        return multiple_choice
+    if hf == "sequence_summary.summary.{p}":
+        return not multiple_choice
+    return False
 
 
 def _legacy(name: str) -> str:

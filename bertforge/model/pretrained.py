@@ -19,7 +19,7 @@ from bertforge.model.config import BertConfig
 from bertforge.utils import atomic_path, logger
 
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
-HEAD_PREFIXES = ("mlm.", "binary_head.", "head_dense.", "classifier.", "qa_outputs.")
+HEAD_PREFIXES = ("mlm.", "binary_head.", "head_dense.", "classifier.", "qa_outputs.", "rtd_dense.", "rtd_prediction.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 ADAPTER_FILE = "adapter_model.safetensors"
 """The weights of a fine-tuning strategy's artefact (``bertforge.adapt.artefact``), named here only to say so."""
@@ -241,7 +241,12 @@ class PreTrainedBert(nn.Module):
     def hf_state_dict(self, state_dict: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """This model's weights (or ``state_dict``, e.g. gathered from shards) under Hugging Face names."""
         own = {k: v.detach() for k, v in (state_dict if state_dict is not None else self.state_dict()).items()}
-        return convert.ours_to_hf(own, tied=self.config.tie_word_embeddings, model_type=self.config.model_type)
+        return convert.ours_to_hf(
+            own,
+            tied=self.config.tie_word_embeddings,
+            model_type=self.config.model_type,
+            architecture=type(self).__name__,
+        )
 
     def save_pretrained(
         self,

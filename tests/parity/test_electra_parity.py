@@ -1,0 +1,154 @@
+"""ELECTRA checkpoints on bertforge's encoder: parity with transformers on tiny random models whose embeddings are
+narrower than the hidden size (the embeddings_project path), for the discriminator, the generator and every
+fine-tuning head, padded and padding-free, losses and gradients, and round trips both ways."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import bertforge
+from bertforge.model import convert
+
+transformers = pytest.importorskip("transformers")
+
+OURS = {
+    "Model": "BertModel",
+    "ForPreTraining": "BertForReplacedTokenDetection",
+    "ForMaskedLM": "BertForMaskedLM",
+    "ForSequenceClassification": "BertForSequenceClassification",
+    "ForTokenClassification": "BertForTokenClassification",
+    "ForQuestionAnswering": "BertForQuestionAnswering",
+    "ForMultipleChoice": "BertForMultipleChoice",
+}
+
+
+def hf_config(embedding_size: int = 16, **extra):
+    return transformers.ElectraConfig(
+        vocab_size=99,
+        max_position_embeddings=66,
+        embedding_size=embedding_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        summary_last_dropout=0.0,
+        **extra,
+    )
+
+
+def pair(head: str, tmp_path, embedding_size: int = 16):
+    torch.manual_seed(0)
+    hf = getattr(transformers, "Electra" + head)(hf_config(embedding_size)).eval()
+    with torch.no_grad():  # non-trivial LayerNorm and bias values, so that a mis-mapped tensor shows
+        for p in hf.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    hf.save_pretrained(tmp_path)
+    ours = getattr(bertforge, OURS[head]).from_pretrained(tmp_path)
+    assert ours.config.model_type == "electra" and ours.config.embedding_width == embedding_size
+    assert not ours.load_report.missing and not ours.load_report.unexpected, ours.load_report
+    return hf, ours
+
+
+def batch(pad: bool, choices: int | None = None):
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 99, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    if pad:
+        mask[1, 6:] = 0
+        mask[2, 3:] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask}
+    if choices:
+        out = {k: v[:choices].unsqueeze(0).repeat(2, 1, 1).roll(1, dims=1) for k, v in out.items()}
+    return out
+
+
+def labels(head: str, inputs):
+    g = torch.Generator().manual_seed(1)
+    mask = inputs["attention_mask"]
+    if head == "ForMaskedLM":
+        y = torch.randint(0, 99, mask.shape, generator=g)
+        y[torch.rand(mask.shape, generator=g) > 0.4] = -100
+        y[0, 0] = 5
+        return {"labels": y.masked_fill(mask == 0, -100)}
+    if head == "ForPreTraining":
+        return {"labels": torch.randint(0, 2, mask.shape, generator=g)}
+    if head == "ForSequenceClassification":
+        return {"labels": torch.tensor([0, 1, 1])}
+    if head == "ForTokenClassification":
+        return {"labels": torch.randint(0, 2, mask.shape, generator=g).masked_fill(mask == 0, -100)}
+    if head == "ForQuestionAnswering":
+        return {"start_positions": torch.tensor([1, 2, 2]), "end_positions": torch.tensor([3, 2, 2])}
+    if head == "ForMultipleChoice":
+        return {"labels": torch.tensor([1, 0])}
+    return {}
+
+
+def outputs(head: str, out):
+    if head == "Model":
+        return [out.last_hidden_state]
+    if head == "ForQuestionAnswering":
+        return [out.start_logits, out.end_logits]
+    return [out.logits]
+
+
+@pytest.mark.parametrize("pad", [False, True], ids=["full", "padded"])
+@pytest.mark.parametrize("head", list(OURS))
+def test_outputs_losses_and_gradients_match(head, pad, tmp_path):
+    hf, ours = pair(head, tmp_path)
+    inputs = batch(pad, choices=3 if head == "ForMultipleChoice" else None)
+    y = labels(head, inputs)
+    hf_out, our_out = hf(**inputs, **y), ours(**inputs, **y)
+    mask = inputs["attention_mask"].bool()
+    for a, b in zip(outputs(head, hf_out), outputs(head, our_out), strict=True):
+        assert a.shape == b.shape
+        if a.dim() >= 2 and a.shape[:2] == mask.shape:
+            a, b = a[mask], b[mask]  # padded positions are not defined to be equal
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    if head == "Model" or (head == "ForQuestionAnswering" and pad):  # ours leaves padding out of QA's softmax
+        return
+    torch.testing.assert_close(our_out.loss, hf_out.loss, atol=1e-5, rtol=1e-5)
+    hf_out.loss.backward()
+    our_out.loss.backward()
+    grads = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
+    our_grads = convert.ours_to_hf(grads, tied=True, model_type="electra", architecture=OURS[head])
+    hf_params = dict(hf.named_parameters())
+    assert len(our_grads) > 10
+    for key, grad in our_grads.items():
+        torch.testing.assert_close(grad, hf_params[key].grad, atol=1e-5, rtol=1e-4, msg=key)
+
+
+@pytest.mark.parametrize("head", list(OURS))
+def test_round_trip_ours_to_transformers(head, tmp_path):
+    hf, ours = pair(head, tmp_path / "hf")
+    ours.save_pretrained(tmp_path / "ours")
+    back, info = getattr(transformers, "Electra" + head).from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert type(back.config).__name__ == "ElectraConfig" and back.config.embedding_size == 16
+    inputs = batch(pad=True, choices=3 if head == "ForMultipleChoice" else None)
+    mask = inputs["attention_mask"].bool()
+    with torch.no_grad():
+        for a, b in zip(outputs(head, hf(**inputs)), outputs(head, back.eval()(**inputs)), strict=True):
+            if a.dim() >= 2 and a.shape[:2] == mask.shape:
+                a, b = a[mask], b[mask]
+            torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+
+
+def test_equal_widths_need_no_projection_and_packed_batches_match(tmp_path):
+    hf, ours = pair("Model", tmp_path, embedding_size=32)
+    assert ours.embeddings.project is None and not hasattr(hf, "embeddings_project")
+    inputs = batch(pad=True)
+    real = inputs["attention_mask"].bool()
+    padded = ours(**inputs).last_hidden_state
+    rows = [ids[m] for ids, m in zip(inputs["input_ids"], real)]
+    types = [t[m] for t, m in zip(inputs["token_type_ids"], real)]
+    cu = torch.tensor([0] + [len(r) for r in rows]).cumsum(0).to(torch.int32)
+    packed = ours(
+        input_ids=torch.cat(rows), token_type_ids=torch.cat(types), cu_seqlens=cu, max_seqlen=max(len(r) for r in rows)
+    ).last_hidden_state
+    torch.testing.assert_close(packed, padded[real], atol=1e-5, rtol=1e-5)
