@@ -160,6 +160,11 @@ class PretrainConfig(_Sections):
                 "--init-model and --student-layers both choose the starting weights (a model's, or the teacher's "
                 "layers): give one"
             )
+        if self.data.objective == "electra" and (t.init_model is not None or t.fsdp):
+            raise ValueError(
+                "--objective electra trains a generator and a discriminator from random weights with DDP: "
+                f"{'--init-model' if t.init_model is not None else '--fsdp'} is not supported with it"
+            )
         if self.data.seq_length > self.model.max_tokens and t.init_model is None:  # else: the checkpoint's limit
             raise ValueError(
                 f"data.seq_length ({self.data.seq_length}) exceeds the {self.model.max_tokens} tokens that "

@@ -13,7 +13,7 @@ DECAY_STYLES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
-OBJECTIVES = ("mlm", "clm")
+OBJECTIVES = ("mlm", "clm", "electra")
 TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer")
 STRATEGY_NAMES = tuple(STRATEGIES)
 UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
@@ -37,8 +37,13 @@ class DataConfig:
     seq_length: int = opt(512, minimum=8)
     """Longest sample, in tokens, specials included."""
     objective: str = opt("mlm", choices=OBJECTIVES)
-    """mlm (BERT: masked tokens predicted from both sides) or clm (GPT's objective on the same blocks: causal
-    attention, every next token predicted, no masking and no sentence-pair head)."""
+    """mlm (BERT: masked tokens predicted from both sides), clm (GPT's objective on the same blocks: causal
+    attention, every next token predicted, no masking and no sentence-pair head) or electra (replaced-token detection:
+    a small generator fills the masked positions by MLM, the model learns on every token which ones it replaced)."""
+    generator_size: float = opt(0.25, minimum=0.05, maximum=1.0)
+    """ELECTRA: the generator's width as a share of the model's (whole attention heads; the paper's default 1/4)."""
+    rtd_weight: float = opt(50.0, minimum=0.0)
+    """ELECTRA: the weight of the replaced-token-detection loss beside the generator's MLM loss (the paper's 50)."""
     mask_prob: float = opt(0.15, minimum=0.0, maximum=1.0)
     """Share of (non-special) tokens predicted."""
     mask_token_prob: float = opt(0.8, minimum=0.0, maximum=1.0)
@@ -62,8 +67,8 @@ class DataConfig:
     documents (RoBERTa's FULL-SENTENCES): no padding, no short samples; needs --binary-head none."""
 
     def __post_init__(self) -> None:
-        if self.objective == "clm":
-            self.binary_head = "none"  # next-token prediction has no sentence-pair head
+        if self.objective in ("clm", "electra"):
+            self.binary_head = "none"  # next-token prediction and replaced-token detection have no sentence-pair head
         validate(self)
         if self.full_sentences and self.binary_head != "none":
             raise ValueError(

@@ -35,6 +35,7 @@ from bertforge.model.surgery import shrink
 from bertforge.tokenization import BertTokenizer, load_tokenizer, megatron_tokenizer
 from bertforge.training import checkpoint as ckpt
 from bertforge.training import distributed as dist_
+from bertforge.training import electra
 from bertforge.training.engine import BatchPlan, Job, NonFiniteLossError, TrainResult, loader, to_device
 from bertforge.training.objectives import (
     CLMObjective,
@@ -80,7 +81,7 @@ def build_data(cfg: PretrainConfig) -> Data:
         )
     tok = run_tokenizer(cfg)
     masker = None
-    if d.objective == "mlm":
+    if d.objective in ("mlm", "electra"):  # ELECTRA's generator learns on masked input too
         masker = Masker.from_tokenizer(
             tok,
             mask_prob=d.mask_prob,
@@ -207,8 +208,12 @@ def load_initial_model(cfg: PretrainConfig, vocab_size: int):
 
 def initial_model(cfg: PretrainConfig, tokenizer: BertTokenizer):
     """The model a run starts from, after seeding with the run's seed (the same weights on every rank, and for the
-    main job's before-training fill-mask demo): ``--init-model``'s weights, or ``build_model``'s random ones."""
+    main job's before-training fill-mask demo): ``--init-model``'s weights, or ``build_model``'s random ones (for
+    ELECTRA, the discriminator and its generator)."""
     torch.manual_seed(cfg.train.seed)
+    if cfg.data.objective == "electra":
+        config = cfg.model.replace(vocab_size=tokenizer.vocab_size)
+        return electra.build_pair(config, cfg.data.generator_size, cfg.train.recompute_activations)
     if cfg.train.init_model:
         return load_initial_model(cfg, tokenizer.vocab_size)
     return build_model(cfg, tokenizer.vocab_size, tokenizer)
@@ -250,10 +255,17 @@ def _distillation(cfg: PretrainConfig, model, vocab_size: int, info: dist_.DistI
 
 
 def objective_for(cfg: PretrainConfig) -> Objective:
+    if cfg.data.objective == "electra":
+        return electra.ElectraObjective(cfg.data.rtd_weight)
     return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head)
 
 
 def _postfix(r: dict) -> str:
+    if "rtd_accuracy" in r:
+        return (
+            f"loss {r['loss']:.3f} mlm_acc {r['mlm_accuracy']:.3f} rtd_acc {r['rtd_accuracy']:.3f} "
+            f"lr {r['lr']:.2e} gnorm {r['grad_norm']:.2f} {r['tokens_per_second']:,.0f} tok/s"
+        )
     if "next_token_accuracy" in r:
         return (
             f"loss {r['loss']:.3f} next_acc {r['next_token_accuracy']:.3f} lr {r['lr']:.2e} "
@@ -287,6 +299,8 @@ def evaluate(
     )
     sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
+    if cfg.data.objective == "electra":
+        return _evaluate_electra(model, stream, cfg, info, pad_id, plan, was_training)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
         with autocast(info.device, t.use_bf16, t.fp16):
@@ -316,6 +330,29 @@ def evaluate(
     if n_pairs.item() > 0:
         result["eval_binary_accuracy"] = (sums[3] / n_pairs).item()
     return result
+
+
+def _evaluate_electra(model, stream, cfg: PretrainConfig, info, pad_id: int, plan: BatchPlan, was_training: bool):
+    """ELECTRA's held-out evaluation: the generator's MLM loss and accuracy, the discriminator's RTD loss and
+    accuracy, with the generator's samples drawn from a fixed seed (the training steps reseed before each step)."""
+    t = cfg.train
+    objective = electra.ElectraObjective(cfg.data.rtd_weight)
+    torch.manual_seed(t.seed + 1)
+    sums = torch.zeros(6, device=info.device, dtype=torch.float64)
+    for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
+        batch = to_device(batch, info.device)
+        with autocast(info.device, t.use_bf16, t.fp16):
+            sums += electra.evaluation_sums(objective.forward(model, batch))
+    s = dist_.total(sums, info).tolist()
+    model.train(was_training)
+    mlm_loss = s[0] / max(s[2], 1.0)
+    return {
+        "eval_mlm_loss": mlm_loss,
+        "eval_mlm_accuracy": s[1] / max(s[2], 1.0),
+        "eval_perplexity": math.exp(min(mlm_loss, 50.0)),
+        "eval_rtd_loss": s[3] / max(s[5], 1.0),
+        "eval_rtd_accuracy": s[4] / max(s[5], 1.0),
+    }
 
 
 def pretrain(
@@ -403,15 +440,24 @@ def _pretrain(
             t.precision,
         )
 
+    pair = isinstance(model, electra.ElectraPair)
+
     def write_checkpoint(directory: str, state: dict) -> None:
+        if pair:
+            electra.write_pair(model, directory, state, tok)  # type: ignore[arg-type]
+            return
         model.save_pretrained(directory, state_dict=state)
         tok.save_pretrained(directory)
 
     def export_hf(checkpoint: str) -> None:  # run/hf: the newest weights as a Hugging Face directory
-        with atomic_directory(os.path.join(t.save, "hf")) as tmp:  # type: ignore[arg-type]
-            for name in os.listdir(checkpoint):
-                if name not in (ckpt.STATE_FILE, "run_config.yaml"):
-                    shutil.copy2(os.path.join(checkpoint, name), os.path.join(tmp, name))
+        exports = [(checkpoint, "hf")]
+        if pair:  # and ELECTRA's generator beside it, for fill-mask
+            exports.append((os.path.join(checkpoint, electra.GENERATOR_DIR), "hf-generator"))
+        for source, name in exports:
+            with atomic_directory(os.path.join(t.save, name)) as tmp:  # type: ignore[arg-type]
+                for file in os.listdir(source):
+                    if file not in (ckpt.STATE_FILE, "run_config.yaml") and os.path.isfile(os.path.join(source, file)):
+                        shutil.copy2(os.path.join(source, file), os.path.join(tmp, file))
 
     valid = data.valid
     job = Job(
@@ -427,7 +473,7 @@ def _pretrain(
         run_dir=t.save,
         config_yaml=run_yaml or cfg.to_yaml(),
         write_checkpoint=write_checkpoint,
-        load_checkpoint=ckpt.load_weights,
+        load_checkpoint=electra.load_pair if pair else ckpt.load_weights,
         evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
         eval_every=t.eval_interval,
         num_workers=cfg.data.num_workers,

@@ -35,10 +35,11 @@ FINETUNE_TAGS = {"loss": "train/loss", "lr": "train/learning_rate", "grad_norm":
 
 def pretrain_tags(objective: str, binary_head: str) -> dict[str, str]:
     """Megatron's tags for a pretraining record's fields: the LM loss, the sentence-pair head's loss, the rest."""
-    lm = "clm_loss" if objective == "clm" else "mlm_loss"
+    lm = "clm_loss" if objective == "clm" else "mlm_loss"  # ELECTRA: the generator's MLM
     return {
         lm: "lm loss",
         "binary_loss": f"{binary_head} loss",
+        "rtd_loss": "rtd loss",
         "distill": "distillation loss",
         "lr": "learning-rate",
         "batch_size": "batch-size",
