@@ -54,6 +54,7 @@ def to_peft(model: nn.Module, cfg: AdaptConfig, base: str | None) -> tuple[dict[
         tensors["prompt_embeddings"] = backbone.prompt().detach()
         return tensors, {
             **prompt_common,
+            "token_dim": config.embedding_width,  # the soft tokens are word vectors (ELECTRA's are narrower)
             "prompt_tuning_init": "RANDOM",
             "prompt_tuning_init_text": None,
             "tokenizer_name_or_path": None,

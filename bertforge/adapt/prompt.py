@@ -11,7 +11,7 @@ from bertforge.model.adapters import SoftPrompt
 
 
 def apply(model: Any, backbone: Any, cfg: Any, tokenizer: Any) -> None:
-    backbone.prompt = SoftPrompt(cfg.prompt_tokens, backbone.config.hidden_size, _start(backbone, cfg, tokenizer))
+    backbone.prompt = SoftPrompt(cfg.prompt_tokens, backbone.config.embedding_width, _start(backbone, cfg, tokenizer))
 
 
 def _start(backbone: Any, cfg: Any, tokenizer: Any) -> torch.Tensor | None:

@@ -1,4 +1,4 @@
-"""RoBERTa and DistilBERT checkpoints through everything a BERT goes through: fine-tuning on every task with the
+"""RoBERTa, DistilBERT and ELECTRA checkpoints through everything a BERT goes through: fine-tuning on every task with the
 strategies, the saved best model, pipelines, `bertforge info` and `convert`, and peft reading a LoRA adapter (tiny
 random models built here; real data slices from the benchmark data)."""
 
@@ -19,7 +19,7 @@ from tests.conftest import DATA_DIR, entity_f1, squad_exact_match
 from tests.integration.test_finetune_tasks import FAST, squad_slice
 
 
-@pytest.fixture(scope="module", params=["roberta", "distilbert"])
+@pytest.fixture(scope="module", params=["roberta", "distilbert", "electra"])
 def family_checkpoint(request, tmp_path_factory):
     """A tiny random masked LM of the family with a vocabulary trained on WikiText-2 (BPE for RoBERTa, WordPiece for
     DistilBERT), saved as a Hugging Face directory."""
@@ -31,6 +31,8 @@ def family_checkpoint(request, tmp_path_factory):
     model = "bpe" if family == "roberta" else "wordpiece"
     tok = train_vocab([wiki], vocab_size=2000, model=model, output=path, show_progress=False)
     extra = dict(pad_token_id=1, type_vocab_size=1, max_position_embeddings=258) if family == "roberta" else {}
+    if family == "electra":
+        extra = dict(embedding_size=16)  # narrower than the hidden size: the embeddings_project path
     config = BertConfig(
         model_type=family,
         vocab_size=tok.vocab_size,
@@ -49,7 +51,8 @@ def test_the_directory_is_the_family_s_own(family_checkpoint, capsys):
     family, path = family_checkpoint
     saved = json.loads((path / "config.json").read_text())
     assert saved["model_type"] == family
-    assert saved["architectures"] == [{"roberta": "RobertaForMaskedLM", "distilbert": "DistilBertForMaskedLM"}[family]]
+    prefix = {"roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra"}[family]
+    assert saved["architectures"] == [prefix + "ForMaskedLM"]
     if family == "distilbert":
         assert {"dim", "n_layers", "n_heads", "hidden_dim"} <= set(saved) and "hidden_size" not in saved
     tok = load_tokenizer(path)
@@ -139,7 +142,9 @@ def test_fill_mask_and_convert(family_checkpoint, tmp_path, capsys):
     assert len(out) == 3 and all(r["sequence"].lower().startswith("the city is") for r in out)
     assert main(["convert", str(path), "--output", str(tmp_path / "c"), "--architecture", "BertModel"]) == 0
     saved = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert saved["architectures"] == [{"roberta": "RobertaModel", "distilbert": "DistilBertModel"}[family]]
+    assert saved["architectures"] == [
+        {"roberta": "RobertaModel", "distilbert": "DistilBertModel", "electra": "ElectraModel"}[family]
+    ]
     capsys.readouterr()
 
 
@@ -166,6 +171,7 @@ def test_a_lora_adapter_loads_in_peft_on_transformers(family_checkpoint, tmp_pat
     cls = {
         "roberta": transformers.RobertaForSequenceClassification,
         "distilbert": transformers.DistilBertForSequenceClassification,
+        "electra": transformers.ElectraForSequenceClassification,
     }
     base = cls[family].from_pretrained(path, num_labels=3)
     pm = peft.PeftModel.from_pretrained(base, tmp_path / "a").eval()
