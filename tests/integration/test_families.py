@@ -1,6 +1,6 @@
-"""RoBERTa, DistilBERT and ELECTRA checkpoints through everything a BERT goes through: fine-tuning on every task with the
-strategies, the saved best model, pipelines, `bertforge info` and `convert`, and peft reading a LoRA adapter (tiny
-random models built here; real data slices from the benchmark data)."""
+"""RoBERTa, DistilBERT and ELECTRA checkpoints through everything a BERT goes through: fine-tuning on every task
+with the strategies, the saved best model, pipelines, `bertforge info` and `convert`, and peft reading a LoRA adapter
+(tiny random models built here; real data slices from the benchmark data)."""
 
 from __future__ import annotations
 
