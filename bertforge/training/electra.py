@@ -19,6 +19,7 @@ runs on the generator).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -186,3 +187,28 @@ def evaluation_sums(out: ElectraOutput) -> torch.Tensor:
             torch.tensor(out.replaced.numel(), dtype=torch.float64, device=mlm.device),
         ]
     )
+
+
+@torch.no_grad()
+def evaluate(model, batches, rtd_weight: float, seed: int, info, train) -> dict[str, float]:
+    """ELECTRA's held-out evaluation over ``batches`` (on the device): the generator's MLM loss and accuracy, the
+    discriminator's RTD loss and accuracy, summed over the ranks; the generator's samples are drawn from ``seed`` (the
+    training steps reseed before each step, so this changes nothing for them)."""
+    from bertforge.training import distributed as dist_
+    from bertforge.utils import autocast
+
+    objective = ElectraObjective(rtd_weight)
+    torch.manual_seed(seed)
+    sums = torch.zeros(6, device=info.device, dtype=torch.float64)
+    for batch in batches:
+        with autocast(info.device, train.use_bf16, train.fp16):
+            sums += evaluation_sums(objective.forward(model, batch))
+    s = dist_.total(sums, info).tolist()
+    mlm_loss = s[0] / max(s[2], 1.0)
+    return {
+        "eval_mlm_loss": mlm_loss,
+        "eval_mlm_accuracy": s[1] / max(s[2], 1.0),
+        "eval_perplexity": math.exp(min(mlm_loss, 50.0)),
+        "eval_rtd_loss": s[3] / max(s[5], 1.0),
+        "eval_rtd_accuracy": s[4] / max(s[5], 1.0),
+    }

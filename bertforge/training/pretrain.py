@@ -300,7 +300,10 @@ def evaluate(
     sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
     n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     if cfg.data.objective == "electra":
-        return _evaluate_electra(model, stream, cfg, info, pad_id, plan, was_training)
+        batches = (to_device(b, info.device) for b in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)))
+        scores = electra.evaluate(model, batches, cfg.data.rtd_weight, t.seed + 1, info, t)
+        model.train(was_training)
+        return scores
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
         with autocast(info.device, t.use_bf16, t.fp16):
@@ -330,29 +333,6 @@ def evaluate(
     if n_pairs.item() > 0:
         result["eval_binary_accuracy"] = (sums[3] / n_pairs).item()
     return result
-
-
-def _evaluate_electra(model, stream, cfg: PretrainConfig, info, pad_id: int, plan: BatchPlan, was_training: bool):
-    """ELECTRA's held-out evaluation: the generator's MLM loss and accuracy, the discriminator's RTD loss and
-    accuracy, with the generator's samples drawn from a fixed seed (the training steps reseed before each step)."""
-    t = cfg.train
-    objective = electra.ElectraObjective(cfg.data.rtd_weight)
-    torch.manual_seed(t.seed + 1)
-    sums = torch.zeros(6, device=info.device, dtype=torch.float64)
-    for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
-        batch = to_device(batch, info.device)
-        with autocast(info.device, t.use_bf16, t.fp16):
-            sums += electra.evaluation_sums(objective.forward(model, batch))
-    s = dist_.total(sums, info).tolist()
-    model.train(was_training)
-    mlm_loss = s[0] / max(s[2], 1.0)
-    return {
-        "eval_mlm_loss": mlm_loss,
-        "eval_mlm_accuracy": s[1] / max(s[2], 1.0),
-        "eval_perplexity": math.exp(min(mlm_loss, 50.0)),
-        "eval_rtd_loss": s[3] / max(s[5], 1.0),
-        "eval_rtd_accuracy": s[4] / max(s[5], 1.0),
-    }
 
 
 def pretrain(
@@ -403,6 +383,32 @@ def _pretrain_phases(cfg: PretrainConfig, info: dist_.DistInfo, show_progress: b
     return result
 
 
+def _savers(model, tok, save: str | None):
+    """(write a checkpoint's weights, load them, export RUN/hf) for the model: a Hugging Face directory with the
+    tokenizer; for ELECTRA the discriminator with its generator (``electra.py``), exported as RUN/hf and
+    RUN/hf-generator."""
+    pair = isinstance(model, electra.ElectraPair)
+
+    def write_checkpoint(directory: str, state: dict) -> None:
+        if pair:
+            electra.write_pair(model, directory, state, tok)
+            return
+        model.save_pretrained(directory, state_dict=state)
+        tok.save_pretrained(directory)
+
+    def export_hf(checkpoint: str) -> None:  # run/hf: the newest weights as a Hugging Face directory
+        exports = [(checkpoint, "hf")]
+        if pair:  # and ELECTRA's generator beside it, for fill-mask
+            exports.append((os.path.join(checkpoint, electra.GENERATOR_DIR), "hf-generator"))
+        for source, name in exports:
+            with atomic_directory(os.path.join(save, name)) as tmp:  # type: ignore[arg-type]
+                for file in os.listdir(source):
+                    if file not in (ckpt.STATE_FILE, "run_config.yaml") and os.path.isfile(os.path.join(source, file)):
+                        shutil.copy2(os.path.join(source, file), os.path.join(tmp, file))
+
+    return write_checkpoint, (electra.load_pair if pair else ckpt.load_weights), export_hf
+
+
 def _pretrain(
     cfg: PretrainConfig,
     info: dist_.DistInfo,
@@ -440,25 +446,7 @@ def _pretrain(
             t.precision,
         )
 
-    pair = isinstance(model, electra.ElectraPair)
-
-    def write_checkpoint(directory: str, state: dict) -> None:
-        if pair:
-            electra.write_pair(model, directory, state, tok)  # type: ignore[arg-type]
-            return
-        model.save_pretrained(directory, state_dict=state)
-        tok.save_pretrained(directory)
-
-    def export_hf(checkpoint: str) -> None:  # run/hf: the newest weights as a Hugging Face directory
-        exports = [(checkpoint, "hf")]
-        if pair:  # and ELECTRA's generator beside it, for fill-mask
-            exports.append((os.path.join(checkpoint, electra.GENERATOR_DIR), "hf-generator"))
-        for source, name in exports:
-            with atomic_directory(os.path.join(t.save, name)) as tmp:  # type: ignore[arg-type]
-                for file in os.listdir(source):
-                    if file not in (ckpt.STATE_FILE, "run_config.yaml") and os.path.isfile(os.path.join(source, file)):
-                        shutil.copy2(os.path.join(source, file), os.path.join(tmp, file))
-
+    write_checkpoint, load_checkpoint, export_hf = _savers(model, tok, t.save)
     valid = data.valid
     job = Job(
         model=model,
@@ -473,7 +461,7 @@ def _pretrain(
         run_dir=t.save,
         config_yaml=run_yaml or cfg.to_yaml(),
         write_checkpoint=write_checkpoint,
-        load_checkpoint=electra.load_pair if pair else ckpt.load_weights,
+        load_checkpoint=load_checkpoint,
         evaluate=(lambda m: evaluate(m, valid, cfg, info, tok.pad_token_id)) if valid is not None else None,
         eval_every=t.eval_interval,
         num_workers=cfg.data.num_workers,
