@@ -68,8 +68,9 @@ class _Sections:
                 if isinstance(section, BertConfig)
                 else {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
             )
-        if getattr(self, "phases", ()):
-            out["phases"] = [{k: v for k, v in dataclasses.asdict(p).items() if v is not None} for p in self.phases]
+        phases = getattr(self, "phases", ())
+        if phases:
+            out["phases"] = [{k: v for k, v in dataclasses.asdict(p).items() if v is not None} for p in phases]
         return out
 
     def to_yaml(self) -> str:
@@ -198,9 +199,11 @@ class PretrainConfig(_Sections):
         if not self.phases:
             return [(0, self.train.train_iters, self)]
         runs, start, total = [], 0, self.train.train_iters
-        for k, phase in enumerate(self.phases):
-            last = k == len(self.phases) - 1
-            end = total if last and phase.fraction is None else min(total, start + round(phase.fraction * total))
+        for phase in self.phases:
+            if phase.fraction is None:  # the last phase (``_check_phases``): the steps that are left
+                end = total
+            else:
+                end = min(total, start + round(phase.fraction * total))
             data = {"seq_length": phase.seq_length} if phase.seq_length else {}
             train = {
                 name: getattr(phase, name)

@@ -28,6 +28,7 @@ References: Devlin et al., "BERT" (2018); google-research/bert modeling.py for t
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -49,10 +50,9 @@ from bertforge.model.padding import (
 from bertforge.model.pretrained import PreTrainedBert
 
 ATTENTION_BACKENDS = ("sdpa", "eager")
-
-
-ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu, "swish": F.silu, "tanh": torch.tanh}
 _TANH_GELU = functools.partial(F.gelu, approximate="tanh")
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"gelu": F.gelu, "tanh": torch.tanh}
+ACTIVATION_FUNCTIONS.update(relu=F.relu, silu=F.silu, swish=F.silu)
 ACTIVATION_FUNCTIONS.update(dict.fromkeys(("gelu_new", "gelu_pytorch_tanh", "gelu_fast"), _TANH_GELU))
 
 

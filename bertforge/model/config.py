@@ -39,6 +39,7 @@ SIZE_LIMITS = {
     "intermediate_size": 1 << 18,
     "max_position_embeddings": 1 << 20,
     "type_vocab_size": 1 << 16,
+    "embedding_size": 1 << 16,
 }
 """Upper bounds far beyond any encoder ever trained (bert-large: 30,522 / 1,024 / 24 / 16 / 4,096 / 512 / 2): a
 config past one is a typo or a corrupt file, refused before its tensors are allocated."""
@@ -58,7 +59,7 @@ class BertConfig:
     """Number of token ids (V)."""
     hidden_size: int = field(default=768, metadata={"flag": "--hidden-size"})
     """Width of the residual stream (H)."""
-    embedding_size: int | None = None
+    embedding_size: int | None = field(default=None, metadata={"flag": "--embedding-size"})
     """Width of the embedding tables (E), projected to hidden_size by ``embeddings_project`` when they differ
     (ELECTRA's factorised embeddings); None: hidden_size."""
     num_hidden_layers: int = field(default=12, metadata={"flag": "--num-layers"})
@@ -118,23 +119,7 @@ class BertConfig:
             raise ValueError(
                 f"config model_type is {self.model_type!r}; bertforge loads {', '.join(MODEL_TYPES)} checkpoints"
             )
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
-            if value > SIZE_LIMITS[name]:
-                raise ValueError(
-                    f"BertConfig.{name} is {value:,}, beyond any encoder (at most {SIZE_LIMITS[name]:,}); "
-                    "check the config"
-                )
+        _check_sizes(self)
         if self.parameter_estimate > MAX_PARAMETERS:
             raise ValueError(
                 f"BertConfig describes about {self.parameter_estimate:.2g} parameters, more than the "
@@ -317,6 +302,20 @@ class BertConfig:
     def replace(self, **changes: Any) -> BertConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_sizes(config: BertConfig) -> None:
+    """Every size a positive integer within ``SIZE_LIMITS`` (``embedding_size`` may be None: the hidden size)."""
+    for name, limit in SIZE_LIMITS.items():
+        value = getattr(config, name)
+        if value is None and name == "embedding_size":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"BertConfig.{name} must be a positive integer, got {value!r}")
+        if value > limit:
+            raise ValueError(
+                f"BertConfig.{name} is {value:,}, beyond any encoder (at most {limit:,}); check the config"
+            )
 
 
 @functools.lru_cache(maxsize=1)

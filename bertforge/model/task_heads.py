@@ -99,7 +99,8 @@ def _sentence_vector(head: PreTrainedBert, out) -> torch.Tensor:
     if model_type == "roberta":
         return torch.tanh(dense(head.dropout(first)))  # type: ignore[operator]
     if model_type == "electra":  # gelu in both of its heads; the classifier's drops out first, as RoBERTa's
-        return F.gelu(dense(head.dropout(first) if isinstance(head, BertForSequenceClassification) else first))  # type: ignore[operator]
+        dropped = head.dropout(first) if isinstance(head, BertForSequenceClassification) else first
+        return F.gelu(dense(dropped))
     return F.relu(dense(first))
 
 

@@ -109,3 +109,23 @@ def test_two_processes_match_one(corpus, tmp_path):  # noqa: F811
     assert len(double) == 8
     for a, b in zip(single, double):
         assert abs(a - b) < 1e-4 * max(1.0, abs(a)), (single, double)
+
+
+def test_the_command_line_trains_electra_with_its_own_flags(corpus, tmp_path, capsys):  # noqa: F811
+    from bertforge.cli.main import main
+
+    line = (
+        "pretrain --objective electra --generator-size 0.5 --rtd-weight 20 --embedding-size 16 --num-layers 2 "
+        "--hidden-size 32 --num-attention-heads 2 --seq-length 48 --max-position-embeddings 64 --micro-batch-size 4 "
+        f"--train-iters 4 --lr 1e-3 --data-path {corpus['prefix']} --vocab-file {corpus['vocab']} --split 90,10,0 "
+        f"--num-workers 0 --eval-iters 1 --log-interval 2 --save {tmp_path / 'run'} --no-demo --fp32"
+    )
+    assert main(line.split()) == 0
+    disc = json.loads((tmp_path / "run" / "hf" / "config.json").read_text())
+    gen = json.loads((tmp_path / "run" / "hf-generator" / "config.json").read_text())
+    assert disc["architectures"] == ["ElectraForPreTraining"] and gen["architectures"] == ["ElectraForMaskedLM"]
+    assert (disc["embedding_size"], disc["hidden_size"], gen["hidden_size"]) == (16, 32, 16)
+    last = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert "eval_rtd_accuracy" in last or "rtd_loss" in last
+    assert main([*line.split(), "--fsdp", "--overwrite"]) == 1
+    assert "--fsdp is not supported with it" in capsys.readouterr().err
