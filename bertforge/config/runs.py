@@ -58,6 +58,8 @@ class _Sections:
     """Shared behaviour of the nested configs: dict / YAML round trips with unknown names refused by name."""
 
     SECTIONS: tuple[str, ...] = ()
+    LISTS: tuple[str, ...] = ()
+    """Top-level keys that hold a list rather than a section (PretrainConfig's ``phases``)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -68,9 +70,11 @@ class _Sections:
                 if isinstance(section, BertConfig)
                 else {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(section).items()}
             )
-        phases = getattr(self, "phases", ())
-        if phases:
-            out["phases"] = [{k: v for k, v in dataclasses.asdict(p).items() if v is not None} for p in phases]
+        if "phases" in self.LISTS and self.phases:  # type: ignore[attr-defined]
+            out["phases"] = [
+                {k: v for k, v in dataclasses.asdict(p).items() if v is not None}
+                for p in self.phases  # type: ignore[attr-defined]
+            ]
         return out
 
     def to_yaml(self) -> str:
@@ -82,13 +86,12 @@ class _Sections:
 
     def merged(self, data: dict[str, Any]):
         """A copy with the fields given in ``data`` ({section: {field: value}}) set; unknown names are errors."""
-        extra = {"phases"} if hasattr(self, "phases") else set()
-        unknown = set(data) - set(self.SECTIONS) - extra
+        unknown = set(data) - set(self.SECTIONS) - set(self.LISTS)
         if unknown:
             raise ValueError(f"unknown config section(s) {sorted(unknown)}; use {', '.join(self.SECTIONS)}")
-        parts: dict[str, Any] = {"phases": _phases(data["phases"])} if "phases" in data else {}
-        if extra and "phases" not in parts:
-            parts["phases"] = self.phases  # type: ignore[attr-defined]
+        parts: dict[str, Any] = {}
+        if "phases" in self.LISTS:
+            parts["phases"] = _phases(data["phases"]) if "phases" in data else self.phases  # type: ignore[attr-defined]
         for name in self.SECTIONS:
             section = getattr(self, name)
             values = data.get(name) or {}
@@ -140,6 +143,7 @@ class PretrainConfig(_Sections):
     """Pretraining: the model, its data, the optimizer and the loop."""
 
     SECTIONS = ("model", "data", "optim", "train", "distill", "tracking")
+    LISTS = ("phases",)
     model: BertConfig = field(default_factory=BertConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -394,6 +394,11 @@ class TrackingConfig:
             raise ValueError("--wandb-project needs --wandb-exp-name (the run's name), as in Megatron-LM")
 
     @property
+    def enabled(self) -> bool:
+        """Whether any tracker is asked for."""
+        return self.tensorboard or self.wandb
+
+    @property
     def tensorboard(self) -> bool:
         return bool(self.tensorboard_dir) or "tensorboard" in self.report_to
 

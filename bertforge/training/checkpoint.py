@@ -154,8 +154,9 @@ def resumed_step(load: str | None) -> int:
     """The step of the checkpoint ``--load`` names (0 without one): read from its directory name, not its state."""
     if not load or not has_checkpoint(load):
         return 0
-    match = _ITER.match(os.path.basename(os.path.normpath(resolve_checkpoint(load))))
-    return int(match.group(1)) if match else int(load_trainer_state(resolve_checkpoint(load))["step"])
+    checkpoint = resolve_checkpoint(load)
+    match = _ITER.match(os.path.basename(os.path.normpath(checkpoint)))
+    return int(match.group(1)) if match else int(load_trainer_state(checkpoint)["step"])
 
 
 def load_weights(checkpoint: str, model: Any) -> None:

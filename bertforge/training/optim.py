@@ -117,20 +117,18 @@ def phased_lambda(cfg: OptimConfig, total: int, phases: list[tuple[int, int, Any
     in a phase with a schedule of its own (its ``lr`` and ``lr_warmup_fraction``; NVIDIA's phase 2), which warms up
     and decays over the phase's steps (``phases``: (first step, end step, PhaseConfig))."""
     run = lr_lambda(cfg, total)
-    pieces = []
+    pieces = []  # (end step, shape, its first step, multiplier of cfg.lr)
     for start, end, phase in phases:
-        if phase is None or not phase.own_schedule:
+        if not phase.own_schedule:
             pieces.append((end, run, 0, 1.0))
             continue
         warmup = cfg.lr_warmup_fraction if phase.lr_warmup_fraction is None else phase.lr_warmup_fraction
-        own = dataclasses.replace(cfg, lr=phase.lr or cfg.lr, lr_warmup_fraction=warmup, lr_decay_iters=None)
-        pieces.append((end, lr_lambda(own, end - start), start, own.lr / cfg.lr))  # type: ignore[operator]
+        lr = cfg.lr if phase.lr is None else phase.lr
+        own = dataclasses.replace(cfg, lr=lr, lr_warmup_fraction=warmup, lr_decay_iters=None)
+        pieces.append((end, lr_lambda(own, end - start), start, lr / cfg.lr))  # type: ignore[operator]
 
-    def f(step: int) -> float:
-        for end, shape, offset, scale in pieces:
-            if step < end:
-                return scale * shape(step - offset)
-        _, shape, offset, scale = pieces[-1]
+    def f(step: int) -> float:  # past the last phase's end (the scheduler's final step): the last phase's value
+        _, shape, offset, scale = next((p for p in pieces if step < p[0]), pieces[-1])
         return scale * shape(step - offset)
 
     return f

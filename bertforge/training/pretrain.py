@@ -297,13 +297,13 @@ def evaluate(
         info.rank,
         info.world_size,
     )
-    sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
-    n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     if cfg.data.objective == "electra":
         batches = (to_device(b, info.device) for b in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)))
         scores = electra.evaluate(model, batches, cfg.data.rtd_weight, t.seed + 1, info, t)
         model.train(was_training)
         return scores
+    sums = torch.zeros(4, device=info.device, dtype=torch.float64)  # mlm loss sum, mlm correct, mlm count, binary ok
+    n_pairs = torch.zeros(1, device=info.device, dtype=torch.float64)
     for batch in loader(stream, plan, 0, t.eval_iters, collate_fn(cfg, pad_id)):
         batch = to_device(batch, info.device)
         with autocast(info.device, t.use_bf16, t.fp16):

@@ -345,7 +345,7 @@ class Trainer:
     def _tracker(self) -> Tracker | None:
         """TensorBoard / W&B as the job's tracking config asks (main rank), starting after the resumed step."""
         job, cfg = self.job, self.job.tracking
-        if cfg is None or not (cfg.tensorboard or cfg.wandb):
+        if cfg is None or not cfg.enabled:
             return None
         args = {
             f"{section}.{name}": value
@@ -370,7 +370,7 @@ class Trainer:
         """A tracking point: decided from the config, the same on every rank (the stats are all-reduced there; only
         the main rank has the writers)."""
         cfg = self.job.tracking
-        if cfg is None or not (cfg.tensorboard or cfg.wandb):
+        if cfg is None or not cfg.enabled:
             return False
         return step % cfg.tensorboard_log_interval == 0 or step == self.stop_at
 
