@@ -349,18 +349,21 @@ def test_sigterm_answers_every_accepted_request_and_exits_0(minilm_path):
     with serve_in_process("--model", str(minilm_path), "--max-wait-ms", "5") as (url, proc):
         results: list = []
 
-        def client(i: int) -> None:
-            try:
-                results.append(
-                    httpx.post(url + "/embed", json={"inputs": [f"{s} {i}" for s in SENTENCES]}, timeout=60).status_code
-                )
-            except httpx.TransportError:
-                results.append("refused")  # sent after the server stopped accepting
+        def client(i: int) -> None:  # requests one after another until the server stops accepting them
+            for k in range(200):
+                try:
+                    body = {"inputs": [f"{s} {i} {k}" for s in SENTENCES]}
+                    results.append(httpx.post(url + "/embed", json=body, timeout=60).status_code)
+                except httpx.TransportError:
+                    results.append("refused")  # sent after the server stopped accepting
+                    return
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(24)]
         for t in threads:
             t.start()
-        time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while not results and time.monotonic() < deadline:  # the first answer: the clients' next requests are in
+            time.sleep(0.01)  # flight by then (a fixed 0.2 s sleep raced their start on a busy machine: all refused)
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(timeout=60)
