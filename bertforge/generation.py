@@ -73,7 +73,7 @@ def generate(
         raise ValueError("the prompt has no tokens (it needs at least [CLS])")
     limit = model.config.max_tokens
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    cache = [KVCache() for _ in model.bert.layers] if use_cache else None
+    cache = [KVCache() for _ in model.bert.layer_order] if use_cache else None
     was_training = model.training
     model.eval()
     new: list[int] = []

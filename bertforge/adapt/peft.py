@@ -15,7 +15,7 @@ from bertforge.adapt.lora import apply_lora, lora_wrappers
 from bertforge.adapt.registry import STRATEGIES
 from bertforge.config import AdaptConfig
 from bertforge.model import convert
-from bertforge.model.convert import PEFT_LORA_MODULES
+from bertforge.model.families import family
 
 PEFT_TASK_TYPES = {
     "BertForSequenceClassification": "SEQ_CLS",
@@ -68,7 +68,7 @@ def _lora_to_peft(model: nn.Module, backbone: Any, cfg: AdaptConfig, common: dic
     H = backbone.config.hidden_size
     tensors = _head_tensors(model, "base_model.model.")
     targets: set[str] = set()
-    layers, lora_modules = PEFT_LORA_MODULES[backbone.config.model_type]
+    layers, lora_modules = _lora_table(backbone.config)
     for i, module, names in lora_wrappers(backbone):
         for (row0, row1), a, b in zip(module.slices, module.lora_A, module.lora_B):
             # the fused q|k|v projection: each H-row block is one of peft's modules (a whole-qkv update shares its A
@@ -158,7 +158,7 @@ def place_peft(model: nn.Module, cfg: AdaptConfig, tensors: dict[str, torch.Tens
     under bertforge's names, for the caller to load."""
     backbone: Any = model.bert
     model_type = backbone.config.model_type
-    _, lora_modules = PEFT_LORA_MODULES[model_type]
+    _, lora_modules = _lora_table(backbone.config)
     lora_key = _peft_lora_key(model_type)
     inverse = {v: k for k, v in lora_modules.items()}
     table: torch.Tensor | None = None
@@ -217,9 +217,21 @@ def _place_table(model: nn.Module, backbone: Any, cfg: AdaptConfig, table: torch
         target.embedding.weight.copy_(table)
 
 
+def _lora_table(config: Any) -> tuple[str, dict[str, str]]:
+    """(peft's path to the layer list, our LoRA targets -> module paths under a layer) of a config's family."""
+    if config.inner_group_num != 1:
+        raise ValueError(
+            f"peft's LoRA files name ALBERT's layers by group, one layer per group; this model has "
+            f"inner_group_num {config.inner_group_num}: save the adapter in bertforge's format instead"
+        )
+    entry = family(config.model_type)
+    return entry.lora_layers, entry.lora_modules
+
+
 def _peft_lora_key(model_type: str) -> re.Pattern:
     """peft's LoRA tensor names of a family: base_model.model.<layers>.<i>.<module>.lora_A|B[.default].weight."""
-    layers, modules = PEFT_LORA_MODULES[model_type]
+    entry = family(model_type)
+    layers, modules = entry.lora_layers, entry.lora_modules
     return re.compile(
         r"base_model\.model\."
         + re.escape(layers)

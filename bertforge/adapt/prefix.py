@@ -12,7 +12,7 @@ def apply(model: Any, backbone: Any, cfg: Any, tokenizer: Any) -> None:
     config = backbone.config
     backbone.prefix = PrefixEncoder(
         cfg.prefix_tokens,
-        config.num_hidden_layers,
+        len(config.layer_order),
         config.num_attention_heads,
         config.hidden_size,
         cfg.prefix_projection or None,

@@ -85,16 +85,14 @@ class Embeddings(nn.Module):
         width = config.embedding_width  # E: the hidden size, or ELECTRA's own embedding width
         self.token = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
         # RoBERTa's positions start after its padding id; that row is never read and stays zero, as in its checkpoints
-        pad_position = config.pad_token_id if config.model_type == "roberta" else None
+        pad_position = config.pad_token_id if config.family.position_offset else None
         self.position = nn.Embedding(config.max_position_embeddings, width, padding_idx=pad_position)
-        self.sinusoidal = config.sinusoidal_pos_embds
-        if self.sinusoidal:  # DistilBERT's fixed table: not trained
-            self.position.weight.requires_grad_(False)
+        self.position.weight.requires_grad_(not config.sinusoidal_pos_embds)  # DistilBERT's fixed table: not trained
         self.segment = nn.Embedding(config.type_vocab_size, width) if config.has_token_types else None
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.dropout = Dropout(config.hidden_dropout_prob)
-        # ELECTRA: (.., E) -> (.., H) after the dropout, where E differs from H
-        self.project = nn.Linear(width, config.hidden_size) if width != config.hidden_size else None
+        # ELECTRA (where E differs from H) and ALBERT (always): (.., E) -> (.., H) after the dropout
+        self.project = nn.Linear(width, config.hidden_size) if config.projects_embeddings else None
         self.sparse_token_grad = False
         """Set by a tied MLM head: see ``_token``."""
 
@@ -140,6 +138,10 @@ class Embeddings(nn.Module):
         if not any(h is _densify_grad for h in hooks.values()):
             w.register_post_accumulate_grad_hook(_densify_grad)
         return F.embedding(input_ids, w, self.token.padding_idx, sparse=True)
+
+
+def _tuple_or_none(items: list | None) -> tuple | None:
+    return tuple(items) if items is not None else None
 
 
 def _densify_grad(param: torch.Tensor) -> None:
@@ -252,7 +254,8 @@ class BertModel(PreTrainedBert):
     def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
         super().__init__(config)
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_layer_modules))
+        self.layer_order = config.layer_order  # the layer each step runs: ALBERT reuses its groups down the stack
         self.pooler = Pooler(config) if add_pooling_layer and config.has_pooler else None
         self.attention_backend = "sdpa"
         self.gradient_checkpointing = False
@@ -365,11 +368,13 @@ class BertModel(PreTrainedBert):
         and attention probabilities when asked for (else None)."""
         hidden_states = [x] if output_hidden_states else None
         attentions: list | None = [] if output_attentions else None
-        prefixes = self.prefix.key_values() if self.prefix is not None else [None] * len(self.layers)
-        caches = cache if cache is not None else [None] * len(self.layers)
-        if len(caches) != len(self.layers):
-            raise ValueError(f"cache has {len(caches)} layers, the model {len(self.layers)}")
-        for layer, prefix, layer_cache in zip(self.layers, prefixes, caches):
+        depth = len(self.layer_order)
+        prefixes = self.prefix.key_values() if self.prefix is not None else [None] * depth
+        caches = cache if cache is not None else [None] * depth
+        if len(caches) != depth:
+            raise ValueError(f"cache has {len(caches)} layers, the model {depth}")
+        for index, prefix, layer_cache in zip(self.layer_order, prefixes, caches):
+            layer = self.layers[index]
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x, probs = torch.utils.checkpoint.checkpoint(
                     layer, x, key_mask, backend, packed, prefix, layer_cache, use_reentrant=False
@@ -380,11 +385,7 @@ class BertModel(PreTrainedBert):
                 hidden_states.append(x)
             if attentions is not None:
                 attentions.append(probs)
-        return (
-            x,
-            tuple(hidden_states) if hidden_states is not None else None,
-            tuple(attentions) if attentions is not None else None,
-        )
+        return x, _tuple_or_none(hidden_states), _tuple_or_none(attentions)
 
     def _forward_packed(
         self,

@@ -19,18 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bertforge.constants import MODEL_TYPES
+from bertforge.model.families import ModelFamily, family
 
-# DistilBERT's config.json names -> BertConfig's (its other keys, qa_dropout for one, are kept in ``extra``)
-DISTILBERT_NAMES = {
-    "dim": "hidden_size",
-    "n_layers": "num_hidden_layers",
-    "n_heads": "num_attention_heads",
-    "hidden_dim": "intermediate_size",
-    "dropout": "hidden_dropout_prob",
-    "attention_dropout": "attention_probs_dropout_prob",
-    "activation": "hidden_act",
-    "seq_classif_dropout": "classifier_dropout",
-}
 SIZE_LIMITS = {
     "vocab_size": 1 << 24,
     "hidden_size": 1 << 16,
@@ -40,6 +30,8 @@ SIZE_LIMITS = {
     "max_position_embeddings": 1 << 20,
     "type_vocab_size": 1 << 16,
     "embedding_size": 1 << 16,
+    "num_hidden_groups": 1 << 10,
+    "inner_group_num": 1 << 10,
 }
 """Upper bounds far beyond any encoder ever trained (bert-large: 30,522 / 1,024 / 24 / 16 / 4,096 / 512 / 2): a
 config past one is a typo or a corrupt file, refused before its tensors are allocated."""
@@ -64,6 +56,11 @@ class BertConfig:
     (ELECTRA's factorised embeddings); None: hidden_size."""
     num_hidden_layers: int = field(default=12, metadata={"flag": "--num-layers"})
     """Number of encoder layers."""
+    num_hidden_groups: int = field(default=1, metadata={"flag": "--num-hidden-groups"})
+    """ALBERT's cross-layer sharing: the layers form this many groups of parameters, layer i running group
+    i // (num_hidden_layers / num_hidden_groups) (1: every layer shares one group, albert-base-v2's setting)."""
+    inner_group_num: int = field(default=1, metadata={"flag": "--inner-group-num"})
+    """ALBERT: layers in each group, all run (in order) each time the group runs."""
     num_attention_heads: int = field(default=12, metadata={"flag": "--num-attention-heads"})
     """Attention heads per layer (N); hidden_size / heads is the head size (D)."""
     intermediate_size: int = field(default=3072, metadata={"flag": "--ffn-hidden-size"})
@@ -104,10 +101,11 @@ class BertConfig:
     choose as transformers does (num_labels == 1 -> regression; integer labels -> single label; else multi label)."""
     architectures: list[str] | None = None
     """Class names this checkpoint was saved from (written by save_pretrained)."""
-    model_type: str = "bert"
-    """The checkpoint family, all on the same encoder: bert; roberta (positions start after the padding id, one
-    token type, its own classification and MLM heads); distilbert (no token types, no pooler, its own heads); electra
-    (embeddings of their own width, no pooler, the replaced-token-detection head and its own heads)."""
+    model_type: str = field(default="bert", metadata={"flag": "--family"})
+    """The model family, all on the same encoder (``families.py``): bert; roberta (positions start after the padding
+    id, one token type, its own classification and MLM heads); distilbert (no token types, no pooler, its own heads);
+    electra (embeddings of their own width, no pooler, the replaced-token-detection head and its own heads); albert
+    (embeddings of their own width, layers shared in groups, sentence-order prediction)."""
     sinusoidal_pos_embds: bool = False
     """DistilBERT's option: fixed sinusoidal position vectors instead of learned ones."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -120,6 +118,7 @@ class BertConfig:
                 f"config model_type is {self.model_type!r}; bertforge loads {', '.join(MODEL_TYPES)} checkpoints"
             )
         _check_sizes(self)
+        _check_sharing(self)
         if self.parameter_estimate > MAX_PARAMETERS:
             raise ValueError(
                 f"BertConfig describes about {self.parameter_estimate:.2g} parameters, more than the "
@@ -187,7 +186,7 @@ class BertConfig:
     @property
     def position_offset(self) -> int:
         """Index of the first real token's position vector: RoBERTa's start after its padding id (pad + 1 = 2)."""
-        return self.pad_token_id + 1 if self.model_type == "roberta" else 0
+        return self.pad_token_id + 1 if self.family.position_offset else 0
 
     @property
     def max_tokens(self) -> int:
@@ -197,7 +196,7 @@ class BertConfig:
     @property
     def has_token_types(self) -> bool:
         """DistilBERT has no segment (token type) embeddings: token_type_ids are ignored, as transformers does."""
-        return self.model_type != "distilbert"
+        return self.family.token_types
 
     @property
     def embedding_width(self) -> int:
@@ -207,14 +206,40 @@ class BertConfig:
     @property
     def has_pooler(self) -> bool:
         """DistilBERT and ELECTRA have no pooler: their sentence heads read [CLS] themselves."""
-        return self.model_type not in ("distilbert", "electra")
+        return self.family.pooler
+
+    @property
+    def projects_embeddings(self) -> bool:
+        """Whether the embeddings pass through an E -> H projection: ALBERT always, others when E < H (ELECTRA)."""
+        return self.family.embedding_projection == "always" or self.embedding_width != self.hidden_size
+
+    @property
+    def family(self) -> ModelFamily:
+        """This config's entry in the family registry (``families.py``)."""
+        return family(self.model_type)
+
+    @property
+    def layer_order(self) -> tuple[int, ...]:
+        """Which layer module each step of the stack runs: 0, 1, ..., L - 1 without sharing; with ALBERT's groups,
+        for each layer i the ``inner_group_num`` layers of group i // (L / num_hidden_groups)."""
+        L, groups, inner = self.num_hidden_layers, self.num_hidden_groups, self.inner_group_num
+        if not self.family.layer_sharing:
+            return tuple(range(L))
+        return tuple((i * groups // L) * inner + j for i in range(L) for j in range(inner))
+
+    @property
+    def num_layer_modules(self) -> int:
+        """Distinct layers (parameter sets): num_hidden_layers, or ALBERT's groups x layers per group."""
+        if not self.family.layer_sharing:
+            return self.num_hidden_layers
+        return self.num_hidden_groups * self.inner_group_num
 
     @property
     def parameter_estimate(self) -> int:
         """Parameters of the encoder this config describes (embedding tables and layers), before building it."""
         h, inner = self.hidden_size, self.intermediate_size
         tables = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * self.embedding_width
-        return tables + self.num_hidden_layers * (4 * h * h + 2 * h * inner)
+        return tables + self.num_layer_modules * (4 * h * h + 2 * h * inner)
 
     @property
     def head_size(self) -> int:
@@ -223,7 +248,7 @@ class BertConfig:
 
     # ---- serialisation -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The config.json dictionary: Hugging Face names, unknown keys from ``extra`` kept, ``model_type`` set."""
+        """The config.json dictionary: the family's names, unknown keys from ``extra`` kept, ``model_type`` set."""
         out: dict[str, Any] = dict(self.extra)
         for f in dataclasses.fields(self):
             if f.name != "extra":
@@ -231,28 +256,33 @@ class BertConfig:
         if out["architectures"] is None:
             del out["architectures"]
         out["id2label"] = {str(k): v for k, v in (self.id2label or {}).items()}
-        if self.model_type == "distilbert":  # its own key names; no token types, fixed LayerNorm epsilon
-            for theirs, ours in DISTILBERT_NAMES.items():
-                out[theirs] = out.pop(ours)
+        entry = self.family
+        if self.model_type == "distilbert":  # no token types, fixed LayerNorm epsilon
             for name in ("type_vocab_size", "layer_norm_eps", "position_embedding_type", "is_decoder"):
                 out.pop(name)
             out.setdefault("qa_dropout", 0.1)
-            if out["seq_classif_dropout"] is None:
-                out["seq_classif_dropout"] = 0.2
+            out["classifier_dropout"] = 0.2 if self.classifier_dropout is None else self.classifier_dropout
         else:
             del out["sinusoidal_pos_embds"]
-        if self.model_type == "electra":
-            out["embedding_size"] = self.embedding_width  # ElectraConfig's default is 128: always written
-        elif out.get("embedding_size") is None:
-            out.pop("embedding_size", None)
+        if self.model_type == "albert" and self.classifier_dropout is None:
+            out["classifier_dropout"] = 0.1  # AlbertConfig's classifier_dropout_prob default
+        out["embedding_size"] = self.embedding_width
+        for name in ("embedding_size", "num_hidden_groups", "inner_group_num"):
+            if name not in entry.always_written and (name != "embedding_size" or self.embedding_size is None):
+                out.pop(name)
+        for theirs, ours in entry.config_names.items():
+            out[theirs] = out.pop(ours)
         return dict(sorted(out.items()))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BertConfig:
-        """Build from a config.json dictionary; unknown keys go to ``extra``."""
+        """Build from a config.json dictionary (in its family's names); unknown keys go to ``extra``."""
         data = dict(data)
-        if data.get("model_type") == "distilbert":
-            data = {DISTILBERT_NAMES.get(k, k): v for k, v in data.items()}
+        model_type = data.get("model_type")
+        if model_type in MODEL_TYPES:
+            names = family(model_type).config_names
+            data = {names.get(k, k): v for k, v in data.items()}
+        if model_type == "distilbert":
             data.setdefault("layer_norm_eps", 1e-12)  # fixed in DistilBERT's code, not in its config
             data.setdefault("classifier_dropout", 0.2)
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
@@ -302,6 +332,20 @@ class BertConfig:
     def replace(self, **changes: Any) -> BertConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def _check_sharing(config: BertConfig) -> None:
+    """ALBERT's groups: at most one per layer, and only in a family whose checkpoints can hold shared layers."""
+    if not config.family.layer_sharing and (config.num_hidden_groups, config.inner_group_num) != (1, 1):
+        raise ValueError(
+            f"num_hidden_groups / inner_group_num share layers across the stack, which {config.family.title} "
+            "checkpoints cannot hold: set model_type albert (--family albert), or leave both at 1"
+        )
+    if config.num_hidden_groups > config.num_hidden_layers:
+        raise ValueError(
+            f"BertConfig.num_hidden_groups ({config.num_hidden_groups}) exceeds num_hidden_layers "
+            f"({config.num_hidden_layers}); each group serves at least one layer"
+        )
 
 
 def _check_sizes(config: BertConfig) -> None:

@@ -45,6 +45,11 @@ class PreTrainingOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
 
+    @property
+    def sop_logits(self) -> torch.Tensor:
+        """The binary head's logits under ALBERT's name (sentence-order prediction)."""
+        return self.seq_relationship_logits
+
 
 @dataclass
 class MaskedLMOutput:
@@ -63,8 +68,7 @@ class MLMHead(nn.Module):
         super().__init__()
         width = config.embedding_width
         self.transform = nn.Linear(config.hidden_size, width)
-        fixed = config.model_type in ("roberta", "electra")  # their heads' activation is gelu whatever hidden_act says
-        self.act = activation("gelu" if fixed else config.hidden_act)
+        self.act = activation(config.family.mlm_activation or config.hidden_act)  # RoBERTa's, ELECTRA's: gelu
         self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.decoder = nn.Linear(width, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
@@ -101,8 +105,10 @@ class BertForPreTraining(PreTrainedBert):
         output_hidden_states: bool = False,
         cu_seqlens=None,
         max_seqlen=None,
+        sentence_order_label=None,
     ) -> PreTrainingOutput:
-        """``labels`` (B, S) MLM targets, -100 where not predicted; ``next_sentence_label`` (B,) 0/1.
+        """``labels`` (B, S) MLM targets, -100 where not predicted; ``next_sentence_label`` (B,) 0/1 (or ALBERT's
+        name for it, ``sentence_order_label``: 1 = the segments were swapped).
 
         ``mlm_positions`` (P,): flat indices into B x S of the positions to predict (the collator lists the masked
         ones). Given it, the MLM head runs at those positions only and ``prediction_logits`` is (P, V): in training
@@ -122,6 +128,10 @@ class BertForPreTraining(PreTrainedBert):
         )
         prediction_logits, mlm_loss = _mlm(self.mlm, out.last_hidden_state, labels, mlm_positions)
         seq_logits = self.binary_head(out.pooler_output)
+        if sentence_order_label is not None:
+            if next_sentence_label is not None:
+                raise ValueError("give next_sentence_label or sentence_order_label (the same head's labels), not both")
+            next_sentence_label = sentence_order_label
         loss, binary_loss = mlm_loss, None
         if next_sentence_label is not None:
             binary_loss = F.cross_entropy(seq_logits.float(), next_sentence_label.flatten(), ignore_index=IGNORE_INDEX)

@@ -116,7 +116,7 @@ class PreTrainedBert(nn.Module):
     ) -> LoadReport:
         """Copy a Hugging Face-named state dict into this model; returns (and logs) what was missing or unused."""
         model_type = self.config.model_type
-        converted, unused = convert.hf_to_ours(state, model_type)
+        converted, unused = convert.hf_to_ours(state, model_type, self.config.inner_group_num)
         self._check_layout(converted, source)
         prefix = self.backbone_prefix
         adapted: dict[str, torch.Tensor] = {}
@@ -128,10 +128,10 @@ class PreTrainedBert(nn.Module):
             elif prefix:
                 target = name
             else:
-                unused.append(_hf_name(name, model_type, converted))  # a head tensor offered to a bare BertModel
+                unused.append(self._hf_name(name, converted))  # a head tensor offered to a bare BertModel
                 continue
             adapted[target] = tensor
-            origin[target] = _hf_name(name, model_type, converted)
+            origin[target] = self._hf_name(name, converted)
         own = self.state_dict()
         tied = self._tied_names()
         report = LoadReport()
@@ -159,10 +159,10 @@ class PreTrainedBert(nn.Module):
         absent_ours = [n for n in own if n not in adapted and n not in tied]
         self._refuse_encoder_disagreement(
             source,
-            missing=[_hf_name(n, model_type, own) for n in absent_ours if self._in_encoder(n)],
+            missing=[self._hf_name(n, own) for n in absent_ours if self._in_encoder(n)],
             unexpected=[origin[n] for n in adapted if n not in own and self._in_encoder(n)],
         )
-        absent = (_hf_name(n, model_type, own) for n in absent_ours)
+        absent = (self._hf_name(n, own) for n in absent_ours)
         report.missing = sorted(name for name in absent if name not in mismatched)
         if report.missing:
             logger.warning(
@@ -233,6 +233,20 @@ class PreTrainedBert(nn.Module):
             "fix config.json (num_hidden_layers, hidden_size, ...) to describe these weights"
         )
 
+    def _hf_name(self, name: str, context=None) -> str:
+        """The Hugging Face name of one bertforge parameter (of a model whose names are ``context``), for messages."""
+        try:
+            names = convert.ours_to_hf(
+                {name: torch.empty(3)},
+                tied=False,
+                model_type=self.config.model_type,
+                context=context,
+                inner_group_num=self.config.inner_group_num,
+            )
+        except KeyError:
+            return name
+        return ", ".join(names)
+
     def _tied_names(self) -> set[str]:
         """State-dict names that alias another parameter (the tied MLM decoder)."""
         return {"mlm.decoder.weight"} if self.config.tie_word_embeddings and hasattr(self, "mlm") else set()
@@ -246,6 +260,7 @@ class PreTrainedBert(nn.Module):
             tied=self.config.tie_word_embeddings,
             model_type=self.config.model_type,
             architecture=type(self).__name__,
+            inner_group_num=self.config.inner_group_num,
         )
 
     def save_pretrained(
@@ -279,14 +294,6 @@ class PreTrainedBert(nn.Module):
             architectures=[convert.hf_architecture(type(self).__name__, self.config.model_type)]
         )
         config.save_pretrained(directory)
-
-
-def _hf_name(name: str, model_type: str = "bert", context=None) -> str:
-    """The Hugging Face name of one bertforge parameter (of a model whose names are ``context``), for messages."""
-    try:
-        return ", ".join(convert.ours_to_hf({name: torch.empty(3)}, tied=False, model_type=model_type, context=context))
-    except KeyError:
-        return name
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:

@@ -20,6 +20,11 @@ def shrink(teacher: PreTrainedBert, layers: int | Sequence[int]) -> PreTrainedBe
     embeddings, pooler and head copied; the teacher is not changed. Half the depth is every other layer, as
     DistilBERT was initialised."""
     total = teacher.config.num_hidden_layers
+    if teacher.config.num_layer_modules != total:
+        raise ValueError(
+            f"the teacher shares its layers across the stack ({teacher.config.num_layer_modules} distinct for "
+            f"{total}): a student cannot take some of them; build the student from a config with fewer layers"
+        )
     keep = layers_to_keep(total, layers) if isinstance(layers, int) else list(layers)
     if not keep or any(not 0 <= i < total for i in keep):
         raise ValueError(f"student layers {keep} must be indices of the teacher's {total} layers")

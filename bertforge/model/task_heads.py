@@ -95,10 +95,10 @@ def _sentence_vector(head: PreTrainedBert, out) -> torch.Tensor:
     if dense is None:
         return out.pooler_output
     first = out.last_hidden_state[:, 0]
-    model_type = head.config.model_type
-    if model_type == "roberta":
+    kind = head.config.family.sentence_head
+    if kind == "tanh":
         return torch.tanh(dense(head.dropout(first)))  # type: ignore[operator]
-    if model_type == "electra":  # gelu in both of its heads; the classifier's drops out first, as RoBERTa's
+    if kind == "gelu":  # ELECTRA: gelu in both of its heads; the classifier's drops out first, as RoBERTa's
         dropped = head.dropout(first) if isinstance(head, BertForSequenceClassification) else first
         return F.gelu(dense(dropped))
     return F.relu(dense(first))
@@ -111,7 +111,7 @@ class BertForSequenceClassification(PreTrainedBert):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        own = config.model_type != "bert"
+        own = config.family.sentence_head != "pooler"
         self.bert = BertModel(config, add_pooling_layer=not own)
         self.head_dense = _sentence_dense(config, own)
         self.dropout = _classifier_dropout(config)
