@@ -3,7 +3,14 @@ text of the benchmark data ($BERTFORGE_DATA), then fine-tune the result and the 
 on GLUE.
 
 Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
-       [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--extra-text DIR] [--out benchmarks/results/pretraining_pays.json]
+       [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--extra-text DIR] [--system mlm|electra|albert]
+       [--out benchmarks/results/pretraining_pays.json]
+
+``--system`` picks the architecture and objective on the same recipe, shape and text (the equal-time comparison):
+mlm (the crammed recipe as it is), electra (``--objective electra``: replaced-token detection with a generator of a
+quarter of the width; RUN/hf is the discriminator) or albert (``--family albert --num-hidden-groups 1``: every layer
+shares one set of weights, the same compute per token). Each system pretrains in WORK/run-SYSTEM (mlm: WORK/run) and
+is compared with its own architecture from random weights.
 
 The two commands it runs are what a user runs (printed as it goes):
   bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
@@ -43,6 +50,14 @@ GOOGLE = {
 }
 
 
+SYSTEMS = {
+    "mlm": [],
+    "electra": ["--objective", "electra"],
+    "albert": ["--family", "albert", "--num-hidden-groups", "1", "--embedding-size", "128"],
+}
+"""The pretrain flags of each system, over the crammed recipe."""
+
+
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -58,13 +73,15 @@ def main() -> int:
     p.add_argument("--tasks", default="cola,sst2,mrpc,stsb,rte")
     p.add_argument("--fresh", action="store_true", help="pretrain again even if WORK/run/hf exists")
     p.add_argument("--extra-text", default=None, help="a directory of .txt files added to the corpus")
+    p.add_argument("--system", choices=sorted(SYSTEMS), default="mlm", help="architecture and objective pretrained")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining_pays.json"))
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     record: dict = {"machine": machine(), "train_time": args.train_time, "extra_text": args.extra_text}
+    record["system"] = {"name": args.system, "pretrain_flags": SYSTEMS[args.system]}
     bin_ = str(Path(sys.executable).parent / "bertforge")
-    run_dir = work / "run"
+    run_dir = work / ("run" if args.system == "mlm" else f"run-{args.system}")
     if args.fresh or not (run_dir / "hf" / "model.safetensors").exists():
         if run_dir.exists():
             moved = f"{run_dir}.{int(time.time())}"
@@ -97,11 +114,12 @@ def main() -> int:
                 "--save",
                 str(run_dir),
                 "--no-demo",
+                *SYSTEMS[args.system],
             ]
         )
         record["pretrain_wall_seconds"] = round(time.perf_counter() - started, 1)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r for r in lines if "eval_mlm_loss" in r]
+    evals = [r for r in lines if any(k.startswith("eval_") and k.endswith("_loss") for k in r)]
     steps = [r for r in lines if "loss" in r]
     config = (run_dir / "run_config.yaml").read_text()
     record["train_time"] = yaml.safe_load(config)["train"]["train_time"]  # the run's own (a reused run's may differ)
@@ -117,7 +135,7 @@ def main() -> int:
         ],
         "config": config,
     }
-    glue = work / "glue"
+    glue = work / ("glue" if args.system == "mlm" else f"glue-{args.system}")
     cmd = [bin_, "evaluate", "glue", "--model", str(run_dir / "hf"), "--scratch", "--data-dir", str(DATA / "glue")]
     cmd += ["--output", str(glue), "--tasks", args.tasks, "--seeds", str(args.seeds)]
     if args.max_train_examples:

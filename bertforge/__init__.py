@@ -26,6 +26,7 @@ _LAZY = {
     "preset": "bertforge.model",
     "BertTokenizer": "bertforge.tokenization",
     "RobertaTokenizer": "bertforge.tokenization",
+    "AlbertTokenizer": "bertforge.tokenization",
     "pipeline": "bertforge.pipelines",
     "load_model": "bertforge.auto",
     "load_tokenizer": "bertforge.auto",

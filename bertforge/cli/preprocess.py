@@ -26,14 +26,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json-keys", nargs="+", default=["text"], help="JSON fields to tokenize (one dataset each)")
     p.add_argument("--output-prefix", required=True, help="path prefix of the output files")
-    p.add_argument("--vocab-file", required=True, help="BERT vocab.txt (RoBERTa's vocab.json with GPT2BPETokenizer)")
+    p.add_argument(
+        "--vocab-file",
+        "--tokenizer-model",
+        required=True,
+        help="BERT vocab.txt (RoBERTa's vocab.json with GPT2BPETokenizer; a spiece.model or tokenizer directory with "
+        "SentencePieceTokenizer)",
+    )
     p.add_argument("--merge-file", default=None, help="merges.txt of a byte-level BPE vocabulary (GPT2BPETokenizer)")
     p.add_argument(
         "--tokenizer-type",
         default="BertWordPieceLowerCase",
         choices=sorted(TOKENIZER_TYPES),
-        help="uncased (BertWordPieceLowerCase), cased (BertWordPieceCase) or byte-level BPE (GPT2BPETokenizer, "
-        "RoBERTa's; needs --merge-file)",
+        help="uncased (BertWordPieceLowerCase), cased (BertWordPieceCase), byte-level BPE (GPT2BPETokenizer, "
+        "RoBERTa's; needs --merge-file) or SentencePiece unigram (SentencePieceTokenizer, ALBERT's)",
     )
     split = p.add_mutually_exclusive_group()
     split.add_argument(

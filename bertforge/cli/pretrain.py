@@ -183,12 +183,17 @@ def run(args: argparse.Namespace) -> int:
         from bertforge.data.default_corpus import prepare_default_corpus
 
         work = extras["work_dir"] or os.path.join(os.path.expanduser("~"), ".cache", "bertforge", "default_corpus")
+        given = cfg.data.vocab_file or init_model_vocab(cfg)
+        kind = "wordpiece" if given else cfg.model.family.tokenizer  # a vocabulary of the family's kind is trained
         prefix, vocab = prepare_default_corpus(
-            work,
-            vocab_file=cfg.data.vocab_file or init_model_vocab(cfg),
-            lowercase=cfg.data.tokenizer_type != "BertWordPieceCase",
+            work, vocab_file=given, lowercase=cfg.data.tokenizer_type != "BertWordPieceCase", kind=kind
         )
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab))
+        data = dataclasses.replace(cfg.data, data_path=[prefix], vocab_file=vocab)
+        if kind != "wordpiece":
+            tokenizer_type = "GPT2BPETokenizer" if kind == "bpe" else "SentencePieceTokenizer"
+            merges = os.path.join(os.path.dirname(vocab), "merges.txt") if kind == "bpe" else None
+            data = dataclasses.replace(data, tokenizer_type=tokenizer_type, merge_file=merges)
+        cfg = dataclasses.replace(cfg, data=data)
     if cfg.train.save is None:  # never train a model only to throw it away: a run directory of its own
         save = new_run_dir(os.path.join("runs", "pretrain"))
         print(f"run directory: {save} (--save DIR to choose)")

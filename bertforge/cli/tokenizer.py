@@ -22,9 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--model",
-        choices=["wordpiece", "bpe"],
+        choices=["wordpiece", "bpe", "unigram"],
         default="wordpiece",
-        help="wordpiece (BERT, vocab.txt) or bpe (RoBERTa's byte-level BPE, vocab.json + merges.txt, never lowercased)",
+        help="wordpiece (BERT, vocab.txt), bpe (RoBERTa's byte-level BPE, vocab.json + merges.txt, never lowercased) "
+        "or unigram (ALBERT's SentencePiece, tokenizer.json)",
     )
     case = t.add_mutually_exclusive_group()
     case.add_argument(
@@ -44,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--output", required=True, help="directory for vocab.txt and tokenizer files")
     t.set_defaults(func=run_train)
     e = tsub.add_parser("encode", help="print the tokens and ids of a text")
-    e.add_argument("--model", required=True, help="directory with vocab.txt or vocab.json + merges.txt")
+    e.add_argument(
+        "--model", required=True, help="a tokenizer directory (vocab.txt, vocab.json + merges.txt, or SentencePiece's)"
+    )
     e.add_argument("text", nargs="+", help="text (two texts form a pair)")
     e.set_defaults(func=run_encode)
 
@@ -64,6 +67,9 @@ def run_train(args: argparse.Namespace) -> int:
     )
     if args.model == "bpe":
         print(f"wrote {args.output}/vocab.json and merges.txt: {tok.vocab_size} tokens (byte-level BPE)")
+    elif args.model == "unigram":
+        case = "uncased" if args.lowercase else "cased"
+        print(f"wrote {args.output}/tokenizer.json: {tok.vocab_size} SentencePiece unigram pieces ({case})")
     else:
         print(f"wrote {args.output}/vocab.txt: {tok.vocab_size} tokens ({'uncased' if args.lowercase else 'cased'})")
     return 0

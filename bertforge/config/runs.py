@@ -97,6 +97,9 @@ class _Sections:
             values = data.get(name) or {}
             if not isinstance(values, dict):
                 raise ValueError(f"config section {name!r} must be a mapping of fields, got {type(values).__name__}")
+            defaulted = getattr(self, "family_defaulted", ()) if name == "data" else ()
+            if defaulted:  # the family (perhaps a new one) decides again
+                section = dataclasses.replace(section, **{k: None for k in defaulted if k not in values})
             fields = {f.name for f in dataclasses.fields(section)} - {"extra"}
             if isinstance(section, BertConfig):
                 bad = set(values) - fields
@@ -153,8 +156,11 @@ class PretrainConfig(_Sections):
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     phases: tuple[PhaseConfig, ...] = ()
     """A multi-phase run (``phases:`` in a recipe, a list of ``PhaseConfig`` fields); empty: one phase."""
+    family_defaulted: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
+    """The data fields the model family chose (the run named none), chosen again when a merge changes the family."""
 
     def __post_init__(self) -> None:
+        self._family_defaults()
         t = self.train
         if self.optim.lr is None:
             raise ValueError("optim.lr must be set for pretraining (--lr)")
@@ -180,6 +186,15 @@ class PretrainConfig(_Sections):
                 raise ValueError(f"train.{name} must be positive, got {getattr(t, name)}")
         if self.phases:
             self._check_phases()
+
+    def _family_defaults(self) -> None:
+        """The objective and sentence-pair head the model family pretrains with, where the run names none."""
+        d, family = self.data, self.model.family
+        if d.objective is None or d.binary_head is None:
+            self.family_defaulted = tuple(k for k in ("objective", "binary_head") if getattr(d, k) is None)
+            objective = d.objective or family.objective
+            head = d.binary_head or ("none" if objective != "mlm" else family.binary_head)
+            self.data = dataclasses.replace(d, objective=objective, binary_head=head)
 
     def _check_phases(self) -> None:
         if self.train.train_time is not None:

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 
 from bertforge.adapt.registry import STRATEGIES
 from bertforge.config.fields import opt, validate
+from bertforge.tokenization.tokenizer import TOKENIZER_TYPES as MEGATRON_TOKENIZERS
 
 DECAY_STYLES = ("linear", "cosine", "constant")
 OPTIMIZERS = ("adamw", "lamb")
 NONFINITE = ("stop", "skip")
 BINARY_HEADS = ("nsp", "sop", "none")
 OBJECTIVES = ("mlm", "clm", "electra")
-TOKENIZER_TYPES = ("BertWordPieceLowerCase", "BertWordPieceCase", "GPT2BPETokenizer")
+TOKENIZER_TYPES = tuple(MEGATRON_TOKENIZERS)
 STRATEGY_NAMES = tuple(STRATEGIES)
 UNFREEZE_SCHEDULES = ("none", "epoch", "steps")
 LORA_TARGETS = ("query", "key", "value", "qkv", "output", "ffn_in", "ffn_out")
@@ -25,21 +26,24 @@ REPORT_TO = ("tensorboard", "wandb", "none")
 class DataConfig:
     data_path: list[str] | None = opt(None, metavar="PREFIX")
     """Megatron --data-path: one prefix, or weight/prefix pairs. None: the embedded default corpus."""
-    vocab_file: str | None = None
-    """BERT vocab.txt (or RoBERTa's vocab.json with GPT2BPETokenizer). None with the default corpus: a vocabulary is
+    vocab_file: str | None = opt(None, aliases=("--tokenizer-model",))
+    """BERT vocab.txt (RoBERTa's vocab.json with GPT2BPETokenizer; with SentencePieceTokenizer, Megatron's
+    --tokenizer-model: a spiece.model or a tokenizer directory). None with the default corpus: a vocabulary is
     trained."""
     merge_file: str | None = None
     """merges.txt of a byte-level BPE vocabulary (--tokenizer-type GPT2BPETokenizer); the model is then a RoBERTa."""
     tokenizer_type: str = opt("BertWordPieceLowerCase", choices=TOKENIZER_TYPES)
-    """BertWordPieceLowerCase (uncased), BertWordPieceCase, or GPT2BPETokenizer (byte-level BPE, RoBERTa)."""
+    """BertWordPieceLowerCase (uncased), BertWordPieceCase, GPT2BPETokenizer (byte-level BPE, RoBERTa) or
+    SentencePieceTokenizer (unigram, ALBERT)."""
     split: str = "969,30,1"
     """Train/valid/test proportions of each dataset's documents."""
     seq_length: int = opt(512, minimum=8)
     """Longest sample, in tokens, specials included."""
-    objective: str = opt("mlm", choices=OBJECTIVES)
-    """mlm (BERT: masked tokens predicted from both sides), clm (GPT's objective on the same blocks: causal
-    attention, every next token predicted, no masking and no sentence-pair head) or electra (replaced-token detection:
-    a small generator fills the masked positions by MLM, the model learns on every token which ones it replaced)."""
+    objective: str | None = opt(None, choices=OBJECTIVES)
+    """mlm (BERT: masked tokens predicted from both sides), clm (GPT's objective on the same blocks: causal attention,
+    every next token predicted, no masking and no sentence-pair head) or electra (replaced-token detection: a small
+    generator fills the masked positions by MLM, the model learns on every token which ones it replaced); None: the
+    model family's (electra for --family electra, else mlm)."""
     generator_size: float = opt(0.25, minimum=0.05, maximum=1.0)
     """ELECTRA: the generator's width as a share of the model's (whole attention heads; the paper's default 1/4)."""
     rtd_weight: float = opt(50.0, minimum=0.0)
@@ -52,8 +56,9 @@ class DataConfig:
     """Share of predicted tokens replaced by a random token (the rest stay)."""
     short_seq_prob: float = opt(0.1, minimum=0.0, maximum=1.0)
     """Probability of a shorter target length for a sample."""
-    binary_head: str = opt("nsp", choices=BINARY_HEADS)
-    """Sentence-pair head: nsp (next sentence, BERT), sop (sentence order, ALBERT/Megatron) or none (MLM only)."""
+    binary_head: str | None = opt(None, choices=BINARY_HEADS)
+    """Sentence-pair head: nsp (next sentence, BERT), sop (sentence order, ALBERT/Megatron) or none (MLM only); None:
+    the model family's (nsp for BERT, sop for ALBERT, none for RoBERTa, DistilBERT and ELECTRA)."""
     whole_word_mask: bool = False
     """Mask whole words (all ## pieces together; with byte-level BPE, the pieces that follow a word's first, Ġ)."""
     max_ngram: int = opt(1, minimum=1)
@@ -67,10 +72,10 @@ class DataConfig:
     documents (RoBERTa's FULL-SENTENCES): no padding, no short samples; needs --binary-head none."""
 
     def __post_init__(self) -> None:
-        if self.objective in ("clm", "electra"):
+        if self.objective in ("clm", "electra") or (self.full_sentences and self.binary_head is None):
             self.binary_head = "none"  # next-token prediction and replaced-token detection have no sentence-pair head
         validate(self)
-        if self.full_sentences and self.binary_head != "none":
+        if self.full_sentences and self.binary_head not in (None, "none"):
             raise ValueError(
                 f"data.full_sentences runs samples across documents: it needs binary_head none, not {self.binary_head}"
             )

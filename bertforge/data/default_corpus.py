@@ -1,5 +1,6 @@
-"""The embedded default corpus, ready to pretrain on: the Python documentation as JSON lines, a WordPiece vocabulary
-trained on it, and its Megatron indexed dataset. Built once per work directory and reused."""
+"""The embedded default corpus, ready to pretrain on: the Python documentation as JSON lines, a vocabulary trained on
+it (WordPiece, or the model family's kind: byte-level BPE, SentencePiece unigram), and its Megatron indexed dataset.
+Built once per work directory and reused."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from bertforge.data.preprocess import output_prefix, preprocess
 from bertforge.tokenization import train_vocab
 from bertforge.utils import atomic_path, logger
 
+VOCAB_FILES = {"wordpiece": "vocab.txt", "bpe": "vocab.json", "unigram": "tokenizer.json"}
+
 
 def prepare_default_corpus(
-    work_dir: str, vocab_size: int = 8192, vocab_file: str | None = None, lowercase: bool = True
+    work_dir: str,
+    vocab_size: int = 8192,
+    vocab_file: str | None = None,
+    lowercase: bool = True,
+    kind: str = "wordpiece",
 ) -> tuple[str, str]:
-    """Return (data prefix, vocab file) for the default corpus under ``work_dir``, building what is missing."""
+    """Return (data prefix, vocab file) for the default corpus under ``work_dir``, building what is missing. ``kind``
+    (wordpiece, bpe or unigram) is the vocabulary trained when none is given; the vocab file is then vocab.txt,
+    vocab.json (beside merges.txt) or the SentencePiece tokenizer's directory."""
     data_dir = os.path.join(work_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
     jsonl = os.path.join(data_dir, "python_docs.jsonl")
@@ -27,23 +36,29 @@ def prepare_default_corpus(
                 for doc in python_docs():
                     fh.write(json.dumps({"text": doc}) + "\n")
     own = vocab_file is None
+    merges = None
     if vocab_file is None:
-        vocab_file = os.path.join(work_dir, "tokenizer", "vocab.txt")
-        if not os.path.exists(vocab_file):
-            logger.info("default corpus: training a %d-token WordPiece vocabulary", vocab_size)
+        directory = os.path.join(work_dir, "tokenizer" if kind == "wordpiece" else f"tokenizer-{kind}")
+        trained = os.path.join(directory, VOCAB_FILES[kind])
+        if not os.path.exists(trained):
+            logger.info("default corpus: training a %d-token %s vocabulary", vocab_size, kind)
             texts = (json.loads(line)["text"] for line in open(jsonl, encoding="utf-8"))
             train_vocab(
                 texts=texts,
                 vocab_size=vocab_size,
                 lowercase=lowercase,
-                output=os.path.dirname(vocab_file),
+                output=directory,
                 show_progress=False,
+                model=kind,
             )
+        vocab_file = directory if kind == "unigram" else trained
+        merges = os.path.join(directory, "merges.txt") if kind == "bpe" else None
     # token ids depend on the vocabulary: another one (a model's, for continued pretraining) gets files of its own
-    prefix = os.path.join(data_dir, "python_docs" if own else f"python_docs_{_digest(vocab_file, lowercase)}")
+    name = "python_docs" + ("" if kind == "wordpiece" else f"_{kind}")
+    prefix = os.path.join(data_dir, name if own else f"python_docs_{_digest(vocab_file, lowercase)}")
     out = output_prefix(prefix, "text", True)
     if not os.path.exists(out + ".idx"):
-        preprocess([jsonl], prefix, vocab_file, lowercase=lowercase, workers=1, show_progress=False)
+        preprocess([jsonl], prefix, vocab_file, lowercase=lowercase, workers=1, show_progress=False, merge_file=merges)
     return out, vocab_file
 
 

@@ -67,9 +67,9 @@ class Masker:
         size = max(vocab.values()) + 1
         replacement = np.array([i for i in range(size) if i not in excluded], dtype=np.int64)
         continuation = np.zeros(size, dtype=bool)
-        bpe = getattr(tok, "family", "BERT") == "RoBERTa"  # byte-level BPE: a word starts with its space, Ġ
+        start = getattr(tok, "word_start", None)  # byte-level BPE's Ġ, SentencePiece's ▁: a word starts with its space
         for token, i in vocab.items():
-            continuation[i] = not token.startswith("\u0120") if bpe else token.startswith("##")
+            continuation[i] = not token.startswith(start) if start else token.startswith("##")
         return cls(
             vocab_size=size,
             mask_id=tok.mask_token_id,

@@ -143,11 +143,14 @@ _WORKER: dict = {}
 
 
 def _tokenizer(vocab_file: str, lowercase: bool, merge_file: str | None):
-    """WordPiece from vocab.txt, or RoBERTa's byte-level BPE from vocab.json + merge_file."""
-    from bertforge.tokenization import BertTokenizer, RobertaTokenizer
+    """WordPiece from vocab.txt, RoBERTa's byte-level BPE from vocab.json + merge_file, or a SentencePiece model
+    (spiece.model) or tokenizer directory."""
+    from bertforge.tokenization import BertTokenizer, RobertaTokenizer, load_tokenizer
 
     if merge_file is not None:
         return RobertaTokenizer(vocab_file, merge_file)
+    if os.path.isdir(vocab_file) or vocab_file.endswith(".model"):
+        return load_tokenizer(vocab_file)
     return BertTokenizer(vocab_file, lowercase=lowercase)
 
 

@@ -24,8 +24,6 @@ from bertforge.model.families import ModelFamily, family
 def hf_architecture(class_name: str, model_type: str) -> str:
     """The transformers class name of one of our classes in a family (BertForMaskedLM -> RobertaForMaskedLM)."""
     table = family(model_type).architectures
-    if not table:  # BERT: our names are transformers' names
-        return class_name
     if class_name not in table:
         raise ValueError(f"{model_type} has no {class_name} in transformers: save one of {', '.join(table)}")
     return table[class_name]

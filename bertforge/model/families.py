@@ -13,6 +13,7 @@ Backbone names are given without the prefix that Hugging Face head classes put b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 Rule = tuple[str, str]
 FusedRule = tuple[tuple[str, str, str], str]
@@ -35,7 +36,7 @@ class ModelFamily:
     ignored: tuple[str, ...] = ()
     """Regexes of checkpoint names that carry no weights of their own (buffers, tied decoder biases)."""
     architectures: dict[str, str] = field(default_factory=dict)
-    """Our class -> transformers' class of this family (empty: the same names, BERT)."""
+    """Our class -> transformers' class of this family (the classes it has)."""
     config_names: dict[str, str] = field(default_factory=dict)
     """The family's config.json keys -> BertConfig's, where they differ."""
     lora_layers: str = ""
@@ -63,6 +64,9 @@ class ModelFamily:
     """Cross-layer sharing (ALBERT's num_hidden_groups and inner_group_num)."""
     always_written: tuple[str, ...] = ()
     """Config fields written to config.json even at their defaults (the family's own defaults differ)."""
+    base: tuple[str, dict[str, Any]] = ("", {})
+    """The family's best-known checkpoint and its config fields (BertConfig's names): its true shape, built with random
+    weights by ``bertforge info --variants`` (nothing is downloaded)."""
 
 
 _BERT_LAYER: tuple[Rule, ...] = (
@@ -126,8 +130,13 @@ BERT = ModelFamily(
         ("qa_outputs.{p}", "qa_outputs.{p}"),
     ),
     ignored=(*_buffers("bert"), r"cls\.predictions\.decoder\.bias"),
+    architectures={
+        **_classes("Bert", ("Model", "ForPreTraining", "ForMaskedLM", *_HEADS)),
+        "BertLMHeadModel": "BertLMHeadModel",
+    },
     lora_layers="bert.encoder.layer",
     lora_modules=_BERT_LORA,
+    base=("bert-base-uncased", {}),
 )
 
 # RoBERTa: BERT's backbone under "roberta."; its own MLM head (lm_head) and sentence classifier (dense + tanh on <s>,
@@ -160,6 +169,10 @@ ROBERTA = ModelFamily(
     sentence_head="tanh",
     position_offset=True,
     mlm_activation="gelu",
+    base=(
+        "roberta-base",
+        dict(vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, pad_token_id=1, layer_norm_eps=1e-5),
+    ),
 )
 
 # DistilBERT: "distilbert.embeddings" (no token types) and "distilbert.transformer.layer.{i}"; heads at the top level.
@@ -219,6 +232,7 @@ DISTILBERT = ModelFamily(
     sentence_head="relu",
     pooler=False,
     token_types=False,
+    base=("distilbert-base-uncased", dict(num_hidden_layers=6)),
 )
 
 # ELECTRA: BERT's backbone under "electra." without a pooler, plus the projection of its narrower embeddings; the
@@ -258,6 +272,7 @@ ELECTRA = ModelFamily(
     pooler=False,
     mlm_activation="gelu",
     always_written=("embedding_size",),  # ElectraConfig's default is 128
+    base=("electra-base-discriminator", dict(embedding_size=768)),
 )
 
 # ALBERT: factorised embeddings always projected (encoder.embedding_hidden_mapping_in), layers in groups that the
@@ -314,6 +329,7 @@ ALBERT = ModelFamily(
     embedding_projection="always",
     layer_sharing=True,
     always_written=("embedding_size", "num_hidden_groups", "inner_group_num", "classifier_dropout_prob"),
+    base=("albert-base-v2", dict(vocab_size=30000, embedding_size=128, hidden_act="gelu_new")),
 )
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (BERT, ROBERTA, DISTILBERT, ELECTRA, ALBERT)}

@@ -1,9 +1,10 @@
-"""BERT WordPiece and RoBERTa byte-level BPE tokenization on the ``tokenizers`` library: encode API, label/answer
-alignment, vocabulary training."""
+"""BERT WordPiece, RoBERTa byte-level BPE and ALBERT SentencePiece tokenization on the ``tokenizers`` library: encode
+API, label/answer alignment, vocabulary training."""
 
 from bertforge.tokenization.alignment import IGNORE_INDEX, align_word_labels, char_span_to_token_span
 from bertforge.tokenization.auto import load_tokenizer, megatron_tokenizer
 from bertforge.tokenization.roberta import RobertaTokenizer
+from bertforge.tokenization.sentencepiece import AlbertTokenizer
 from bertforge.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     TOKENIZER_TYPES,
@@ -14,6 +15,7 @@ from bertforge.tokenization.tokenizer import (
 from bertforge.tokenization.training import train_vocab
 
 __all__ = [
+    "AlbertTokenizer",
     "BatchEncoding",
     "BertTokenizer",
     "IGNORE_INDEX",

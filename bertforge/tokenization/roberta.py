@@ -18,7 +18,8 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from bertforge.tokenization.tokenizer import DEFAULT_MAX_LENGTH, BertTokenizer, tokenizer_config
+from bertforge.tokenization.files import tokenizer_config
+from bertforge.tokenization.tokenizer import DEFAULT_MAX_LENGTH, BertTokenizer
 from bertforge.utils import atomic_write_text
 
 ROBERTA_SPECIAL_TOKENS = {
@@ -67,6 +68,7 @@ class RobertaTokenizer(BertTokenizer):
 
     special_tokens = ROBERTA_SPECIAL_TOKENS
     family = "RoBERTa"
+    word_start = "\u0120"
 
     def __init__(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from bertforge.tokenization.files import backend_model_type, is_bpe_dir, tokenizer_config
 from bertforge.utils import atomic_write_text
 
 SPECIAL_TOKENS = {
@@ -30,7 +31,12 @@ SPECIAL_TOKENS = {
     "mask_token": "[MASK]",
 }
 # Megatron-LM's --tokenizer-type names -> lowercase flag (None: GPT2BPETokenizer, byte-level BPE as RoBERTa uses it).
-TOKENIZER_TYPES = {"BertWordPieceLowerCase": True, "BertWordPieceCase": False, "GPT2BPETokenizer": None}
+TOKENIZER_TYPES = {
+    "BertWordPieceLowerCase": True,
+    "BertWordPieceCase": False,
+    "GPT2BPETokenizer": None,
+    "SentencePieceTokenizer": None,  # ALBERT's unigram model: its casing is in its files
+}
 DEFAULT_MAX_LENGTH = 512
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
@@ -116,6 +122,9 @@ class BertTokenizer:
     special_tokens = SPECIAL_TOKENS
     """attribute -> token of the family's special tokens (RoBERTa's are <pad>, <unk>, <s>, </s>, <mask>)."""
     family = "BERT"
+    word_start: str | None = None
+    """The mark of a piece that starts a word (byte-level BPE's Ġ, SentencePiece's ▁); None: WordPiece, whose
+    pieces inside a word start with ##."""
     # The special tokens and their ids, set from special_tokens and the vocabulary.
     pad_token: str
     unk_token: str
@@ -188,11 +197,14 @@ class BertTokenizer:
         from bertforge.hub import resolve_model
 
         directory = resolve_model(directory)
-        if cls is BertTokenizer and os.path.isdir(directory) and is_bpe_dir(directory):
-            raise ValueError(
-                f"{directory} holds a byte-level BPE vocabulary (vocab.json + merges.txt), not WordPiece: load it with "
-                "bertforge.load_tokenizer(...) (or RobertaTokenizer.from_pretrained)"
-            )
+        if cls is BertTokenizer and os.path.isdir(directory) and not os.path.exists(f"{directory}/vocab.txt"):
+            kind = "byte-level BPE vocabulary (vocab.json + merges.txt)" if is_bpe_dir(directory) else None
+            if backend_model_type(directory) == "Unigram" or os.path.exists(f"{directory}/spiece.model"):
+                kind = "SentencePiece (unigram) vocabulary"
+            if kind:
+                raise ValueError(
+                    f"{directory} holds a {kind}, not WordPiece: load it with bertforge.load_tokenizer(...)"
+                )
         if os.path.isfile(directory):
             return cls(directory, **overrides)
         vocab_file = os.path.join(directory, "vocab.txt")
@@ -223,10 +235,10 @@ class BertTokenizer:
             raise ValueError(
                 f"--tokenizer-type {tokenizer_type!r} is not supported; use one of {', '.join(TOKENIZER_TYPES)}"
             )
-        if tokenizer_type == "GPT2BPETokenizer":
+        if TOKENIZER_TYPES[tokenizer_type] is None:
             raise ValueError(
-                "--tokenizer-type GPT2BPETokenizer is byte-level BPE, not WordPiece: "
-                "bertforge.tokenization.megatron_tokenizer builds either kind"
+                f"--tokenizer-type {tokenizer_type} is not WordPiece: bertforge.tokenization.megatron_tokenizer builds "
+                "every kind"
             )
         return cls(vocab_file, lowercase=bool(TOKENIZER_TYPES[tokenizer_type]))
 
@@ -437,42 +449,6 @@ class BertTokenizer:
             f"{type(self).__name__}(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
             f"strip_accents={self.strip_accents}, model_max_length={self.model_max_length})"
         )
-
-
-def tokenizer_config(directory: str) -> dict[str, Any]:
-    """A directory's tokenizer_config.json ({} without one; one line naming the file when it is not JSON), with
-    ``model_max_length`` dropped where it is transformers' "unlimited" placeholder."""
-    config_file = os.path.join(directory, "tokenizer_config.json")
-    if not os.path.exists(config_file):
-        return {}
-    with open(config_file, encoding="utf-8") as fh:
-        try:
-            cfg = json.load(fh)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{config_file}: line {e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{config_file}: expected a JSON object of tokenizer settings")
-    max_len = cfg.pop("model_max_length", None)
-    if isinstance(max_len, int) and 0 < max_len < 10**9:
-        cfg["model_max_length"] = max_len
-    return cfg
-
-
-def is_bpe_dir(directory: str) -> bool:
-    """A byte-level BPE tokenizer's directory (RoBERTa's vocab.json + merges.txt, or a tokenizer.json with a BPE model),
-    rather than a WordPiece vocab.txt."""
-    if os.path.exists(os.path.join(directory, "vocab.txt")):
-        return False
-    if os.path.exists(os.path.join(directory, "vocab.json")) and os.path.exists(os.path.join(directory, "merges.txt")):
-        return True
-    tokenizer_json = os.path.join(directory, "tokenizer.json")
-    if os.path.exists(tokenizer_json):
-        try:
-            with open(tokenizer_json, encoding="utf-8") as fh:
-                return json.load(fh).get("model", {}).get("type") == "BPE"
-        except (OSError, ValueError):
-            return False
-    return False
 
 
 def _is_batched(text, is_split_into_words: bool) -> bool:

@@ -257,7 +257,7 @@ def _distillation(cfg: PretrainConfig, model, vocab_size: int, info: dist_.DistI
 def objective_for(cfg: PretrainConfig) -> Objective:
     if cfg.data.objective == "electra":
         return electra.ElectraObjective(cfg.data.rtd_weight)
-    return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head)
+    return CLMObjective() if cfg.data.objective == "clm" else MLMObjective(cfg.data.binary_head or "none")
 
 
 def _postfix(r: dict) -> str:
@@ -469,7 +469,7 @@ def _pretrain(
         postfix=_postfix,
         after_save=export_hf if t.export_hf else None,
         tracking=cfg.tracking,
-        tags=pretrain_tags(cfg.data.objective, cfg.data.binary_head),
+        tags=pretrain_tags(cfg.data.objective or "mlm", cfg.data.binary_head or "none"),
         megatron_tags=True,
         flops_per_token=flops_per_token(
             model.config, cfg.data.seq_length, 1.0 if cfg.data.objective == "clm" else cfg.data.mask_prob

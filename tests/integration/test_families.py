@@ -1,4 +1,4 @@
-"""RoBERTa, DistilBERT and ELECTRA checkpoints through everything a BERT goes through: fine-tuning on every task
+"""RoBERTa, DistilBERT, ELECTRA and ALBERT checkpoints through everything a BERT goes through: fine-tuning on every task
 with the strategies, the saved best model, pipelines, `bertforge info` and `convert`, and peft reading a LoRA adapter
 (tiny random models built here; real data slices from the benchmark data)."""
 
@@ -12,38 +12,40 @@ import torch
 from bertforge import load_model, pipeline
 from bertforge.cli.main import main
 from bertforge.config import FinetuneConfig
-from bertforge.model import BertConfig, BertForMaskedLM, BertForSequenceClassification
-from bertforge.tokenization import RobertaTokenizer, load_tokenizer, train_vocab
+from bertforge.model import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification
+from bertforge.tokenization import AlbertTokenizer, RobertaTokenizer, load_tokenizer, train_vocab
 from bertforge.training.finetune import finetune_classification, finetune_ner, finetune_qa
 from tests.conftest import DATA_DIR, entity_f1, squad_exact_match
 from tests.integration.test_finetune_tasks import FAST, squad_slice
 
 
-@pytest.fixture(scope="module", params=["roberta", "distilbert", "electra"])
+@pytest.fixture(scope="module", params=["roberta", "distilbert", "electra", "albert"])
 def family_checkpoint(request, tmp_path_factory):
-    """A tiny random masked LM of the family with a vocabulary trained on WikiText-2 (BPE for RoBERTa, WordPiece for
-    DistilBERT), saved as a Hugging Face directory."""
+    """A tiny random masked LM of the family with a vocabulary trained on WikiText-2 (BPE for RoBERTa, SentencePiece
+    unigram for ALBERT, WordPiece for the others), saved as a Hugging Face directory."""
     wiki = DATA_DIR / "wikitext-2" / "valid.txt"
     if not wiki.exists():
         pytest.skip("shared data not found")
     family = request.param
     path = tmp_path_factory.mktemp(family)
-    model = "bpe" if family == "roberta" else "wordpiece"
+    model = {"roberta": "bpe", "albert": "unigram"}.get(family, "wordpiece")
     tok = train_vocab([wiki], vocab_size=2000, model=model, output=path, show_progress=False)
     extra = dict(pad_token_id=1, type_vocab_size=1, max_position_embeddings=258) if family == "roberta" else {}
     if family == "electra":
         extra = dict(embedding_size=16)  # narrower than the hidden size: the embeddings_project path
+    if family == "albert":
+        extra = dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2)  # 4 layers from 2 shared ones
     config = BertConfig(
         model_type=family,
         vocab_size=tok.vocab_size,
         hidden_size=32,
-        num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        **{"max_position_embeddings": 256, **extra},
+        **{"max_position_embeddings": 256, "num_hidden_layers": 2, **extra},
     )
     torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(path)
+    # ALBERT's checkpoints are its pretraining model's: the pooler that its sentence heads read comes with them
+    (BertForPreTraining if family == "albert" else BertForMaskedLM)(config).save_pretrained(path)
     return family, path
 
 
@@ -51,12 +53,13 @@ def test_the_directory_is_the_family_s_own(family_checkpoint, capsys):
     family, path = family_checkpoint
     saved = json.loads((path / "config.json").read_text())
     assert saved["model_type"] == family
-    prefix = {"roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra"}[family]
-    assert saved["architectures"] == [prefix + "ForMaskedLM"]
+    prefix = {"roberta": "Roberta", "distilbert": "DistilBert", "electra": "Electra", "albert": "Albert"}[family]
+    assert saved["architectures"] == [prefix + ("ForPreTraining" if family == "albert" else "ForMaskedLM")]
     if family == "distilbert":
         assert {"dim", "n_layers", "n_heads", "hidden_dim"} <= set(saved) and "hidden_size" not in saved
     tok = load_tokenizer(path)
     assert isinstance(tok, RobertaTokenizer) == (family == "roberta")
+    assert isinstance(tok, AlbertTokenizer) == (family == "albert")
     assert main(["info", str(path)]) == 0
     assert f"family       {family}" in capsys.readouterr().out
 
@@ -143,7 +146,12 @@ def test_fill_mask_and_convert(family_checkpoint, tmp_path, capsys):
     assert main(["convert", str(path), "--output", str(tmp_path / "c"), "--architecture", "BertModel"]) == 0
     saved = json.loads((tmp_path / "c" / "config.json").read_text())
     assert saved["architectures"] == [
-        {"roberta": "RobertaModel", "distilbert": "DistilBertModel", "electra": "ElectraModel"}[family]
+        {
+            "roberta": "RobertaModel",
+            "distilbert": "DistilBertModel",
+            "electra": "ElectraModel",
+            "albert": "AlbertModel",
+        }[family]
     ]
     capsys.readouterr()
 
@@ -172,6 +180,7 @@ def test_a_lora_adapter_loads_in_peft_on_transformers(family_checkpoint, tmp_pat
         "roberta": transformers.RobertaForSequenceClassification,
         "distilbert": transformers.DistilBertForSequenceClassification,
         "electra": transformers.ElectraForSequenceClassification,
+        "albert": transformers.AlbertForSequenceClassification,
     }
     base = cls[family].from_pretrained(path, num_labels=3)
     pm = peft.PeftModel.from_pretrained(base, tmp_path / "a").eval()

@@ -30,12 +30,11 @@ LAYERS: list[tuple[str, ...]] = [
 MAX_FUNCTION_LINES = 80
 MAX_MODULE_LINES = 500
 NOT_YET_SPLIT = {
-    "bertforge/tokenization/tokenizer.py": 520,
     "bertforge/tokenization/tokenizer.py:__call__": 125,
     "bertforge/evaluation/glue.py:evaluate_glue": 85,
 }
-"""Files and functions over the limits, each at most the size given here, with the reason: the tokenizer's module
-and ``__call__`` mirror transformers' whole call API in one signature; ``evaluate_glue`` keeps its resume logic
+"""Files and functions over the limits, each at most the size given here, with the reason: the tokenizer's
+``__call__`` mirrors transformers' whole call API in one signature; ``evaluate_glue`` keeps its resume logic
 inline. The list may only shrink: a new long file or function, or a listed one that grew, fails."""
 
 
