@@ -166,13 +166,15 @@ def build_model(cfg: PretrainConfig, vocab_size: int, tokenizer=None):
     """The model to pretrain; with a byte-level BPE tokenizer (GPT2BPETokenizer) it is a RoBERTa: positions after
     the padding id (two more rows), one token type, RoBERTa's padding id."""
     config = cfg.model.replace(vocab_size=vocab_size, is_decoder=cfg.data.objective == "clm")
-    if getattr(tokenizer, "family", "BERT") == "RoBERTa" and config.model_type == "bert":
+    if getattr(tokenizer, "family", "BERT") == "RoBERTa" and config.model_type in ("bert", "roberta"):
         extra = tokenizer.pad_token_id + 1
+        longest = max(config.max_position_embeddings, cfg.data.seq_length)
+        positions = max(config.max_position_embeddings, cfg.data.seq_length + extra)  # --family roberta: its own size
         config = config.replace(
             model_type="roberta",
             pad_token_id=tokenizer.pad_token_id,
             type_vocab_size=1,
-            max_position_embeddings=max(config.max_position_embeddings, cfg.data.seq_length) + extra,
+            max_position_embeddings=longest + extra if config.model_type == "bert" else positions,
         )
     model = _model_class(cfg)(config)
     model.bert.gradient_checkpointing = cfg.train.recompute_activations  # type: ignore[union-attr]

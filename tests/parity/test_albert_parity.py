@@ -10,6 +10,9 @@ import torch
 
 import bertforge
 from bertforge.model import convert
+from tests.parity.heads_util import assert_outputs_close
+from tests.parity.heads_util import batch as shared_batch
+from tests.parity.heads_util import labels as shared_labels
 
 transformers = pytest.importorskip("transformers")
 
@@ -56,41 +59,13 @@ def pair(head: str, tmp_path, groups: int = 2, inner: int = 2):
 
 
 def batch(pad: bool, choices: int | None = None):
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, 99, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    if pad:
-        mask[1, 6:] = 0
-        mask[2, 3:] = 0
-    ids = ids.masked_fill(mask == 0, 0)
-    types = torch.zeros_like(ids)
-    types[:, 5:] = 1
-    out = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types * mask}
-    if choices:
-        out = {k: v[:choices].unsqueeze(0).repeat(2, 1, 1).roll(1, dims=1) for k, v in out.items()}
-    return out
+    return shared_batch(pad, choices, low=5)  # clear of ALBERT's special ids 0..4
 
 
 def labels(head: str, inputs):
-    g = torch.Generator().manual_seed(1)
-    mask = inputs["attention_mask"]
-    if head in ("ForMaskedLM", "ForPreTraining"):
-        y = torch.randint(0, 99, mask.shape, generator=g)
-        y[torch.rand(mask.shape, generator=g) > 0.4] = -100
-        y[0, 0] = 5
-        out = {"labels": y.masked_fill(mask == 0, -100)}
-        if head == "ForPreTraining":
-            out["sentence_order_label"] = torch.tensor([0, 1, 1])
-        return out
-    if head == "ForSequenceClassification":
-        return {"labels": torch.tensor([0, 1, 1])}
-    if head == "ForTokenClassification":
-        return {"labels": torch.randint(0, 2, mask.shape, generator=g).masked_fill(mask == 0, -100)}
-    if head == "ForQuestionAnswering":
-        return {"start_positions": torch.tensor([1, 2, 2]), "end_positions": torch.tensor([3, 2, 2])}
-    if head == "ForMultipleChoice":
-        return {"labels": torch.tensor([1, 0])}
-    return {}
+    if head == "ForPreTraining":  # masked LM and sentence order
+        return {**shared_labels("ForMaskedLM", inputs), "sentence_order_label": torch.tensor([0, 1, 1])}
+    return shared_labels(head, inputs)
 
 
 def outputs(head: str, out):
@@ -111,14 +86,9 @@ def test_outputs_losses_and_gradients_match(head, pad, tmp_path):
     y = labels(head, inputs)
     extra = {"output_hidden_states": True} if head == "Model" else {}
     hf_out, our_out = hf(**inputs, **y, **extra), ours(**inputs, **y, **extra)
-    mask = inputs["attention_mask"].bool()
     hf_outs, our_outs = outputs(head, hf_out), outputs(head, our_out)
     assert len(hf_outs) == len(our_outs) == (2 + 4 * 2 + 1 if head == "Model" else len(hf_outs))
-    for a, b in zip(hf_outs, our_outs, strict=True):
-        assert a.shape == b.shape
-        if a.dim() >= 2 and a.shape[:2] == mask.shape:
-            a, b = a[mask], b[mask]  # padded positions are not defined to be equal
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
+    assert_outputs_close(our_outs, hf_outs, inputs["attention_mask"].bool(), 1e-5)
     if head == "Model" or (head == "ForQuestionAnswering" and pad):  # ours leaves padding out of QA's softmax
         return
     torch.testing.assert_close(our_out.loss, hf_out.loss, atol=1e-5, rtol=1e-5)
@@ -145,12 +115,9 @@ def test_round_trip_ours_to_transformers(head, tmp_path):
         2,
     )
     inputs = batch(pad=True, choices=3 if head == "ForMultipleChoice" else None)
-    mask = inputs["attention_mask"].bool()
     with torch.no_grad():
-        for a, b in zip(outputs(head, hf(**inputs)), outputs(head, back.eval()(**inputs)), strict=True):
-            if a.dim() >= 2 and a.shape[:2] == mask.shape:
-                a, b = a[mask], b[mask]
-            torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+        theirs, again = outputs(head, hf(**inputs)), outputs(head, back.eval()(**inputs))
+    assert_outputs_close(again, theirs, inputs["attention_mask"].bool(), 1e-6)
 
 
 def test_one_parameter_set_serves_every_layer_of_a_group_and_is_saved_once(tmp_path):

@@ -61,11 +61,15 @@ pytest.importorskip("onnxscript")
         ("BertForTokenClassification", "distilbert"),
         ("BertForQuestionAnswering", "bert"),
         ("BertForMultipleChoice", "bert"),
+        ("BertForPreTraining", "albert"),
+        ("BertForSequenceClassification", "albert"),
     ],
 )
 def test_onnx_export_matches_bertforge_on_another_shape(name, family, tmp_path):
     torch.manual_seed(0)
     extra = dict(pad_token_id=1, type_vocab_size=1, max_position_embeddings=66) if family == "roberta" else {}
+    if family == "albert":  # 4 layers from 2 shared ones, 16-wide embeddings projected
+        extra = dict(embedding_size=16, num_hidden_layers=4, num_hidden_groups=2)
     config = tiny_config(model_type=family, num_labels=2 if name == "BertForQuestionAnswering" else 3, **extra)
     model = getattr(bertforge, name)(config).eval()
     report = export_onnx(model, tmp_path / "m.onnx")
