@@ -23,6 +23,7 @@ from bertforge.config.sections import (
     TrainConfig,
 )
 from bertforge.model.config import BertConfig
+from bertforge.model.families import family
 
 RECIPES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 RECIPES = ("roberta", "crammed", "main-job", "bert-paper", "nvidia-lamb")
@@ -101,8 +102,11 @@ class _Sections:
             if defaulted:  # the family (perhaps a new one) decides again
                 section = dataclasses.replace(section, **{k: None for k in defaulted if k not in values})
             fields = {f.name for f in dataclasses.fields(section)} - {"extra"}
-            if isinstance(section, BertConfig):
-                bad = set(values) - fields
+            if isinstance(section, BertConfig):  # in bertforge's names or the family's own (config.json's)
+                model_type = str(values.get("model_type", section.model_type))
+                theirs = family(model_type).config_names
+                written = set(BertConfig(model_type=model_type).to_dict()) | set(section.extra)
+                bad = {k for k in values if theirs.get(k, k) not in fields and k not in written}
                 if bad:
                     raise ValueError(
                         f"unknown field(s) {sorted(bad)} in config section 'model'; known: {sorted(fields)}"

@@ -87,3 +87,21 @@ def test_albert_pretrains_with_sop_resumes_exactly_and_exports(sp_corpus, tmp_pa
     with torch.no_grad():
         ids = torch.tensor([ours(text)["input_ids"]])
         assert model.eval()(input_ids=ids).sop_logits.shape == (1, 2)
+
+
+def test_info_measures_the_variants_table(capsys):
+    """The five base shapes built at their true sizes (random weights): parameters, embeddings, speed beside the
+    table's figures."""
+    assert main(["info", "--variants", "--rounds", "1", "--batch-size", "1", "--seq-length", "8"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert list(rows) == [
+        "bert-base-uncased",
+        "roberta-base",
+        "distilbert-base-uncased",
+        "electra-base-discriminator",
+        "albert-base-v2",
+    ]
+    assert rows["bert-base-uncased"][1:4] == ["109.5M", "23.8M", "1.00x"]
+    assert rows["albert-base-v2"][1:3] == ["11.7M", "4.0M"] and rows["albert-base-v2"][-2:] == ["12M,", "0.9x"]
+    assert main(["info", "--variants", "--preset", "base"]) == 1  # one of the three, not two
