@@ -52,6 +52,11 @@ class PreTrainedBert(nn.Module):
         """The directory (or name) the model was loaded from, as in transformers; None for a model built here."""
 
     @property
+    def architecture(self) -> str:
+        """This model's bertforge class name (FSDP puts the model in a subclass of its own, FSDPBertForMaskedLM)."""
+        return next(c.__name__ for c in type(self).__mro__ if c.__module__.startswith("bertforge."))
+
+    @property
     def backbone_prefix(self) -> str:
         """'' for BertModel itself, 'bert.' for head classes."""
         return "" if hasattr(self, "embeddings") else "bert."
@@ -259,7 +264,7 @@ class PreTrainedBert(nn.Module):
             own,
             tied=self.config.tie_word_embeddings,
             model_type=self.config.model_type,
-            architecture=type(self).__name__,
+            architecture=self.architecture,
             inner_group_num=self.config.inner_group_num,
         )
 
@@ -290,9 +295,7 @@ class PreTrainedBert(nn.Module):
             stale = os.path.join(directory, "model.safetensors")
         if os.path.exists(stale):
             os.remove(stale)  # never leave weights of an older save beside the new ones
-        config = self.config.replace(
-            architectures=[convert.hf_architecture(type(self).__name__, self.config.model_type)]
-        )
+        config = self.config.replace(architectures=[convert.hf_architecture(self.architecture, self.config.model_type)])
         config.save_pretrained(directory)
 
 

@@ -179,6 +179,8 @@ def test_two_processes_match_one(corpus, tmp_path, fsdp):
     assert len(double) == 8
     for a, b in zip(single, double):
         assert abs(a - b) < 1e-5, (single, double)
+    saved = json.loads((tmp_path / "run" / "hf" / "config.json").read_text())
+    assert saved["architectures"] == ["BertForPreTraining"]  # FSDP's wrapper class is not the architecture
     # The checkpoint written by two ranks resumes in one process (another world size) with the same losses.
     resumed = pretrain(
         dataclasses.replace(
