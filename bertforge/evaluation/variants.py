@@ -80,13 +80,14 @@ def measure(
                 times[run].append(time.perf_counter() - start)
             if progress is not None:
                 progress(f"round {r + 1}/{rounds}")
+    sizes = {name: count(config) for name, config in configs.items()}
     out: dict[torch.dtype, list[Variant]] = {}
     for dtype in dtypes:
         reference = statistics.median(times[(runs[0][0], dtype)])
         out[dtype] = []
         for name, config in configs.items():
             seconds = statistics.median(times[(name, dtype)])
-            out[dtype].append(Variant(name, config.model_type, *count(config), seconds, reference / seconds))
+            out[dtype].append(Variant(name, config.model_type, *sizes[name], seconds, reference / seconds))
     return out
 
 

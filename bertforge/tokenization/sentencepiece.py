@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -25,7 +24,7 @@ from tokenizers.models import Unigram
 
 from bertforge.tokenization.files import tokenizer_config
 from bertforge.tokenization.tokenizer import DEFAULT_MAX_LENGTH, BertTokenizer
-from bertforge.utils import atomic_write_text
+from bertforge.utils import atomic_path, atomic_write_text
 
 ALBERT_SPECIAL_TOKENS = {
     "pad_token": "<pad>",
@@ -156,10 +155,8 @@ class AlbertTokenizer(BertTokenizer):
         atomic_write_text(os.path.join(directory, "special_tokens_map.json"), json.dumps(specials, indent=2) + "\n")
         atomic_write_text(os.path.join(directory, "tokenizer.json"), self._build().to_str(pretty=True))
         if self._spiece_model is not None:
-            tmp = os.path.join(directory, SPIECE_FILE + ".tmp")
-            with open(tmp, "wb") as fh:
+            with atomic_path(os.path.join(directory, SPIECE_FILE)) as tmp, open(tmp, "wb") as fh:
                 fh.write(self._spiece_model)
-            shutil.move(tmp, os.path.join(directory, SPIECE_FILE))
 
     # ---- ids <-> text --------------------------------------------------------------------------------------------
     def convert_tokens_to_string(self, tokens: Sequence[str]) -> str:
