@@ -113,14 +113,25 @@ class ElectraOutput:
     """(N,) 1 where the generator's sample differs from the original token."""
 
 
+@torch.no_grad()
+def sample_rows(logits: torch.Tensor) -> torch.Tensor:
+    """One token per row of ``logits`` (P, V), drawn from its softmax by inverting the cumulative distribution: one
+    uniform number per row from torch's generator (so ``manual_seed`` and a checkpoint's RNG state apply), where
+    ``torch.multinomial`` on the CPU draws V exponential samples per row and costs as much as the generator's
+    forward. A token of probability 0 is never drawn: the first index whose running total exceeds the draw."""
+    logits = logits.detach().float()
+    cdf = (logits - logits.amax(dim=-1, keepdim=True)).exp_().cumsum_(dim=-1)
+    draw = torch.rand(cdf.shape[0], 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, draw, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+
+
 def replaced_inputs(
     input_ids: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor, mlm_logits: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(the discriminator's input ids, its labels -- 1 where replaced --, the originals at the masked positions): the
     generator's samples at the masked ``positions`` (flat indices); a sample equal to the original is "original"."""
     originals = labels.flatten().index_select(0, positions)
-    with torch.no_grad():
-        sampled = torch.multinomial(F.softmax(mlm_logits.detach().float(), dim=-1), 1).squeeze(-1)
+    sampled = sample_rows(mlm_logits)
     flat = input_ids.flatten().index_copy(0, positions, sampled)
     replaced = torch.zeros_like(flat).index_copy(0, positions, (sampled != originals).long())
     return flat.view_as(input_ids), replaced.view_as(input_ids), originals

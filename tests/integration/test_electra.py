@@ -45,6 +45,19 @@ def test_replaced_labels_are_where_the_sample_differs_from_the_original():
     assert replaced.tolist() == [[0, 0, 1, 0, 0, 0], [0, 0, 1, 0, 0, 0]]  # an equal sample is "original"
 
 
+def test_the_samples_follow_the_generators_softmax():
+    torch.manual_seed(0)
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0, 0.0])
+    rows = torch.log(probs).expand(100_000, 5)
+    counts = torch.bincount(electra.sample_rows(rows), minlength=5).double() / 100_000
+    assert counts[3:].sum() == 0  # a token of probability 0 is never drawn
+    assert torch.allclose(counts[:3], probs[:3].double(), atol=0.006)  # about 4 standard errors
+    torch.manual_seed(1)
+    first = electra.sample_rows(torch.randn(64, 1000))
+    torch.manual_seed(1)
+    assert torch.equal(first, electra.sample_rows(torch.randn(64, 1000)))  # manual_seed repeats the draw
+
+
 def test_generator_shape_and_shared_embeddings():
     from bertforge.model import preset
 
