@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import time
@@ -11,8 +12,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
-"""The shared benchmark data ($BERTFORGE_DATA, by default a data folder beside the checkout)."""
+DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT / "data"))
+"""The public benchmark data: $BERTFORGE_DATA, else ``data/`` in the checkout (a link to it will do; git ignores it)."""
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 3, trials: int = 4) -> float:
@@ -76,6 +77,27 @@ def machine(peaks: bool = True) -> dict:
         # in seconds instead of many minutes
         out["matmul_bf16_gflops"] = round(matmul_peak(torch.bfloat16, n=2048 if out["native_bf16"] else 512) / 1e9, 1)
     return out
+
+
+def portable(value, **places: Path | str):
+    """``value`` (a JSON-able record) with its paths made readable anywhere: the checkout's own relative to it, the
+    benchmark data as ``$BERTFORGE_DATA``, and each of ``places`` (``WORK=work``) as its name."""
+    names = {str(Path(v).resolve()): k for k, v in places.items()}
+    names.update({str(DATA.resolve()): "$BERTFORGE_DATA", str(DATA): "$BERTFORGE_DATA"})
+    if isinstance(value, dict):
+        return {k: portable(v, **places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, **places) for v in value]
+    if not isinstance(value, str):
+        return value
+    for path, name in sorted(names.items(), key=lambda kv: -len(kv[0])):
+        value = value.replace(path, name)
+    return value.replace(str(ROOT) + os.sep, "").replace(str(ROOT), ".")
+
+
+def write_result(path: Path | str, record, indent: int = 1, **places: Path | str) -> None:
+    """The JSON of a benchmark, its paths made :func:`portable` (``places``: ``WORK=work`` names a working folder)."""
+    Path(path).write_text(json.dumps(portable(record, **places), indent=indent) + "\n")
 
 
 def vocab_file() -> str:

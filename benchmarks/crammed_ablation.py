@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import chosen_variants, english_corpus, machine, vocab_file  # noqa: E402
+from benchmarks._common import chosen_variants, english_corpus, machine, vocab_file, write_result  # noqa: E402
 
 VARIANTS: dict[str, tuple[str, dict]] = {
     "crammed": ("the recipe as shipped", {}),
@@ -171,7 +171,7 @@ def main() -> None:
         }
         result["variants"][name] = row
         print(name, json.dumps(row), flush=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        write_result(out, result, WORK=work)
     base = result["variants"].get("crammed")
     print("\n| variant | steps | tokens | held-out MLM loss | MLM accuracy |\n|---|---|---|---|---|")
     for name, row in result["variants"].items():

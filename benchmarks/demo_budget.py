@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import chosen_variants, machine  # noqa: E402
+from benchmarks._common import chosen_variants, machine, write_result  # noqa: E402
 
 
 def settings(seq: int = 128, std: float = 0.02, lr: float = 2e-3, batch: int = 32, minutes: int = 3) -> list[str]:
@@ -114,7 +114,7 @@ def main() -> None:
         row = {"what": what, "flags": " ".join(flags), **row, "wall_seconds": round(time.perf_counter() - started)}
         result["variants"][name] = row
         print(name, json.dumps(row), flush=True)
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        write_result(out, result, WORK=work)
     print("\n| variant | steps | held-out MLM loss | MLM accuracy |\n|---|---|---|---|")
     for name, row in result["variants"].items():
         print(

@@ -27,7 +27,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data"
+
+from benchmarks._common import DATA, write_result  # noqa: E402
 
 
 def _export_transformers(model: str, path: Path) -> None:
@@ -170,7 +171,7 @@ def main() -> int:
     if args.ner_model:
         record["ner_entity_f1"] = ner_f1(args.ner_model, fast_bf16("cpu"))
         print(json.dumps(record["ner_entity_f1"]))
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record, WORK=work)
     return 0
 
 

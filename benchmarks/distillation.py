@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
 
 
@@ -102,7 +100,7 @@ def main() -> int:
     if args.one:
         print(json.dumps(one(json.loads(args.one))))
         return 0
-    from benchmarks._common import machine
+    from benchmarks._common import DATA, machine, write_result
 
     out = Path(args.out)
     record = json.loads(out.read_text()) if out.exists() else {"runs": []}
@@ -131,7 +129,7 @@ def main() -> int:
         result = json.loads(proc.stdout.strip().splitlines()[-1])
         row = {"name": name, **{k: v for k, v in spec.items() if k not in ("train", "dev", "out")}, **result}
         record["runs"].append(row)
-        out.write_text(json.dumps(record, indent=1) + "\n")
+        write_result(out, record, WORK=work)
         print(f"  accuracy {row['accuracy']:.4f}, {row['wall_seconds']} s", flush=True)
         return row
 
@@ -149,7 +147,7 @@ def main() -> int:
     record["machine"] = machine()
     record["inference_sentences_per_s"] = inference_speed(models, dev)
     record["teacher_accuracy"] = teacher["accuracy"]
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_result(out, record, WORK=work)
     print(json.dumps(record["inference_sentences_per_s"]))
     return 0
 

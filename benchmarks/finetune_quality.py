@@ -32,7 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
+
+from benchmarks._common import DATA, write_result  # noqa: E402
 
 
 def minilm() -> str:
@@ -285,7 +286,7 @@ def main() -> int:
         r["transformers_optimizer"] = "torch AdamW, fused"
         r["time_ratio"] = round(r["transformers"]["train_seconds"] / r["bertforge"]["train_seconds"], 2)
         print(task, json.dumps(r), f"({time.perf_counter() - start:.0f} s)", flush=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_result(path, results, indent=2)
     return 0
 
 

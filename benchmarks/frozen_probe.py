@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, machine  # noqa: E402
+from benchmarks._common import DATA, machine, write_result  # noqa: E402
 
 
 def rows(path: Path) -> list[dict]:
@@ -111,7 +110,7 @@ def main() -> int:
         for i, model in enumerate(args.models):
             twin = scratch_copy(model, str(Path(tmp) / f"scratch{i}"))
             record["models"][model] = {"pretrained": probe(model, data), "random_weights": probe(twin, data)}
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -31,7 +31,7 @@ def main() -> int:
     args = p.parse_args()
     import torch
 
-    from benchmarks._common import machine
+    from benchmarks._common import machine, write_result
     from bertforge.generation import generate
     from bertforge.model import BertConfig, BertLMHeadModel
 
@@ -62,7 +62,7 @@ def main() -> int:
             "speedup": round(best["cache"] / best["no_cache"], 2),
         }
         print(name, json.dumps(record["results"][name]), flush=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record)
     return 0
 
 

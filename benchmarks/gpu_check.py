@@ -37,6 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import write_result  # noqa: E402
+
 WORDS = "river stone light winter music village market morning quiet bright old small green road".split()
 
 
@@ -447,7 +449,7 @@ def main() -> int:
         result["seconds"] = round(time.perf_counter() - t0, 1)
         record["checks"][check.__name__] = result
         record["total_seconds"] = round(time.perf_counter() - started, 1)
-        Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+        write_result(args.out, record)
         print(f"{check.__name__}: {'pass' if result['pass'] else 'FAIL'} ({result['seconds']} s)", flush=True)
     print(summary(record))
     return 0 if all(r["pass"] for r in record["checks"].values()) else 1

@@ -13,7 +13,6 @@ the reference's. bf16 speed means little on a CPU without native bf16 (it is emu
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from datetime import date
@@ -25,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, machine  # noqa: E402
+from benchmarks._common import DATA, machine, write_result  # noqa: E402
 
 DTYPES = ("fp32", "auto", "bf16", "int8")
 
@@ -113,7 +112,7 @@ def main() -> int:
         "machine": machine(),
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    write_result(args.out, report)
     for d, r in results.items():
         print(
             f"{d:>5} ({r['runs_as']}): {r['texts_per_s']:7.1f} texts/s, min cosine {r['min_cosine_to_reference']:.6f}, "

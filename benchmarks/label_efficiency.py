@@ -19,7 +19,6 @@ Usage: python benchmarks/label_efficiency.py MODEL [--rows 500,2000,8000] [--tas
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, machine  # noqa: E402
+from benchmarks._common import DATA, machine, write_result  # noqa: E402
 
 
 def epochs_for(rows: int, min_steps: int, batch_size: int = 32) -> int:
@@ -104,7 +103,7 @@ def main() -> int:
         record["points"].append({"rows": n, "epochs": settings.epochs, "summary": summary})
         scores = {s: round(100 * summary[s]["average"], 1) for s in summary}
         print(f"rows {n}: average {scores}", flush=True)
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record)
     plot(record, Path(args.out).with_suffix(".png"))
     print(f"wrote {args.out}")
     return 0

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, english_corpus, vocab_file  # noqa: E402
+from benchmarks._common import DATA, english_corpus, vocab_file, write_result  # noqa: E402
 
 
 def run_config(prefix: str, objective: str, steps: int, save: str | None, bf16: bool):
@@ -270,7 +270,7 @@ def main() -> int:
     }
     for objective in objectives:
         record["pretraining"][objective].pop("dir")
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record)
     if len(objectives) == 2:
         plot(record, str(Path(args.out).with_suffix(".png")))
     print(json.dumps(record["finetune_median"]), flush=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -23,7 +22,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
+
+from benchmarks._common import DATA, write_result  # noqa: E402
 
 
 def main() -> int:
@@ -86,7 +86,7 @@ def main() -> int:
         row["ratio"] = round(best["transformers"] / best["bertforge"], 2)
         results[task] = row
         print(task, json.dumps(row), flush=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    write_result(args.out, results, indent=2)
     return 0
 
 

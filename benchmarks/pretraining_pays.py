@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, english_corpus, machine, vocab_file  # noqa: E402
+from benchmarks._common import DATA, english_corpus, machine, vocab_file, write_result  # noqa: E402
 
 GOOGLE = {
     "source": "the BERT miniatures' model card (Turc et al. 2019): GLUE test-set scores, best of a hyperparameter "
@@ -148,7 +148,7 @@ def main() -> int:
     record["glue"] = json.loads((glue / "glue.json").read_text())
     record["glue_table"] = (glue / "glue.md").read_text()
     record["google_for_scale"] = GOOGLE
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record, WORK=work)
     print(record["glue_table"])
     print(f"wrote {args.out}")
     return 0

@@ -15,13 +15,14 @@ rerun with ``--mfu`` set to the measured value.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import write_result  # noqa: E402
 
 SIZES = {
     "BERT-base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
@@ -84,7 +85,7 @@ def main() -> int:
         "rows": rows,
         "command": "python benchmarks/recipe_cost.py " + " ".join(sys.argv[1:]),
     }
-    Path(args.out).write_text(json.dumps(record, indent=1) + "\n")
+    write_result(args.out, record)
     print("| recipe | model | tokens | training FLOPs | MFU | H100 GPU-hours | hours on 8 H100 |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -38,7 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import DATA, machine  # noqa: E402
+from benchmarks._common import DATA, machine, write_result  # noqa: E402
 
 PLAIN_SERVER = """
 import os
@@ -362,14 +362,14 @@ def main() -> None:
                         point.update(system=name, set=set_name, round=rnd)
                         record["results"].append(point)
                         print(json.dumps(point), flush=True)
-                        Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+                        write_result(args.out, record, indent=2, WORK=work)
             finally:
                 system.stop()
     if not args.no_sts:
         dtypes = [n.removeprefix("bertforge-") for n in found if n.startswith("bertforge-")]
         record["sts_b_pearson"] = sts_pearson(model, dtypes)
         print("STS-B dev Pearson:", record["sts_b_pearson"])
-    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    write_result(args.out, record, indent=2, WORK=work)
     plot(record["results"], Path(args.out).with_suffix(".png"))
     print(f"wrote {args.out} and its plot")
 

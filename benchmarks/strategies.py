@@ -29,8 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
 sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import DATA, write_result  # noqa: E402
 
 STRATEGIES = {
     "full": {},
@@ -283,14 +284,14 @@ def main() -> int:
                     return 1
                 row = json.loads(lines[-1][7:])
                 record["runs"].append(row)
-                out.write_text(json.dumps(record, indent=1) + "\n")
+                write_result(out, record)
                 print(
                     f"{task:6s} {name:15s} seed {seed}: {100 * row['metric']:.2f}  {row['trainable']:>10,} "
                     f"({row['trainable_pct']:.2f}%)  {row['train_seconds']:.0f} s  {row['peak_rss_mb']:.0f} MB",
                     flush=True,
                 )
     record["peft_trainable_parameters"] = peft_counts()
-    out.write_text(json.dumps(record, indent=1) + "\n")
+    write_result(out, record)
     print(table(record["runs"]))
     print("trainable parameters, peft vs bertforge:", json.dumps(record["peft_trainable_parameters"]))
     plot(record["runs"], str(out.with_suffix(".png")))

@@ -15,7 +15,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BERTFORGE_DATA", ROOT.parent / "shared" / "data"))
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._common import DATA  # noqa: E402
 
 
 def load_text(megabytes: float) -> list[str]:

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import machine  # noqa: E402
+from benchmarks._common import machine, write_result  # noqa: E402
 from bertforge.evaluation.variants import TABLE_FIGURES, base_configs, format_table, measure  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def main() -> None:
         "table_figures": {k: {"parameters": v[0], "speed": v[1]} for k, v in TABLE_FIGURES.items()},
         "results": {str(d).split(".")[-1]: [dataclasses.asdict(v) for v in results[d]] for d in dtypes},
     }
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    write_result(args.out, out, indent=2)
     print(f"wrote {args.out}")
 
 

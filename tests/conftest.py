@@ -19,7 +19,7 @@ try:  # Hypothesis profiles: CI runs "ci"; pytest --hypothesis-profile=long runs
 except ImportError:
     pass
 
-DATA_DIR = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("BERTFORGE_DATA", Path(__file__).resolve().parents[1] / "data"))
 
 
 def tiny_config(**overrides) -> BertConfig:
