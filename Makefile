@@ -2,6 +2,7 @@
 #   make demo   set up .venv and run the main job: pretraining on the embedded corpus (bertforge pretrain)
 #   make test   set up .venv (with the test extras) and run the test suite
 #   make lint   ruff (lint + format check) and mypy on the package
+#   make docs   the documentation site into site/ (MkDocs, strict: a broken link or a stale reference fails)
 # Torch: if the Python that creates the venv already has torch, the venv sees it (yours is kept); otherwise the CPU build
 # TORCH_SPEC is installed. Off this machine, add TORCH_INDEX=https://download.pytorch.org/whl/cpu to get the CPU wheel.
 
@@ -13,7 +14,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-.PHONY: setup setup-test demo test lint clean
+.PHONY: setup setup-test demo test lint docs clean
 
 $(VENV)/.created:
 	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
@@ -48,5 +49,9 @@ lint: setup-test
 	$(BIN)/ruff format --check bertforge tests benchmarks
 	$(BIN)/mypy
 
+docs: setup-test
+	$(BIN)/python docs/gen_reference.py
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site

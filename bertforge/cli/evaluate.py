@@ -7,6 +7,7 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     from bertforge.cli.fields import number
+    from bertforge.constants import BASELINES
     from bertforge.evaluation import DEFAULT_TASKS, GLUE_TASKS
 
     p = sub.add_parser(
@@ -15,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Fine-tune a model on each GLUE task of --data-dir (one recipe for all: AdamW, batch 32, 3 "
         "epochs, 128 tokens; the best of the learning rates 1e-4, 3e-4, 1e-3 below bert-base's width, else 2e-5, "
         "3e-5, 5e-5) and score its dev set in GLUE's metrics; --scratch adds the same architecture from random "
-        "weights. Writes OUTPUT/glue.json, glue.md and glue.png.",
+        "weights, --baseline tfidf a TF-IDF + linear baseline. Writes OUTPUT/glue.json, glue.md and glue.png.",
     )
     bench = p.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     g = bench.add_parser("glue", help="CoLA, SST-2, MRPC, STS-B, RTE, QNLI (those with a train file)")
@@ -27,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seeds", type=number(int, minimum=1), default=3, help="runs per task (the table shows the median and spread)"
     )
     g.add_argument("--scratch", action="store_true", help="also the same architecture from random weights")
+    g.add_argument(
+        "--baseline",
+        choices=BASELINES,
+        default=None,
+        help="also a baseline fitted on the same rows: tfidf (TF-IDF + logistic or ridge regression; scikit-learn)",
+    )
     g.add_argument(
         "--max-train-examples", type=number(int, minimum=1), default=None, help="the first N training rows of each task"
     )
@@ -67,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         extra={} if args.bf16 is None else {"bf16": args.bf16},
     )
     tasks = tuple(t.strip().lower().replace("-", "") for t in args.tasks.split(",") if t.strip())
-    record = evaluate_glue(args.model, args.data_dir, args.output, tasks, settings, scratch=args.scratch)
+    record = evaluate_glue(
+        args.model, args.data_dir, args.output, tasks, settings, scratch=args.scratch, baseline=args.baseline
+    )
     print(table(record))
     print(f"report: {args.output}/glue.md, glue.json, glue.png")
     return 0

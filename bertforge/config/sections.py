@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from bertforge.adapt.registry import STRATEGIES
 from bertforge.config.fields import opt, validate
+from bertforge.constants import BASELINES
 from bertforge.tokenization.tokenizer import TOKENIZER_TYPES as MEGATRON_TOKENIZERS
 
 DECAY_STYLES = ("linear", "cosine", "constant")
@@ -237,6 +238,9 @@ class TaskConfig:
     """Use only the first N training examples (quick runs, learning curves)."""
     max_eval_examples: int | None = opt(None, minimum=1)
     """Use only the first N validation examples."""
+    baseline: str | None = opt(None, choices=BASELINES, tasks=("classification",))
+    """Classification: also fit a TF-IDF + logistic-regression baseline (scikit-learn) on the same training rows and
+    score it on the same validation rows; reported beside the model (``baseline`` in finetune_result.json)."""
     validation_split: float | None = opt(None, minimum=0.01, maximum=0.9)
     """Without a validation file: hold out this fraction of the training data (whole articles for QA), seeded."""
     text_column: str = opt("sentence", tasks=("classification",))

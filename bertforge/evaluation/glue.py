@@ -27,6 +27,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from bertforge.constants import BASELINES
 from bertforge.utils import atomic_write_text, logger
 
 
@@ -86,13 +87,13 @@ def evaluate_glue(
     settings: GlueSettings | None = None,
     scratch: bool = False,
     show_progress: bool = True,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` on each GLUE task of ``data_dir`` and score it (and, with ``scratch``, the same
-    architecture from random weights); returns the summary written to ``OUT/glue.json``."""
-    from bertforge.config import FinetuneConfig
+    architecture from random weights; with ``baseline="tfidf"``, a TF-IDF + linear model on the same rows); returns
+    the summary written to ``OUT/glue.json``."""
     from bertforge.hub import resolve_model
     from bertforge.model import BertConfig
-    from bertforge.training.finetune import finetune_classification
 
     settings = settings or GlueSettings()
     unknown = [t for t in tasks if t not in GLUE_TASKS]
@@ -128,38 +129,73 @@ def evaluate_glue(
             logger.info("GLUE %s skipped: %s", name, record["skipped"][name])
             continue
         for (system, source), lr, seed in itertools.product(systems.items(), lrs, range(settings.seeds)):
-            if (system, name, lr, seed) in done:
-                continue
-            out = os.path.join(output_dir, system, name, f"lr{lr:g}", f"seed{seed}")
-            cfg = FinetuneConfig.build(
-                epochs=settings.epochs,
-                lr=lr,
-                batch_size=settings.batch_size,
-                max_length=settings.max_length,
-                seed=seed,
-                max_train_examples=settings.max_train_examples,
-                metric=task.metrics[0],
-                overwrite=True,
-                **settings.extra,
-            )
-            result = finetune_classification(
-                source,
-                train,
-                dev,
-                out,
-                cfg=cfg,
-                text_column=task.text,
-                text_pair_column=task.pair,
-                label_column=task.label,
-                no_header=not task.header,
-                regression=task.regression,
-                show_progress=show_progress,
-            )
-            scores = {m: float(result[m]) for m in task.metrics}
-            record["runs"].append({"system": system, "task": name, "lr": lr, "seed": seed, **scores})
-            logger.info("GLUE %s %s lr %g seed %d: %s", system, name, lr, seed, scores)
-            _write(record, output_dir)  # after every run: an interrupted evaluation still reports, and resumes
+            if (system, name, lr, seed) not in done:
+                out = os.path.join(output_dir, system, name, f"lr{lr:g}", f"seed{seed}")
+                scores = _finetuned(task, source, train, dev, out, lr, seed, settings, show_progress)
+                record["runs"].append({"system": system, "task": name, "lr": lr, "seed": seed, **scores})
+                logger.info("GLUE %s %s lr %g seed %d: %s", system, name, lr, seed, scores)
+                _write(record, output_dir)  # after every run: an interrupted evaluation still reports, and resumes
+        if baseline and (baseline, name, 0.0, 0) not in done:
+            scores = baseline_scores(baseline, task, train, dev, settings.max_train_examples)
+            record["runs"].append({"system": baseline, "task": name, "lr": 0.0, "seed": 0, **scores})
+            logger.info("GLUE %s %s: %s", baseline, name, scores)
+            _write(record, output_dir)
     return _write(record, output_dir)
+
+
+def _finetuned(
+    task: GlueTask, source: str, train: str, dev: str, out: str, lr: float, seed: int, settings, show_progress: bool
+) -> dict:
+    """GLUE's metrics of ``source`` fine-tuned on one task at one rate and seed (its run in ``out``)."""
+    from bertforge.config import FinetuneConfig
+    from bertforge.training.finetune import finetune_classification
+
+    cfg = FinetuneConfig.build(
+        epochs=settings.epochs,
+        lr=lr,
+        batch_size=settings.batch_size,
+        max_length=settings.max_length,
+        seed=seed,
+        max_train_examples=settings.max_train_examples,
+        metric=task.metrics[0],
+        overwrite=True,
+        **settings.extra,
+    )
+    result = finetune_classification(
+        source,
+        train,
+        dev,
+        out,
+        cfg=cfg,
+        text_column=task.text,
+        text_pair_column=task.pair,
+        label_column=task.label,
+        no_header=not task.header,
+        regression=task.regression,
+        show_progress=show_progress,
+    )
+    return {m: float(result[m]) for m in task.metrics}
+
+
+def baseline_scores(baseline: str, task: GlueTask, train: str, dev: str, max_train_examples: int | None) -> dict:
+    """GLUE's metrics of ``baseline`` (TF-IDF + a linear model) fitted on the task's training rows (the same first
+    ``max_train_examples`` the models see) and scored on its dev set."""
+    from bertforge.config import TaskConfig
+    from bertforge.tasks.classification import ClassificationTask
+
+    family = ClassificationTask(
+        TaskConfig(
+            text_column=task.text,
+            text_pair_column=task.pair,
+            label_column=task.label,
+            no_header=not task.header,
+            regression=task.regression,
+        )
+    )
+    rows, dev_rows = family.read(train)[: max_train_examples or None], family.read(dev)
+    family.prepare(rows, dev_rows, train, dev)
+    scores = family.baseline(baseline, rows, dev_rows, dev)
+    return {m: float(scores[m]) for m in task.metrics}
 
 
 def earlier_runs(path: str, model: str, settings: dict[str, Any]) -> list[dict]:
@@ -239,7 +275,7 @@ def summarize(runs: list[dict], systems, tasks) -> dict[str, Any]:
 def _write(record: dict, output_dir: str) -> dict:
     """The report of every run so far (this evaluation's and the earlier ones it extends): JSON, markdown, plot."""
     runs = record["runs"]
-    systems = [s for s in ("pretrained", "scratch") if any(r["system"] == s for r in runs)]
+    systems = [s for s in ("pretrained", "scratch", *BASELINES) if any(r["system"] == s for r in runs)]
     tasks = [t for t in GLUE_TASKS if any(r["task"] == t for r in runs)]
     record["summary"] = summarize(runs, systems, tasks)
     atomic_write_text(os.path.join(output_dir, "glue.json"), json.dumps(record, indent=1) + "\n")
@@ -263,6 +299,9 @@ def table(record: dict) -> str:
                 cells.append("-")
                 continue
             values = [task["metrics"][m] for m in GLUE_TASKS[name].metrics]
+            if s in BASELINES:  # one fit, no rate
+                cells.append("/".join(f"{100 * v['median']:.1f}" for v in values))
+                continue
             spread = "; ".join(f"{100 * v['min']:.1f}..{100 * v['max']:.1f}" for v in values)
             cells.append("/".join(f"{100 * v['median']:.1f}" for v in values) + f" ({spread}; lr {task['lr']:g})")
         lines.append(f"| {GLUE_TASKS[name].directory} | {metric} | " + " | ".join(cells) + " |")

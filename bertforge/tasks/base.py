@@ -50,6 +50,10 @@ class TaskFamily:
         """(metrics, prediction records) of ``model`` on ``items`` (whose features are given)."""
         raise NotImplementedError
 
+    def baseline(self, name: str, train: list, valid: list, valid_name: str) -> dict[str, float]:
+        """The validation metrics of baseline ``name`` (``constants.BASELINES``) fitted on ``train``."""
+        raise ValueError(f"--baseline {name} is for classification, not {self.name}")
+
     @property
     def default_metric(self) -> str:
         raise NotImplementedError

@@ -15,6 +15,7 @@ import torch
 from bertforge.model import BertForSequenceClassification
 from bertforge.tasks import metrics as M
 from bertforge.tasks.base import TaskFamily
+from bertforge.tasks.baseline import joined, tfidf_predict
 from bertforge.tasks.readers import read_table
 from bertforge.tokenization import BertTokenizer
 
@@ -191,6 +192,11 @@ class ClassificationTask(TaskFamily):
             for r, p, lg in zip(items, pred, logits)
         ]
         return classification_metrics(pred, gold, self.kind, self.num_labels), records
+
+    def baseline(self, name: str, train: list, valid: list, valid_name: str) -> dict[str, float]:
+        gold, _ = classification_labels(valid, valid_name, self.kind, self.label2id, self.task.label_separator)
+        pred = tfidf_predict([joined(r) for r in train], self.y_train, [joined(r) for r in valid], self.kind)
+        return classification_metrics(pred, gold, self.kind, self.num_labels)
 
     def _shown(self, p: Any) -> Any:
         """A prediction as the records show it: the label's name, the names of a multi-label row, or the value."""

@@ -41,6 +41,7 @@ from bertforge.config import DistillConfig, FinetuneConfig
 from bertforge.model import BertForQuestionAnswering
 from bertforge.model.pretrained import PreTrainedBert
 from bertforge.model.surgery import shrink
+from bertforge.tasks.base import TaskFamily
 from bertforge.tasks.families import FAMILIES
 from bertforge.tasks.features import collate
 from bertforge.tasks.readers import IN_MEMORY, in_memory
@@ -197,6 +198,8 @@ class _Task:
     """The names of the validation metrics this task computes (checked against ``metric`` before training)."""
     teacher: PreTrainedBert | None = None
     """Distillation's teacher (``cfg.distill``): the objective becomes ``DistillObjective``."""
+    baseline: dict | None = None
+    """``{name: validation metrics}`` of the baseline asked for (``--baseline``), reported beside the model."""
 
 
 def _run(task: _Task, cfg: FinetuneConfig, output_dir: str, show_progress: bool, resume: bool) -> dict:
@@ -325,6 +328,8 @@ def _result(trained, job: Job, task: _Task, cfg, output_dir: str, info, trainabl
         "trainable_parameters": trainable,
         "train_seconds": round(trained.train_seconds, 2),
     }
+    if task.baseline:
+        result["baseline"] = task.baseline
     if trained.step < job.steps and not trained.stopped_early:
         result["stopped_at_step"] = trained.step  # exit_interval: resume with resume=True / --resume
         return result
@@ -420,6 +425,7 @@ def finetune(
     train, valid, valid_name = _held_out(items, validation_file, family.read, cfg, train_name, family.group)
     train, valid = train[: cfg.task.max_train_examples or None], valid[: cfg.task.max_eval_examples or None]
     head = family.prepare(train, valid, train_name, valid_name)
+    baseline = _baseline(family, cfg.task.baseline, train, valid, valid_name)
     tok, model, teacher = _start(model_dir, family.model_class, tokenizer, cfg, **head)
     base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
     valid_features = family.features(tok, valid)  # encoded once, evaluated every epoch
@@ -443,8 +449,18 @@ def finetune(
         label_dtype=family.label_dtype,
         metrics=family.metric_names(),
         teacher=teacher,
+        baseline=baseline,
     )
     return _run(job, cfg, output_dir, show_progress, resume)
+
+
+def _baseline(family: TaskFamily, name: str | None, train: list, valid: list, valid_name: str) -> dict | None:
+    """``{name: validation metrics}`` of the baseline asked for (``--baseline``), fitted on the same rows; logged."""
+    if name is None:
+        return None
+    scores = family.baseline(name, train, valid, valid_name)
+    logger.info("baseline %s on the validation data: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    return {name: scores}
 
 
 def finetune_classification(model_dir: Any, train_file: Any, validation_file: Any, output_dir: str, **kw: Any) -> dict:

@@ -1,5 +1,6 @@
 """`bertforge evaluate glue` on slices of the local GLUE data with a tiny random model: every task with a train file
-is fine-tuned and scored in GLUE's metrics, QNLI (dev only here) is reported as skipped, --scratch adds the baseline."""
+is fine-tuned and scored in GLUE's metrics, QNLI (dev only here) is reported as skipped, --scratch adds the
+from-scratch twin and --baseline tfidf a TF-IDF model."""
 
 from __future__ import annotations
 
@@ -23,16 +24,19 @@ def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
         settings,
         scratch=True,
         show_progress=False,
+        baseline="tfidf",
     )
     summary = record["summary"]
-    assert set(summary) == {"pretrained", "scratch"}
+    assert set(summary) == {"pretrained", "scratch", "tfidf"}
+    assert set(summary["tfidf"]["tasks"]) == {"cola", "mrpc", "stsb"}  # one fit each, on the same 48 rows
+    assert (tmp_path / "g" / "glue.md").read_text().splitlines()[0].endswith("| tfidf |")
     assert set(summary["pretrained"]["tasks"]) == {"cola", "mrpc", "stsb"}
     assert "qnli" in record["skipped"] and "train.tsv" in record["skipped"]["qnli"]
     mrpc = summary["pretrained"]["tasks"]["mrpc"]
     assert set(mrpc["metrics"]) == {"f1", "accuracy"} and mrpc["seeds"] == 2
     assert mrpc["score"] == (mrpc["metrics"]["f1"]["median"] + mrpc["metrics"]["accuracy"]["median"]) / 2
     assert set(summary["scratch"]["tasks"]["stsb"]["metrics"]) == {"pearson", "spearman"}
-    assert len(record["runs"]) == 3 * 2 * 2 * 2  # tasks x systems x learning rates x seeds
+    assert len(record["runs"]) == 3 * 2 * 2 * 2 + 3  # tasks x systems x learning rates x seeds, + the baseline
     for system, task in (("pretrained", "mrpc"), ("scratch", "cola")):
         row = summary[system]["tasks"][task]
         first = row["metrics"][next(iter(row["metrics"]))]["median"]
@@ -47,7 +51,7 @@ def test_glue_evaluation_on_slices(tiny_checkpoint, data_dir, tmp_path, capsys):
     more = evaluate_glue(str(tiny_checkpoint), glue, out, ("mrpc", "rte"), settings, show_progress=False)
     assert len(more["runs"]) == len(record["runs"]) + 2 * 2  # rte's rates x seeds; mrpc's runs not made again
     assert more["runs"][: len(record["runs"])] == record["runs"]
-    assert set(more["summary"]) == {"pretrained", "scratch"}  # the earlier scratch runs are still reported
+    assert set(more["summary"]) == {"pretrained", "scratch", "tfidf"}  # the earlier runs are still reported
     assert set(more["summary"]["pretrained"]["tasks"]) == {"cola", "mrpc", "stsb", "rte"}
     assert "| RTE | accuracy |" in (tmp_path / "g" / "glue.md").read_text()
     other = GlueSettings(epochs=2, lrs=(1e-4, 1e-3), max_train_examples=48, seeds=2, batch_size=16, max_length=48)
