@@ -32,7 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--adapter", default=None, help="a fine-tuning strategy's artefact (OUT/adapter) to run on the base --model"
     )
     p.add_argument("--input", default=None, help="JSON-lines file of inputs (shows a progress bar)")
-    p.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
+    p.add_argument("--output", default=None, help="write the results here instead of stdout")
+    p.add_argument(
+        "--format",
+        choices=["jsonl", "html"],
+        default="jsonl",
+        help="jsonl: one JSON line per input; html (ner): one page, each entity marked in its type's colour "
+        "(displaCy's layout)",
+    )
     p.add_argument("--question", default=None, help="question-answering: the question (with --context)")
     p.add_argument("--context", default=None, help="question-answering: the passage the answer is in")
     p.add_argument("--batch-size", type=number(int, minimum=1), default=32)
@@ -45,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="fp32",
         choices=["fp32", "bf16", "fp16", "auto", "int8"],
         help="weights' dtype: fp32 (default: the same numbers as transformers); auto = bf16 where the machine runs "
-        "it natively, else fp32; int8 = dynamic quantization of the linear layers (CPU); see the README for each "
-        "one's speed and agreement",
+        "it natively, else fp32; int8 = dynamic quantization of the linear layers (CPU); each one's speed and "
+        "agreement: benchmarks/README.md",
     )
     _add_task_options(p)
     p.set_defaults(func=run)
@@ -150,9 +157,12 @@ def _jsonable(x):
 
 def run(args: argparse.Namespace) -> int:
     from bertforge.pipelines import ALIASES, pipeline
+    from bertforge.utils import atomic_write_text
 
     task = ALIASES.get(args.task, args.task)
     call = _task_call(args, task)  # flag errors before the model loads
+    if args.format == "html" and task != "token-classification":
+        raise ValueError(f"--format html draws entities: it is for ner (token-classification), not {args.task}")
     kwargs = dict(
         batch_size=args.batch_size,
         max_length=args.max_length,
@@ -174,11 +184,17 @@ def run(args: argparse.Namespace) -> int:
     if not inputs:
         raise ValueError("no input: give texts as arguments or --input FILE.jsonl")
     results = pipe(list(inputs), **call)
-    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
-    try:
-        for item, result in zip(inputs, results):
-            out.write(json.dumps({"input": item, "result": _jsonable(result)}, ensure_ascii=False) + "\n")
-    finally:
-        if args.output:
-            out.close()
+    if args.format == "html":
+        from bertforge.pipelines.render import render
+
+        text = render([r.to_displacy() for r in results], page=True)
+    else:
+        text = "".join(
+            json.dumps({"input": item, "result": _jsonable(result)}, ensure_ascii=False) + "\n"
+            for item, result in zip(inputs, results)
+        )
+    if args.output:
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
     return 0

@@ -7,7 +7,9 @@ Aggregation strategies (transformers' names and meaning):
   average of the pieces' probabilities, or the most confident piece's -- then words are grouped as in ``simple``.
 Groups carry ``entity_group``, the mean ``score`` of their members, ``word`` (the pieces joined) and ``start``/``end``.
 Text longer than a window is split into windows overlapping by ``stride`` tokens; entities found in two windows are
-stitched: of overlapping entities the longer one is kept (the higher score on a tie).
+stitched: of overlapping entities the longer one is kept (the higher score on a tie). Each text's result is an
+``Entities`` list (``render.py``): ``result.to_html()`` draws it with each entity type in its own colour,
+``result.to_displacy()`` hands it to spaCy's displaCy.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from bertforge.model import BertForTokenClassification
 from bertforge.pipelines.base import STRIDE, Option, Pipeline, as_list, check_texts, softmax
+from bertforge.pipelines.render import Entities
 from bertforge.utils import logger
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -133,7 +136,7 @@ class TokenClassificationPipeline(Pipeline):
                 )
             entities = self._aggregate(tokens, strategy, id2label)
             per_input[i].extend(e for e in entities if e.get("entity", e.get("entity_group")) not in ignore)
-        results = [stitch(e) if n > 1 else e for e, n in zip(per_input, windows)]
+        results = [Entities(stitch(e) if n > 1 else e, t) for e, n, t in zip(per_input, windows, texts)]
         return results[0] if single else results
 
     @staticmethod

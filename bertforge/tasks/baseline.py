@@ -1,8 +1,8 @@
 """The baseline a fine-tuned BERT should beat: TF-IDF features and a linear model (scikit-learn).
 
 Each text (a pair is joined with " [SEP] ") becomes TF-IDF weights of its word unigrams and bigrams (lowercased,
-sublinear term frequency, one-letter words kept), fitted on the training texts only; a logistic regression (single-label; one per label
-for multi-label) or a ridge regression (regression) is trained on them and predicts the
+sublinear term frequency, one-letter words kept), fitted on the training texts only; a logistic regression
+(single-label; one per label for multi-label) or a ridge regression (regression) is trained on them and predicts the
 evaluation texts. The scores come from the same metric code as the model's, so the two are comparable row for row.
 scikit-learn is an extra (``pip install 'bertforge[baseline]'``); the rest of bertforge works without it.
 """
