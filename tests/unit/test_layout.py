@@ -33,7 +33,8 @@ NOT_YET_SPLIT = {
     "bertforge/tokenization/tokenizer.py:__call__": 125,
 }
 """Files and functions over the limits, each at most the size given here, with the reason: the tokenizer's
-``__call__`` mirrors transformers' whole call API in one signature. The list may only shrink: a new long file or function, or a listed one that grew, fails."""
+``__call__`` mirrors transformers' whole call API in one signature. The list may only shrink: a new long file or
+function, or a listed one that grew, fails."""
 
 
 def _module_name(path: Path) -> str:
