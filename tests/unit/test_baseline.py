@@ -38,9 +38,15 @@ def test_fine_tuning_reports_the_baseline_beside_the_model(tiny_checkpoint, tmp_
 
     rows = [{"sentence": t, "label": "pos"} for t in GOOD] + [{"sentence": t, "label": "neg"} for t in BAD]
     cfg = FinetuneConfig.build(epochs=1, batch_size=4, baseline="tfidf", bf16=False)
-    result = finetune_classification(str(tiny_checkpoint), rows * 2, rows, str(tmp_path), cfg=cfg, show_progress=False)
-    assert result["baseline"]["tfidf"]["accuracy"] == 1.0  # the validation rows are training rows here
-    written = json.loads((tmp_path / "finetune_result.json").read_text())
+    test = tmp_path / "test.jsonl"
+    test.write_text("".join(json.dumps({"sentence": s, "label": "neg"}) + "\n" for s in ["dull and boring", "awful"]))
+    result = finetune_classification(
+        str(tiny_checkpoint), rows * 2, rows, str(tmp_path / "o"), test_file=str(test), cfg=cfg, show_progress=False
+    )
+    scores = result["baseline"]["tfidf"]
+    assert scores["accuracy"] == 1.0  # the validation rows are training rows here
+    assert scores["test_accuracy"] == 1.0 and "test_accuracy" in result  # the test file, beside the model's
+    written = json.loads((tmp_path / "o" / "finetune_result.json").read_text())
     assert written["result"]["baseline"] == result["baseline"]
 
 
