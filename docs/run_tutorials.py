@@ -52,7 +52,7 @@ def script(page: Path) -> str:
 
 
 def run_page(page: Path, scale: int = 1, figures: bool = False, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run one page in a new empty folder; its figures (``figures/*.png`` there) copied into the docs if asked."""
+    """Run one page in a new empty folder; its figures (``figures/*`` there) copied into the docs if asked."""
     env = {
         **os.environ,
         "TUTORIAL_SCALE": str(scale),
@@ -73,8 +73,8 @@ def run_page(page: Path, scale: int = 1, figures: bool = False, timeout: float =
         )
         if figures and done.returncode == 0:
             FIGURES.mkdir(exist_ok=True)
-            for png in sorted(Path(work, "figures").glob("*.png")):
-                shutil.copyfile(png, FIGURES / png.name)
+            for drawn in sorted(Path(work, "figures").glob("*.*")):  # pictures, and HTML drawings (NER)
+                shutil.copyfile(drawn, FIGURES / drawn.name)
     return done
 
 
