@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -26,6 +28,8 @@ API_MODULES = [
     "bertforge.config",
     "bertforge.training.pretrain",
     "bertforge.training.finetune",
+    "bertforge.training.optim",
+    "bertforge.auto",
     "bertforge.evaluation",
     "bertforge.adapt",
     "bertforge.deploy",
@@ -79,10 +83,21 @@ def _command(parser: argparse.ArgumentParser, name: str, lines: list[str]) -> No
 def cli_reference() -> str:
     import os
 
-    os.environ["COLUMNS"] = "10000"  # one usage line, whatever the terminal
     from bertforge.cli.main import build_parser
 
-    parser = build_parser()
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "10000"  # argparse reads the width when it formats: one usage line, whatever the terminal
+    try:
+        parser = build_parser()
+        return _cli_page(parser)
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _cli_page(parser: argparse.ArgumentParser) -> str:
     lines = [
         "# CLI reference",
         "",
@@ -97,15 +112,45 @@ def cli_reference() -> str:
 def _public(module) -> list[str]:
     names = getattr(module, "__all__", None)
     if names is None:
-        names = [n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__]
-    return [n for n in names if inspect.isclass(getattr(module, n, None)) or inspect.isfunction(getattr(module, n, None))]
+        names = [
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+        ]
+    return [
+        n for n in names if inspect.isclass(getattr(module, n, None)) or inspect.isfunction(getattr(module, n, None))
+    ]
+
+
+def _annotation(value) -> str:
+    return value if isinstance(value, str) else inspect.formatannotation(value)
+
+
+def _default(value) -> str:
+    if value is dataclasses.MISSING:
+        return "MISSING"
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(value))  # an object's address differs on every run
 
 
 def _signature(obj) -> str:
+    """``(name: annotation = default, ...) -> annotation``, the annotations as written, no object addresses."""
     try:
-        return str(inspect.signature(obj))
+        sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+    parts, star_done = [], False
+    for p in sig.parameters.values():
+        if p.kind is p.KEYWORD_ONLY and not star_done:
+            parts.append("*")
+        star_done = star_done or p.kind in (p.KEYWORD_ONLY, p.VAR_POSITIONAL)
+        text = {p.VAR_POSITIONAL: "*", p.VAR_KEYWORD: "**"}.get(p.kind, "") + p.name
+        if p.annotation is not p.empty:
+            text += f": {_annotation(p.annotation)}"
+        if p.default is not p.empty:
+            text += f" = {_default(p.default)}"
+        parts.append(text)
+    returns = "" if sig.return_annotation is sig.empty else f" -> {_annotation(sig.return_annotation)}"
+    return f"({', '.join(parts)}){returns}"
 
 
 def _entry(name: str, obj, lines: list[str]) -> None:
@@ -132,14 +177,27 @@ def api_reference() -> str:
         "Generated from the docstrings by `docs/gen_reference.py`; a test fails when this page differs from them.",
         "",
     ]
-    for module_name in API_MODULES:
+    home: dict[int, str] = {}  # each object is described once, under the first module listed that exports it
+    for module_name in API_MODULES[1:]:
+        module = importlib.import_module(module_name)
+        for name in _public(module):
+            home.setdefault(id(getattr(module, name)), module_name)
+    top = importlib.import_module("bertforge")
+    lines += ["## `bertforge`", "", "The names `import bertforge` gives, each described under its module:", ""]
+    for name in _public(top):
+        where = home.get(id(getattr(top, name)))
+        link = f"[`{where}`](#{where.replace('.', '')})" if where else "`bertforge`"
+        lines.append(f"- `bertforge.{name}`: {link}")
+    lines.append("")
+    for module_name in API_MODULES[1:]:
         module = importlib.import_module(module_name)
         lines += [f"## `{module_name}`", ""]
         summary = (inspect.getdoc(module) or "").split("\n\n")[0]
         if summary:
             lines += [" ".join(summary.split()), ""]
         for name in _public(module):
-            _entry(name, getattr(module, name), lines)
+            if home.get(id(getattr(module, name))) == module_name:
+                _entry(name, getattr(module, name), lines)
     return "\n".join(lines).rstrip() + "\n"
 
 
