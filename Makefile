@@ -45,8 +45,8 @@ test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup-test
-	$(BIN)/ruff check bertforge tests benchmarks
-	$(BIN)/ruff format --check bertforge tests benchmarks
+	$(BIN)/ruff check bertforge tests benchmarks docs
+	$(BIN)/ruff format --check bertforge tests benchmarks docs
 	$(BIN)/mypy
 
 docs: setup-test
