@@ -81,7 +81,7 @@ def minilm() -> Path:
 @pytest.fixture
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
-        pytest.skip(f"shared data not found at {DATA_DIR}")
+        pytest.skip(f"benchmark data not found at {DATA_DIR} (link it there, or set BERTFORGE_DATA)")
     return DATA_DIR
 
 

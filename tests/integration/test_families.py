@@ -25,7 +25,7 @@ def family_checkpoint(request, tmp_path_factory):
     unigram for ALBERT, WordPiece for the others), saved as a Hugging Face directory."""
     wiki = DATA_DIR / "wikitext-2" / "valid.txt"
     if not wiki.exists():
-        pytest.skip("shared data not found")
+        pytest.skip("benchmark data not found (data/ in the checkout, or $BERTFORGE_DATA)")
     family = request.param
     path = tmp_path_factory.mktemp(family)
     model = {"roberta": "bpe", "albert": "unigram"}.get(family, "wordpiece")
