@@ -425,15 +425,15 @@ def finetune(
     train, valid, valid_name = _held_out(items, validation_file, family.read, cfg, train_name, family.group)
     train, valid = train[: cfg.task.max_train_examples or None], valid[: cfg.task.max_eval_examples or None]
     head = family.prepare(train, valid, train_name, valid_name)
-    baseline = _baseline(family, cfg.task.baseline, train, valid, valid_name, test_file)
+    test_items = family.read(test_file) if test_file is not None else None  # read once, before training: fails early
+    baseline = _baseline(family, cfg.task.baseline, train, valid, valid_name, test_items, test_file)
     tok, model, teacher = _start(model_dir, family.model_class, tokenizer, cfg, **head)
     base = _base_pointer(model_dir if model_dir is not None else cfg.distill.teacher)
     valid_features = family.features(tok, valid)  # encoded once, evaluated every epoch
 
     def test(best) -> tuple[dict, list]:
-        assert test_file is not None
-        items = family.read(test_file)
-        return family.evaluate(best, tok, items, family.features(tok, items), test_file)
+        assert test_items is not None
+        return family.evaluate(best, tok, test_items, family.features(tok, test_items), test_file)
 
     job = _Task(
         family.name,
@@ -455,16 +455,15 @@ def finetune(
 
 
 def _baseline(
-    family: TaskFamily, name: str | None, train: list, valid: list, valid_name: str, test_file
+    family: TaskFamily, name: str | None, train: list, valid: list, valid_name: str, test: list | None, test_file
 ) -> dict | None:
     """``{name: metrics}`` of the baseline asked for (``--baseline``), fitted on the same training rows, scored on the
     validation rows (and ``test_``-prefixed, on the test file's); logged."""
     if name is None:
         return None
     scores = family.baseline(name, train, valid, valid_name)
-    if test_file is not None:
-        test = family.baseline(name, train, family.read(test_file), str(test_file))
-        scores.update({f"test_{k}": v for k, v in test.items()})
+    if test is not None:
+        scores.update({f"test_{k}": v for k, v in family.baseline(name, train, test, str(test_file)).items()})
     logger.info("baseline %s on the validation data: %s", name, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
     return {name: scores}
 

@@ -1,5 +1,6 @@
-"""Inputs, labels and outputs shared by the parity tests of the families whose heads include multiple choice and a
-pretraining head of their own (ELECTRA, ALBERT): a batch with two segments, padded or not, and each head's labels."""
+"""What the parity tests of the families share: for those whose heads include multiple choice and a pretraining head
+of their own (ELECTRA, ALBERT) a batch with two segments, padded or not, and each head's labels; for every family the
+comparisons of outputs (at the real positions), losses and gradients."""
 
 from __future__ import annotations
 
@@ -52,3 +53,16 @@ def assert_outputs_close(ours: list[torch.Tensor], theirs: list[torch.Tensor], m
         if a.dim() >= 2 and a.shape[:2] == mask.shape:
             a, b = a[mask], b[mask]
         torch.testing.assert_close(b, a, atol=tol, rtol=tol)
+
+
+def assert_loss_and_gradients_match(hf, ours, hf_out, our_out, to_hf) -> dict[str, torch.Tensor]:
+    """The two losses equal, then, after one backward pass each, every gradient of ours (renamed to transformers'
+    keys by ``to_hf``) equal to theirs; returns the renamed gradients."""
+    torch.testing.assert_close(our_out.loss, hf_out.loss, atol=1e-5, rtol=1e-5)
+    hf_out.loss.backward()
+    our_out.loss.backward()
+    our_grads = to_hf({k: p.grad for k, p in ours.named_parameters() if p.grad is not None})
+    hf_params = dict(hf.named_parameters())
+    for key, grad in our_grads.items():
+        torch.testing.assert_close(grad, hf_params[key].grad, atol=1e-5, rtol=1e-4, msg=key)
+    return our_grads

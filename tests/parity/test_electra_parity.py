@@ -4,12 +4,14 @@ fine-tuning head, padded and padding-free, losses and gradients, and round trips
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 import bertforge
 from bertforge.model import convert
-from tests.parity.heads_util import assert_outputs_close, batch
+from tests.parity.heads_util import assert_loss_and_gradients_match, assert_outputs_close, batch
 from tests.parity.heads_util import labels as shared_labels
 
 transformers = pytest.importorskip("transformers")
@@ -79,15 +81,8 @@ def test_outputs_losses_and_gradients_match(head, pad, tmp_path):
     assert_outputs_close(outputs(head, our_out), outputs(head, hf_out), inputs["attention_mask"].bool(), 1e-5)
     if head == "Model" or (head == "ForQuestionAnswering" and pad):  # ours leaves padding out of QA's softmax
         return
-    torch.testing.assert_close(our_out.loss, hf_out.loss, atol=1e-5, rtol=1e-5)
-    hf_out.loss.backward()
-    our_out.loss.backward()
-    grads = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
-    our_grads = convert.ours_to_hf(grads, tied=True, model_type="electra", architecture=OURS[head])
-    hf_params = dict(hf.named_parameters())
-    assert len(our_grads) > 10
-    for key, grad in our_grads.items():
-        torch.testing.assert_close(grad, hf_params[key].grad, atol=1e-5, rtol=1e-4, msg=key)
+    to_hf = partial(convert.ours_to_hf, tied=True, model_type="electra", architecture=OURS[head])
+    assert len(assert_loss_and_gradients_match(hf, ours, hf_out, our_out, to_hf)) > 10
 
 
 @pytest.mark.parametrize("head", list(OURS))

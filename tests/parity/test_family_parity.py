@@ -3,11 +3,14 @@ weights of either family can be downloaded here), every head, padded and padding
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
 import bertforge
 from bertforge.model import convert
+from tests.parity.heads_util import assert_loss_and_gradients_match, assert_outputs_close
 
 transformers = pytest.importorskip("transformers")
 
@@ -114,27 +117,11 @@ def test_outputs_losses_and_gradients_match(family, head, pad, tmp_path):
     inputs = batch(family, pad)
     y = labels(head, inputs)
     hf_out, our_out = hf(**inputs, **y), ours(**inputs, **y)
-    mask = inputs["attention_mask"].bool()
-    hf_outs, our_outs = outputs(head, hf_out), outputs(head, our_out)
-    assert len(hf_outs) == len(our_outs)
-    for a, b in zip(hf_outs, our_outs):
-        assert a.shape == b.shape
-        if a.dim() >= 2 and a.shape[:2] == mask.shape:
-            a, b = a[mask], b[mask]  # padded positions are not defined to be equal
-        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-5)
-    if head == "Model":
+    assert_outputs_close(outputs(head, our_out), outputs(head, hf_out), inputs["attention_mask"].bool(), 1e-5)
+    if head == "Model" or (head == "ForQuestionAnswering" and pad):  # ours leaves padding out of QA's softmax
         return
-    if head == "ForQuestionAnswering" and pad:  # ours leaves padding out of the softmax, as for BERT
-        return
-    torch.testing.assert_close(our_out.loss, hf_out.loss, atol=1e-5, rtol=1e-5)
-    hf_out.loss.backward()
-    our_out.loss.backward()
-    grads = {k: p.grad for k, p in ours.named_parameters() if p.grad is not None}
-    our_grads = convert.ours_to_hf(grads, tied=True, model_type=family)
-    hf_params = dict(hf.named_parameters())
-    assert len(our_grads) > 10
-    for key, grad in our_grads.items():
-        torch.testing.assert_close(grad, hf_params[key].grad, atol=1e-5, rtol=1e-4, msg=key)
+    to_hf = partial(convert.ours_to_hf, tied=True, model_type=family)
+    assert len(assert_loss_and_gradients_match(hf, ours, hf_out, our_out, to_hf)) > 10
 
 
 @pytest.mark.parametrize("head", HEADS)
@@ -148,12 +135,9 @@ def test_round_trip_ours_to_transformers(family, head, tmp_path):
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert type(back.config).__name__ == type(hf.config).__name__
     inputs = batch(family, pad=True)
-    mask = inputs["attention_mask"].bool()
     with torch.no_grad():
-        for a, b in zip(outputs(head, hf(**inputs)), outputs(head, back.eval()(**inputs))):
-            if a.dim() >= 2 and a.shape[:2] == mask.shape:
-                a, b = a[mask], b[mask]
-            torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+        theirs, again = outputs(head, hf(**inputs)), outputs(head, back.eval()(**inputs))
+    assert_outputs_close(again, theirs, inputs["attention_mask"].bool(), 1e-6)
 
 
 def test_distilbert_sinusoidal_positions_are_distilberts_and_stay_fixed(tmp_path):
