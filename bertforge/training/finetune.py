@@ -433,7 +433,7 @@ def finetune(
 
     def test(best) -> tuple[dict, list]:
         assert test_items is not None
-        return family.evaluate(best, tok, test_items, family.features(tok, test_items), test_file)
+        return family.evaluate(best, tok, test_items, family.features(tok, test_items), str(test_file))
 
     job = _Task(
         family.name,
