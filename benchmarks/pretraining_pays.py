@@ -4,13 +4,15 @@ on GLUE.
 
 Usage: python benchmarks/pretraining_pays.py [--train-time 2h] [--work DIR] [--seeds 3] [--max-train-examples N]
        [--lr X,Y] [--tasks cola,sst2,mrpc,stsb,rte] [--extra-text DIR] [--system mlm|electra|albert]
+       [--pretrain-flags "--generator-size 0.5"]
        [--out benchmarks/results/pretraining_pays.json]
 
 ``--system`` picks the architecture and objective on the same recipe, shape and text (the equal-time comparison):
 mlm (the crammed recipe as it is), electra (``--objective electra``: replaced-token detection with a generator of a
 quarter of the width; RUN/hf is the discriminator) or albert (``--family albert --num-hidden-groups 1``: every layer
 shares one set of weights, the same compute per token). Each system pretrains in WORK/run-SYSTEM (mlm: WORK/run) and
-is compared with its own architecture from random weights.
+is compared with its own architecture from random weights. ``--pretrain-flags`` adds pretrain flags after the
+system's (a variant of it, such as ELECTRA with a wider generator); the JSON records them.
 
 The two commands it runs are what a user runs (printed as it goes):
   bertforge pretrain --config crammed --train-time T --data-path CORPUS --vocab-file VOCAB --split 98,2,0 ...
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,6 +61,14 @@ SYSTEMS = {
 """The pretrain flags of each system, over the crammed recipe."""
 
 
+def _pretrain_command(bin_: str, train_time: str, prefix: str, run_dir: Path, flags: list[str]) -> list[str]:
+    """The ``bertforge pretrain`` command of one system: the crammed recipe on the corpus, 2% held out, then
+    ``flags``."""
+    every = "--split 98,2,0 --eval-interval 1000 --eval-iters 24 --save-interval 1000 --log-interval 100 --no-demo"
+    cmd = [bin_, "pretrain", "--config", "crammed", "--train-time", train_time, "--data-path", prefix]
+    return cmd + ["--vocab-file", vocab_file(), "--save", str(run_dir), *every.split(), *flags]
+
+
 def run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
@@ -74,12 +85,14 @@ def main() -> int:
     p.add_argument("--fresh", action="store_true", help="pretrain again even if WORK/run/hf exists")
     p.add_argument("--extra-text", default=None, help="a directory of .txt files added to the corpus")
     p.add_argument("--system", choices=sorted(SYSTEMS), default="mlm", help="architecture and objective pretrained")
+    p.add_argument("--pretrain-flags", default="", help="more pretrain flags, after the system's (one string)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pretraining_pays.json"))
     args = p.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     record: dict = {"machine": machine(), "train_time": args.train_time, "extra_text": args.extra_text}
-    record["system"] = {"name": args.system, "pretrain_flags": SYSTEMS[args.system]}
+    flags = SYSTEMS[args.system] + shlex.split(args.pretrain_flags)
+    record["system"] = {"name": args.system, "pretrain_flags": flags}
     bin_ = str(Path(sys.executable).parent / "bertforge")
     run_dir = work / ("run" if args.system == "mlm" else f"run-{args.system}")
     if args.fresh or not (run_dir / "hf" / "model.safetensors").exists():
@@ -89,34 +102,7 @@ def main() -> int:
             shutil.move(str(run_dir), moved)  # never delete what another run wrote
         prefix = english_corpus(work, Path(args.extra_text) if args.extra_text else None)
         started = time.perf_counter()
-        run(
-            [
-                bin_,
-                "pretrain",
-                "--config",
-                "crammed",
-                "--train-time",
-                args.train_time,
-                "--data-path",
-                prefix,
-                "--vocab-file",
-                vocab_file(),
-                "--split",
-                "98,2,0",
-                "--eval-interval",
-                "1000",
-                "--eval-iters",
-                "24",
-                "--save-interval",
-                "1000",
-                "--log-interval",
-                "100",
-                "--save",
-                str(run_dir),
-                "--no-demo",
-                *SYSTEMS[args.system],
-            ]
-        )
+        run(_pretrain_command(bin_, args.train_time, prefix, run_dir, flags))
         record["pretrain_wall_seconds"] = round(time.perf_counter() - started, 1)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     evals = [r for r in lines if any(k.startswith("eval_") and k.endswith("_loss") for k in r)]
