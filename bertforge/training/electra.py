@@ -1,8 +1,8 @@
 """ELECTRA's pretraining (Clark et al. 2020, "ELECTRA: Pre-training Text Encoders as Discriminators Rather Than
 Generators"): ``bertforge pretrain --objective electra``.
 
-- A small generator (``--generator-size`` of the model's width, whole attention heads; 1/4 by default, as in the
-  paper) learns masked language modelling on the masked positions.
+- A small generator (``--generator-size`` of the model's width in whole attention heads, or one narrower head below
+  one head's width; 1/4 by default, as in the paper) learns masked language modelling on the masked positions.
 - Its samples (drawn from its softmax, no gradient through the sampling) replace the masked tokens; the model -- the
   discriminator, what users fine-tune -- learns on every real token whether it was replaced. A sampled token equal to
   the original counts as original, as in the paper.
@@ -30,16 +30,23 @@ from torch import nn
 from bertforge.constants import IGNORE_INDEX
 from bertforge.model import BertConfig, BertForMaskedLM, BertForReplacedTokenDetection
 from bertforge.training.objectives import Objective, model_inputs
+from bertforge.utils import logger
 
 GENERATOR_DIR = "generator"
 """The generator's folder inside a checkpoint."""
 
 
 def generator_config(config: BertConfig, size: float) -> BertConfig:
-    """The generator's shape: ``size`` of the discriminator's width in whole heads of the same head size (at least
-    one), the same depth and feed-forward ratio, the same embedding width (the embeddings are shared)."""
-    heads = max(1, round(config.hidden_size * size / config.head_size))
-    hidden = heads * config.head_size
+    """The generator's shape: ``size`` of the discriminator's width, the same depth and feed-forward ratio, the same
+    embedding width (the embeddings are shared). The width is whole heads of the discriminator's head size, nearest to
+    the one asked for; a width under one head is one head of that width (a quarter of 2 heads of 64 is one head of 32,
+    not a head of 64, which would be half)."""
+    width = max(1, round(config.hidden_size * size))
+    if width < config.head_size:  # under one head: one narrower head
+        heads, hidden = 1, width
+    else:  # the nearest whole number of heads, half up
+        heads = math.floor(width / config.head_size + 0.5)
+        hidden = heads * config.head_size
     return config.replace(
         hidden_size=hidden,
         num_attention_heads=heads,
@@ -94,7 +101,12 @@ class ElectraPair(nn.Module):
 def build_pair(config: BertConfig, generator_size: float, recompute: bool = False) -> ElectraPair:
     """A new discriminator of ``config`` (as an ELECTRA) and its generator, with random weights."""
     config = config.replace(model_type="electra")
-    pair = ElectraPair(BertForReplacedTokenDetection(config), BertForMaskedLM(generator_config(config, generator_size)))
+    g = generator_config(config, generator_size)
+    logger.info(
+        "ELECTRA generator: %d wide (%d head(s) of %d), feed-forward %d: %.3g of the discriminator's width",
+        *(g.hidden_size, g.num_attention_heads, g.head_size, g.intermediate_size, g.hidden_size / config.hidden_size),
+    )
+    pair = ElectraPair(BertForReplacedTokenDetection(config), BertForMaskedLM(g))
     pair.discriminator.bert.gradient_checkpointing = pair.generator.bert.gradient_checkpointing = recompute
     return pair
 

@@ -64,6 +64,14 @@ def test_generator_shape_and_shared_embeddings():
     small = preset("base").replace(embedding_size=128)
     g = electra.generator_config(small, 0.25)
     assert (g.hidden_size, g.num_attention_heads, g.intermediate_size, g.embedding_size) == (192, 3, 768, 128)
+    crammed = small.replace(hidden_size=128, num_attention_heads=2, intermediate_size=512)  # heads of 64
+    shapes = {s: electra.generator_config(crammed, s) for s in (0.25, 0.5, 1.0)}
+    assert {s: (c.hidden_size, c.num_attention_heads, c.intermediate_size) for s, c in shapes.items()} == {
+        0.25: (32, 1, 128),  # under one head: one head of 32, not one of 64 (that would be half the width)
+        0.5: (64, 1, 256),
+        1.0: (128, 2, 512),
+    }
+    assert electra.generator_config(small, 0.3).hidden_size == 256  # 230 wide asked: 3.6 heads of 64, so 4
     pair = electra.build_pair(small.replace(num_hidden_layers=1, vocab_size=100), 0.25)
     d_emb, g_emb = pair.discriminator.bert.embeddings, pair.generator.bert.embeddings
     assert g_emb.token is d_emb.token and g_emb.position is d_emb.position and g_emb.norm is d_emb.norm
@@ -95,7 +103,8 @@ def test_the_exports_load_in_transformers_and_fill_mask_runs_on_the_generator(co
         tmp_path / "run" / "hf-generator", output_loading_info=True
     )
     assert not any(info.values()), info
-    assert gen.config.hidden_size == 16 and disc.config.hidden_size == 32 and gen.config.embedding_size == 16
+    # a quarter of 2 heads of 16: one head of 8
+    assert gen.config.hidden_size == 8 and disc.config.hidden_size == 32 and gen.config.embedding_size == 16
     torch.testing.assert_close(
         gen.electra.embeddings.word_embeddings.weight, disc.electra.embeddings.word_embeddings.weight
     )
