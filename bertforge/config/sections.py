@@ -46,7 +46,8 @@ class DataConfig:
     generator fills the masked positions by MLM, the model learns on every token which ones it replaced); None: the
     model family's (electra for --family electra, else mlm)."""
     generator_size: float = opt(0.25, minimum=0.05, maximum=1.0)
-    """ELECTRA: the generator's width as a share of the model's (whole attention heads; the paper's default 1/4)."""
+    """ELECTRA: the generator's width as a share of the model's (whole heads, or one narrower head below one head's
+    width; the paper's default 1/4)."""
     rtd_weight: float = opt(50.0, minimum=0.0)
     """ELECTRA: the weight of the replaced-token-detection loss beside the generator's MLM loss (the paper's 50)."""
     mask_prob: float = opt(0.15, minimum=0.0, maximum=1.0)
