@@ -189,10 +189,20 @@ def write_pair(pair: ElectraPair, directory: str, state: dict, tokenizer) -> Non
 
 
 def load_pair(checkpoint: str, pair: ElectraPair) -> None:
+    """A checkpoint's weights into ``pair``; a generator of another width (another ``--generator-size``) is refused
+    with the share that fits it."""
     from bertforge.training.checkpoint import load_weights
 
+    where = os.path.join(checkpoint, GENERATOR_DIR)
+    saved, ours = BertConfig.from_pretrained(where).hidden_size, pair.generator.config.hidden_size
+    if saved != ours:
+        fits = saved / pair.discriminator.config.hidden_size
+        raise ValueError(
+            f"{where}: the checkpoint's generator is {saved} wide, --generator-size makes it {ours}: give "
+            f"--generator-size {fits:.4g} to resume this run"
+        )
     load_weights(checkpoint, pair.discriminator)
-    load_weights(os.path.join(checkpoint, GENERATOR_DIR), pair.generator)
+    load_weights(where, pair.generator)
 
 
 def evaluation_sums(out: ElectraOutput) -> torch.Tensor:

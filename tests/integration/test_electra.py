@@ -92,6 +92,11 @@ def test_the_objective_learns_logs_both_losses_and_resumes_exactly(corpus, tmp_p
     first = pretrain(cfg, exit_interval=12, show_progress=False)
     rest = pretrain(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, load=str(tmp_path / "part"))))
     assert first.losses + rest.losses == whole.losses  # bit-identical on CPU, the generator's sampling included
+    wider = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, generator_size=0.5))
+    with pytest.raises(
+        ValueError, match=r"generator is 8 wide, --generator-size makes it 16: give --generator-size 0.25"
+    ):
+        pretrain(dataclasses.replace(wider, train=dataclasses.replace(cfg.train, load=str(tmp_path / "part"))))
 
 
 def test_the_exports_load_in_transformers_and_fill_mask_runs_on_the_generator(corpus, tmp_path):  # noqa: F811
